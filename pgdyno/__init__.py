@@ -1,0 +1,37 @@
+"""pgdyno: a Postgres-native job queue that scales its own worker dynos, down to zero.
+
+    import pgdyno
+
+    @pgdyno.task("send_invoice")
+    def send_invoice(id: int) -> None: ...
+
+    pgdyno.enqueue(conn, "send_invoice", {"id": 7})
+"""
+
+from pgdyno.errors import (
+    ConfigError,
+    FormationError,
+    InvalidJob,
+    InvalidJobState,
+    JobNotFound,
+    PermanentJobError,
+    PgdynoError,
+    UnknownTask,
+)
+from pgdyno.queue import JobSpec, enqueue, enqueue_many
+from pgdyno.tasks import task
+
+__all__ = [
+    "ConfigError",
+    "FormationError",
+    "InvalidJob",
+    "InvalidJobState",
+    "JobNotFound",
+    "JobSpec",
+    "PermanentJobError",
+    "PgdynoError",
+    "UnknownTask",
+    "enqueue",
+    "enqueue_many",
+    "task",
+]

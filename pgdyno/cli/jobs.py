@@ -1,0 +1,154 @@
+"""`pgdyno enqueue`, `status`, `jobs list|show|retry|cancel` and `prune`."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from pgdyno import queue
+from pgdyno.cli.common import connection, database_option, echo_json
+from pgdyno.config import parse_duration
+from pgdyno.errors import ConfigError
+
+
+def _json_object(_ctx: click.Context, _param: click.Parameter, value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"not valid JSON ({exc.msg} at column {exc.colno}): {value}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(
+            f'must be a JSON object such as {{"id": 7}}, got {type(parsed).__name__}: {value}')
+    return parsed
+
+
+@click.command()
+@click.argument("task")
+@click.option("--queue", "-q", "queue_name", default="default", show_default=True)
+@click.option("--args", "-a", "args", default="{}", callback=_json_object,
+              help='Keyword arguments as a JSON object, e.g. \'{"id": 7}\'.')
+@click.option("--priority", "-p", type=int, default=0, show_default=True,
+              help="Higher runs first (-1000..1000).")
+@click.option("--delay", type=click.FloatRange(min=0), default=None,
+              help="Seconds to wait before the job may run.")
+@click.option("--max-attempts", type=int, default=None, help="Attempts before it fails.")
+@database_option
+def enqueue(task: str, queue_name: str, args: dict[str, Any], priority: int,
+            delay: float | None, max_attempts: int | None, database_url: str | None) -> None:
+    """Enqueue TASK and print the new job's id."""
+    with connection(database_url) as conn:
+        job_id = queue.enqueue(
+            conn, task, args, queue=queue_name, priority=priority, max_attempts=max_attempts,
+            run_at=timedelta(seconds=delay) if delay else None)
+    click.echo(job_id)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@database_option
+def status(as_json: bool, database_url: str | None) -> None:
+    """Jobs per queue and status, and the age of the oldest ready job."""
+    with connection(database_url) as conn:
+        queues = queue.status(conn)
+    if as_json:
+        echo_json({"queues": queues})
+        return
+    if not queues:
+        click.echo("no jobs")
+        return
+    header = f"{'queue':<20} " + " ".join(f"{s:>9}" for s in queue.STATUSES) + "  oldest ready"
+    click.echo(header)
+    for name, counts in queues.items():
+        age = counts["oldest_ready_age_s"]
+        click.echo(f"{name:<20} " + " ".join(f"{counts[s]:>9}" for s in queue.STATUSES)
+                   + ("  -" if age is None else f"  {age:.1f}s"))
+
+
+@click.group()
+def jobs() -> None:
+    """Inspect and manage individual jobs."""
+
+
+@jobs.command("list")
+@click.option("--queue", "-q", "queue_name", default=None)
+@click.option("--status", "-s", "state", type=click.Choice(queue.STATUSES), default=None)
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@database_option
+def list_command(queue_name: str | None, state: str | None, limit: int, as_json: bool,
+                 database_url: str | None) -> None:
+    """The most recent jobs, newest first."""
+    with connection(database_url) as conn:
+        rows = queue.list_jobs(conn, queue=queue_name, status=state, limit=limit)
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(f"{'id':>10} {'queue':<14} {'task':<20} {'status':<10} {'tries':>5}  last error")
+    for row in rows:
+        error = (row["last_error"] or "").splitlines()[0][:50] if row["last_error"] else ""
+        click.echo(f"{row['id']:>10} {row['queue']:<14.14} {row['task']:<20.20} "
+                   f"{row['status']:<10} {row['attempts']:>2}/{row['max_attempts']:<2}  {error}")
+
+
+@jobs.command()
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@database_option
+def show(job_id: int, as_json: bool, database_url: str | None) -> None:
+    """Everything about one job."""
+    with connection(database_url) as conn:
+        row = queue.get_job(conn, job_id)
+    if as_json:
+        echo_json(row)
+        return
+    for key, value in row.items():
+        if key == "last_error" and value:
+            click.echo(f"{key + ':':<18}")
+            click.echo("  " + str(value).replace("\n", "\n  "))
+        elif isinstance(value, dict):
+            click.echo(f"{key + ':':<18}{json.dumps(value)}")
+        else:
+            click.echo(f"{key + ':':<18}{'' if value is None else value}")
+
+
+@jobs.command()
+@click.argument("job_id", type=int)
+@database_option
+def retry(job_id: int, database_url: str | None) -> None:
+    """Run a failed or cancelled job again, with a fresh attempt budget."""
+    with connection(database_url) as conn:
+        queue.retry_job(conn, job_id)
+    click.echo(f"job {job_id} is ready again")
+
+
+@jobs.command()
+@click.argument("job_id", type=int)
+@database_option
+def cancel(job_id: int, database_url: str | None) -> None:
+    """Cancel a job that has not started."""
+    with connection(database_url) as conn:
+        queue.cancel_job(conn, job_id)
+    click.echo(f"job {job_id} cancelled")
+
+
+@click.command()
+@click.option("--older-than", required=True, help="Age of finished jobs to delete, e.g. 7d, 12h.")
+@database_option
+def prune(older_than: str, database_url: str | None) -> None:
+    """Delete finished jobs (done, failed, cancelled) older than the given age."""
+    try:
+        seconds = parse_duration(older_than, "--older-than")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    with connection(database_url) as conn:
+        count = queue.prune(conn, seconds)
+    click.echo(f"pruned {count} finished jobs")
+
+
+def register(group: click.Group) -> None:
+    for command in (enqueue, status, jobs, prune):
+        group.add_command(command)

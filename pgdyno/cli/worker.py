@@ -1,0 +1,58 @@
+"""`pgdyno migrate` and `pgdyno worker`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pgdyno import tasks
+from pgdyno.cli.common import connection, database_option
+from pgdyno.config import Settings
+from pgdyno.migrate import migrate as apply_migrations
+
+
+@click.command()
+@database_option
+def migrate(database_url: str | None) -> None:
+    """Apply pending schema migrations (idempotent, safe to run concurrently)."""
+    with connection(database_url) as conn:
+        applied = apply_migrations(conn)
+    if applied:
+        click.echo(f"applied migrations: {', '.join(str(v) for v in applied)}")
+    else:
+        click.echo("schema is up to date")
+
+
+@click.command()
+@click.option("--queue", "-q", "queues", multiple=True, required=True,
+              help="Queue to take jobs from (repeatable).")
+@click.option("--import", "-i", "modules", multiple=True,
+              help="Module that registers tasks with @pgdyno.task (repeatable).")
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="Jobs run at once [env PGDYNO_CONCURRENCY; default 1].")
+@click.option("--burst", is_flag=True, help="Exit 0 once the queues have no job ready to run.")
+@click.option("--lease", default=None, help="Job lease, e.g. 30s [env PGDYNO_LEASE].")
+@click.option("--grace", default=None,
+              help="Time running jobs get on SIGTERM, e.g. 25s [env PGDYNO_GRACE].")
+@click.option("--poll-interval", default=None,
+              help="Fallback poll period, e.g. 2s [env PGDYNO_POLL_INTERVAL].")
+@database_option
+def worker(queues: tuple[str, ...], modules: tuple[str, ...], concurrency: int | None,
+           burst: bool, lease: str | None, grace: str | None, poll_interval: str | None,
+           database_url: str | None) -> None:
+    """Run jobs from the given queues until SIGTERM (or drained, with --burst)."""
+    from pgdyno.worker import Worker
+
+    settings = Settings.from_env(database_url=database_url, concurrency=concurrency,
+                                 lease=lease, grace=grace, poll_interval=poll_interval)
+    settings.require_database_url()
+    tasks.import_modules(modules)
+    runner = Worker(settings, queues, burst=burst)
+    runner.install_signal_handlers()
+    sys.exit(runner.run())
+
+
+def register(group: click.Group) -> None:
+    group.add_command(migrate)
+    group.add_command(worker)

@@ -1,0 +1,105 @@
+"""Settings: the only code that reads the environment.
+
+Every setting resolves the same way: command-line flag, then environment variable, then the
+default written here. Durations are seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgdyno.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(text: str | float | int, what: str = "duration") -> float:
+    """'30s', '15m', '7d', '250ms' or a bare number of seconds -> seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(
+            f"{what} {text!r} is not a duration: write a number with an optional unit "
+            "(ms, s, m, h, d, w), for example 30s or 7d"
+        )
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with units and defaults."""
+
+    #: Postgres connection (DATABASE_URL). A direct connection: LISTEN and session advisory
+    #: locks do not survive a transaction-mode pooler.
+    database_url: str | None = field(default=None, metadata={"env": "DATABASE_URL"})
+    #: This dyno's name, e.g. winston.1 (DYNO, set by Heroku and by `pgdyno dev`).
+    dyno: str | None = field(default=None, metadata={"env": "DYNO"})
+    #: Jobs one worker process runs at once (PGDYNO_CONCURRENCY).
+    concurrency: int = 1
+    #: Seconds between fallback polls when no notification arrives (PGDYNO_POLL_INTERVAL).
+    poll_interval: float = 2.0
+    #: Seconds a claimed job's lease lasts without renewal (PGDYNO_LEASE); heartbeats renew it
+    #: every lease/3 seconds. A killed worker's job is rescued once its lease expires.
+    lease: float = 30.0
+    #: Seconds a stopping worker lets running jobs finish before handing them back
+    #: (PGDYNO_GRACE). Under Heroku's 30 s between SIGTERM and SIGKILL.
+    grace: float = 25.0
+    #: First retry delay in seconds; doubles per attempt, with jitter (PGDYNO_RETRY_BASE).
+    retry_base: float = 2.0
+    #: Longest retry delay in seconds (PGDYNO_RETRY_MAX).
+    retry_max: float = 3600.0
+    #: Log level (PGDYNO_LOG_LEVEL).
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment, with non-None `overrides` (flags) taking precedence."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            name = spec.metadata.get("env", f"PGDYNO_{spec.name.upper()}")
+            raw = env.get(name)
+            if raw not in (None, ""):
+                values[spec.name] = _convert(spec.name, raw, name)
+        for key, value in overrides.items():
+            if value is not None:
+                values[key] = _convert(key, value, f"--{key.replace('_', '-')}")
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
+        for name in ("poll_interval", "lease", "retry_base", "retry_max"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.grace < 0:
+            raise ConfigError(f"grace must not be negative, got {self.grace}")
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError(
+                "DATABASE_URL is not set: export DATABASE_URL=postgresql://user:pass@host/db "
+                "or pass --database-url (`make run` starts an embedded Postgres for you)"
+            )
+        return self.database_url
+
+
+def _convert(name: str, raw: Any, source: str) -> Any:
+    field_type = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    try:
+        if field_type == "int":
+            return int(raw)
+        if field_type == "float":
+            return parse_duration(raw, source)
+    except ValueError:
+        raise ConfigError(f"{source} must be a whole number, got {raw!r}") from None
+    return raw

@@ -1,0 +1,96 @@
+"""Connections to Postgres: the work connection, the LISTEN connection, reconnect with backoff.
+
+LISTEN needs a direct connection (not through a transaction-mode pooler such as PgBouncer in
+transaction mode): notifications and session advisory locks are bound to one server session.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+
+from pgdyno import backoff
+from pgdyno.errors import DatabaseUnavailable
+from pgdyno.logfmt import log_event
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "pgdyno_jobs"
+T = TypeVar("T")
+
+
+def connect(dsn: str, *, application_name: str = "pgdyno", autocommit: bool = True,
+            dict_rows: bool = False, connect_timeout: int = 10) -> psycopg.Connection:
+    """A connection in autocommit mode (callers open transactions explicitly)."""
+    try:
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            application_name=application_name,
+            connect_timeout=connect_timeout,
+            row_factory=dict_row if dict_rows else psycopg.rows.tuple_row,
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to Postgres: {first_line(exc)}") from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a driver error, which never includes the password."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def listen(conn: psycopg.Connection, channel: str = CHANNEL) -> None:
+    conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+
+
+def drain_notifications(conn: psycopg.Connection) -> list[str]:
+    """Payloads of the notifications already received on `conn`, without blocking."""
+    pgconn = conn.pgconn
+    pgconn.consume_input()  # raises OperationalError when the connection is gone
+    payloads = []
+    while (notify := pgconn.notifies()) is not None:
+        payloads.append(notify.extra.decode())
+    if conn.closed or pgconn.status != psycopg.pq.ConnStatus.OK:
+        raise psycopg.OperationalError("LISTEN connection lost")
+    return payloads
+
+
+def wait_readable(fds: list[int], timeout: float) -> list[int]:
+    """Block until one of `fds` is readable or `timeout` seconds pass; no busy loop."""
+    with selectors.DefaultSelector() as selector:
+        for fd in fds:
+            selector.register(fd, selectors.EVENT_READ)
+        return [key.fd for key, _ in selector.select(max(timeout, 0))]
+
+
+def retry_delays(base: float = 0.1, cap: float = 5.0) -> Iterator[float]:
+    """Endless backoff delays for reconnecting: 0.1 s doubling up to 5 s, jittered."""
+    attempt = 0
+    while True:
+        attempt += 1
+        yield backoff.delay(attempt, base, cap)
+
+
+def with_reconnect(action: Callable[[], T], *, what: str, stop: threading.Event,
+                   base: float = 0.1, cap: float = 5.0) -> T | None:
+    """Run `action` until it succeeds or `stop` is set (returns None then).
+
+    Connection failures (Postgres restarting, network blip) are logged once per attempt and
+    retried with capped exponential backoff; any other error propagates.
+    """
+    for attempt, pause in enumerate(retry_delays(base, cap), start=1):
+        try:
+            return action()
+        except (psycopg.OperationalError, DatabaseUnavailable) as exc:
+            log_event(log, "db_unavailable", logging.WARNING, what=what, attempt=attempt,
+                      retry_in_s=round(pause, 3), error=first_line(exc))
+        if stop.wait(pause):
+            return None
+    return None

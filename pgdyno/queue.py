@@ -1,0 +1,267 @@
+"""Enqueue, claim, finish, fail, release, rescue: the only module that runs job SQL.
+
+Every statement comes from sql/queue.sql by name, with bound parameters. Functions take the
+caller's connection, so an enqueue joins the caller's transaction and commits with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pgdyno import sql
+from pgdyno.config import Settings
+from pgdyno.db import connect
+from pgdyno.errors import InvalidJob, InvalidJobState, JobNotFound
+
+STATUSES = ("ready", "running", "done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled")
+
+# What each CHECK constraint means, said the way a user fixes it.
+_CONSTRAINT_HINTS = {
+    "queue_must_be_a_non_empty_name": "queue must be a non-empty name of at most 128 characters",
+    "task_must_be_a_non_empty_name": "task must be a non-empty name of at most 200 characters",
+    "args_must_be_a_json_object": 'args must be a JSON object, for example {"id": 7}',
+    "priority_must_be_between_minus_1000_and_1000": "priority must be between -1000 and 1000",
+    "max_attempts_must_be_between_1_and_1000": "max_attempts must be between 1 and 1000",
+}
+
+
+class ClaimedJob(NamedTuple):
+    id: int
+    queue: str
+    task: str
+    args: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job to enqueue (what enqueue_many takes, besides plain mappings)."""
+
+    task: str
+    args: Mapping[str, Any] | None = None
+    queue: str = "default"
+    priority: int = 0
+    run_at: datetime | timedelta | None = None
+    max_attempts: int | None = None
+
+
+RunAt = datetime | timedelta | float | int | None
+
+
+def _resolve_conn(conn: psycopg.Connection | str | None) -> tuple[psycopg.Connection, bool]:
+    """The caller's connection, or a new one (which the caller of this helper must close)."""
+    if isinstance(conn, psycopg.Connection):
+        return conn, False
+    dsn = conn if isinstance(conn, str) else Settings.from_env().require_database_url()
+    return connect(dsn), True
+
+
+def _when(run_at: RunAt) -> tuple[datetime | None, timedelta | None]:
+    """run_at as (absolute time, delay from the database's now())."""
+    if run_at is None or isinstance(run_at, datetime):
+        return run_at, None
+    if isinstance(run_at, timedelta):
+        return None, run_at
+    return None, timedelta(seconds=float(run_at))
+
+
+def refused(exc: psycopg.errors.IntegrityError | psycopg.errors.DataError) -> InvalidJob:
+    """Turn the database's refusal of a job into an InvalidJob that says what to fix."""
+    constraint = getattr(exc.diag, "constraint_name", None)
+    hint = _CONSTRAINT_HINTS.get(constraint or "")
+    detail = exc.diag.message_primary or str(exc)
+    return InvalidJob(f"job refused: {hint} ({detail})" if hint else f"job refused: {detail}")
+
+
+def enqueue(conn: psycopg.Connection | str | None, task: str,
+            args: Mapping[str, Any] | None = None, *, queue: str = "default", priority: int = 0,
+            run_at: RunAt = None, max_attempts: int | None = None) -> int:
+    """Enqueue one job and return its id.
+
+    Given a connection, the job is part of the caller's transaction: it is visible to workers,
+    and notified, only when that transaction commits. `run_at` is a datetime, or a delay
+    (timedelta or seconds) counted from the database's clock.
+    """
+    connection, owned = _resolve_conn(conn)
+    at, delay = _when(run_at)
+    params = {
+        "queue": queue, "task": task, "args": Jsonb(dict(args or {})), "priority": priority,
+        "run_at": at, "delay": delay, "max_attempts": max_attempts,
+    }
+    try:
+        row = connection.execute(sql.query("job_insert"), params).fetchone()
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+        raise refused(exc) from exc
+    finally:
+        if owned:
+            connection.close()
+    assert row is not None
+    return int(row[0])
+
+
+def _spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
+    return job if isinstance(job, JobSpec) else JobSpec(**job)
+
+
+def enqueue_many(conn: psycopg.Connection | str | None,
+                 jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[int]:
+    """Enqueue many jobs with one COPY and return their ids, in order.
+
+    All or nothing: one bad job refuses the batch. The enqueue trigger still sends one
+    notification per queue for the whole batch.
+    """
+    specs = [_spec(job) for job in jobs]
+    if not specs:
+        return []
+    connection, owned = _resolve_conn(conn)
+    try:
+        with connection.transaction():
+            now, default_attempts, ids = connection.execute(
+                sql.query("job_reserve_ids"), {"n": len(specs)}).fetchone()
+            with connection.cursor().copy(sql.query("job_copy_in")) as copy:
+                copy.set_types(["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4"])
+                for job_id, spec in zip(ids, specs, strict=True):
+                    at, delay = _when(spec.run_at)
+                    copy.write_row((
+                        job_id, spec.queue, spec.task, dict(spec.args or {}),
+                        spec.priority, at or (now + delay if delay else now),
+                        spec.max_attempts or default_attempts,
+                    ))
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+        raise refused(exc) from exc
+    finally:
+        if owned:
+            connection.close()
+    return list(ids)
+
+
+# --- worker side -----------------------------------------------------------------------------
+
+def complete_and_claim(conn: psycopg.Connection, *, worker: str, queues: Sequence[str],
+                       limit: int, lease: float,
+                       done: Sequence[tuple[int, str | None]] = ()) -> list[ClaimedJob]:
+    """Mark `done` jobs done and claim up to `limit` jobs, in one statement.
+
+    `done` holds (job id, result as JSON text or None).
+    """
+    params = {
+        "done_ids": [job_id for job_id, _ in done],
+        "done_results": [result for _, result in done],
+        "queues": list(queues), "limit": limit, "worker": worker,
+        "lease": timedelta(seconds=lease),
+    }
+    rows = conn.execute(sql.query("job_complete_and_claim"), params, prepare=True).fetchall()
+    return [ClaimedJob(*row) for row in rows]
+
+
+def fail(conn: psycopg.Connection, *, worker: str, job_id: int, error: str,
+         retry_in: float | None) -> str | None:
+    """Record a failed attempt; returns the job's new status (None if this worker lost it)."""
+    row = conn.execute(sql.query("job_fail"), {
+        "id": job_id, "worker": worker, "error": error,
+        "retry_in": None if retry_in is None else timedelta(seconds=retry_in),
+    }).fetchone()
+    return row[0] if row else None
+
+
+def heartbeat(conn: psycopg.Connection, *, worker: str, ids: Sequence[int],
+              lease: float) -> set[int]:
+    """Renew the leases; returns the ids this worker still holds."""
+    rows = conn.execute(sql.query("job_heartbeat"), {
+        "ids": list(ids), "worker": worker, "lease": timedelta(seconds=lease),
+    }).fetchall()
+    return {row[0] for row in rows}
+
+
+def set_progress(conn: psycopg.Connection, *, worker: str, job_id: int,
+                 progress: Mapping[str, Any]) -> None:
+    conn.execute(sql.query("job_set_progress"),
+                 {"id": job_id, "worker": worker, "progress": Jsonb(dict(progress))})
+
+
+def release(conn: psycopg.Connection, *, worker: str, ids: Sequence[int] | None,
+            keep: Sequence[int] = ()) -> list[int]:
+    """Hand running jobs back to the queue without counting the attempt; returns their ids.
+
+    ids=None hands back every job the worker holds except `keep` (after a lost connection).
+    """
+    rows = conn.execute(sql.query("job_release"), {
+        "ids": None if ids is None else list(ids), "keep": list(keep), "worker": worker,
+    }).fetchall()
+    return [row[0] for row in rows]
+
+
+def rescue_expired(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Put jobs whose lease expired back to ready (or failed on their last attempt)."""
+    rows = conn.execute(sql.query("job_rescue_expired"), {}).fetchall()
+    return [{"id": r[0], "queue": r[1], "status": r[2], "error": r[3]} for r in rows]
+
+
+def next_due_in(conn: psycopg.Connection, queues: Sequence[str]) -> float | None:
+    """Seconds until the earliest waiting job of `queues` is due (None if none waits)."""
+    row = conn.execute(sql.query("job_next_due_in"), {"queues": list(queues)}).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def has_work(conn: psycopg.Connection, queues: Sequence[str]) -> bool:
+    row = conn.execute(sql.query("queue_has_work"), {"queues": list(queues)}).fetchone()
+    return bool(row and row[0])
+
+
+# --- inspection and administration ----------------------------------------------------------
+
+def status(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
+    """Per queue: a count per status and the age in seconds of the oldest due ready job."""
+    queues: dict[str, dict[str, Any]] = {}
+    for queue, state, count, oldest in conn.execute(sql.query("queue_status"), {}).fetchall():
+        entry = queues.setdefault(queue, {**dict.fromkeys(STATUSES, 0), "oldest_ready_age_s": None})
+        entry[state] = int(count)
+        if oldest is not None:
+            entry["oldest_ready_age_s"] = round(max(float(oldest), 0.0), 3)
+    return queues
+
+
+def get_job(conn: psycopg.Connection, job_id: int) -> dict[str, Any]:
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    row = cur.execute(sql.query("job_get"), {"id": job_id}).fetchone()
+    if row is None:
+        raise JobNotFound(f"no job with id {job_id} (finished jobs are removed by `pgdyno prune`)")
+    return row
+
+
+def list_jobs(conn: psycopg.Connection, *, queue: str | None = None, status: str | None = None,
+              limit: int = 20) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute(sql.query("job_list"),
+                       {"queue": queue, "status": status, "limit": limit}).fetchall()
+
+
+def retry_job(conn: psycopg.Connection, job_id: int) -> None:
+    """Run a failed or cancelled job again, with a fresh attempt budget."""
+    if not conn.execute(sql.query("job_retry"), {"id": job_id}).fetchall():
+        state = get_job(conn, job_id)["status"]
+        raise InvalidJobState(
+            f"job {job_id} is {state}: only failed or cancelled jobs can be retried")
+
+
+def cancel_job(conn: psycopg.Connection, job_id: int) -> None:
+    """Cancel a job that has not started yet."""
+    if not conn.execute(sql.query("job_cancel"), {"id": job_id}).fetchall():
+        state = get_job(conn, job_id)["status"]
+        why = ("it is running; stop its worker or let it finish" if state == "running"
+               else "it has already finished")
+        raise InvalidJobState(f"job {job_id} is {state} and cannot be cancelled: {why}")
+
+
+def prune(conn: psycopg.Connection, older_than: float) -> int:
+    """Delete finished jobs that finished more than `older_than` seconds ago; returns the count."""
+    cur = conn.execute(sql.query("job_prune"), {"older_than": timedelta(seconds=older_than)})
+    return cur.rowcount

@@ -1,0 +1,369 @@
+"""The worker loop: wake on NOTIFY or poll, claim in batches, run, heartbeat, drain on SIGTERM.
+
+One thread (the loop) talks to Postgres; `concurrency` executor threads run the tasks. The loop
+claims as many jobs as there are free slots in one statement, and reports finished jobs in the
+same statement as the next claim, so a busy worker commits once per batch, not once per job.
+NOTIFY is only a hint: the loop also polls, and claims again after every reconnect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from queue import SimpleQueue
+from types import FrameType
+
+import psycopg
+
+from pgdyno import backoff, db, execution, queue
+from pgdyno.config import Settings
+from pgdyno.execution import Outcome
+from pgdyno.logfmt import log_event
+from pgdyno.queue import ClaimedJob
+
+log = logging.getLogger(__name__)
+
+#: Called by an idle worker with the seconds it has been idle; returns how many seconds until
+#: it wants to be called again (None: only on the next idle step). The autoscaler uses it.
+IdleCallback = Callable[[float], float | None]
+
+
+def worker_id(dyno: str | None = None) -> str:
+    """A name unique to this process, readable in `pgdyno jobs show`: winston.1:4242:9f3a."""
+    return f"{dyno or socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+class Worker:
+    """Runs jobs from `queues` until stopped (or, in burst mode, until they are drained)."""
+
+    def __init__(self, settings: Settings, queues: Sequence[str], *, burst: bool = False,
+                 idle_callback: IdleCallback | None = None) -> None:
+        if not queues:
+            raise ValueError("a worker needs at least one queue")
+        self.settings = settings
+        self.queues = list(dict.fromkeys(queues))
+        self.burst = burst
+        self.id = worker_id(settings.dyno)
+        self.idle_callback = idle_callback
+        self._dsn = settings.require_database_url()
+        self._conn: psycopg.Connection | None = None
+        self._listen: psycopg.Connection | None = None
+        self._stopping = threading.Event()
+        self._abort = threading.Event()
+        self._grace_deadline = float("inf")
+        self._running: dict[int, ClaimedJob] = {}
+        self._outcomes: deque[Outcome] = deque()
+        self._done: list[tuple[int, str | None]] = []
+        self._failed: list[Outcome] = []
+        self._inbox: SimpleQueue[ClaimedJob | None] = SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sleeping = False
+        self._claim_due = True
+        self._next_poll = 0.0
+        self._next_heartbeat = float("inf")
+        self._next_due = float("inf")
+        self._next_idle_call = 0.0
+        self._idle_since: float | None = None
+        self._failures = 0  # consecutive connection failures, for backoff
+
+    # --- control -----------------------------------------------------------------------------
+
+    def stop(self, immediate: bool = False) -> None:
+        """Stop claiming; running jobs get the grace period (none if `immediate`)."""
+        if not self._stopping.is_set():
+            self._grace_deadline = time.monotonic() + self.settings.grace
+            self._stopping.set()
+        if immediate:
+            self._abort.set()
+        self._poke()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop gracefully; a second SIGINT stops at once."""
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            name = signal.Signals(signum).name
+            again = self._stopping.is_set()
+            log_event(log, "shutdown_requested", signal=name, worker=self.id,
+                      running=len(self._running), grace_s=self.settings.grace,
+                      immediate=again and signum == signal.SIGINT)
+            self.stop(immediate=again and signum == signal.SIGINT)
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    @property
+    def running_jobs(self) -> list[int]:
+        return list(self._running)
+
+    # --- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until stopped; returns the process exit code (0 on a clean stop)."""
+        log_event(log, "worker_started", worker=self.id, queues=",".join(self.queues),
+                  concurrency=self.settings.concurrency, burst=self.burst)
+        self._start_executors()
+        try:
+            while True:
+                if self._conn is None and not self._connect():
+                    break
+                try:
+                    if self._step():
+                        break
+                    self._failures = 0
+                except psycopg.OperationalError as exc:
+                    log_event(log, "db_connection_lost", logging.WARNING, worker=self.id,
+                              error=db.first_line(exc), running=len(self._running))
+                    self._disconnect()
+        finally:
+            self._disconnect()
+            self._stop_executors()
+        log_event(log, "worker_stopped", worker=self.id)
+        return 0
+
+    def _step(self) -> bool:
+        """One turn of the loop; True when the worker should exit."""
+        self._collect_outcomes()
+        self._record_failures()
+        now = time.monotonic()
+        if self._stopping.is_set():
+            if self._abort.is_set() or now >= self._grace_deadline:
+                self._flush()
+                self._hand_back()
+                return True
+            if not self._running and not self._outcomes:
+                self._flush()
+                return True
+        polled = now >= self._next_poll
+        if polled:
+            self._poll(now)
+        self._read_notifications()
+        if now >= self._next_due:
+            self._next_due = float("inf")
+            self._claim_due = True
+        free = self.settings.concurrency - len(self._running)
+        # Reporting finished jobs costs a statement anyway: claim in it whenever slots are free.
+        claim = free > 0 and not self._stopping.is_set() and (self._claim_due or bool(self._done))
+        claimed = self._flush(limit=free if claim else 0)
+        if claim:
+            self._claim_due = len(claimed) == free
+        idle = not self._running and not self._outcomes
+        if claim and idle:
+            if self.burst:
+                log_event(log, "queues_drained", worker=self.id, queues=",".join(self.queues))
+                return True
+            if polled or self._idle_since is None:
+                self._schedule_next_due(now)
+        self._track_idle(now, idle)
+        if self._running and now >= self._next_heartbeat:
+            self._heartbeat()
+        more_to_claim = (self._claim_due and not self._stopping.is_set()
+                         and len(self._running) < self.settings.concurrency)
+        if not self._outcomes and not more_to_claim:
+            self._sleep()
+        return False
+
+    # --- database turns ----------------------------------------------------------------------
+
+    def _flush(self, limit: int = 0) -> list[ClaimedJob]:
+        """Report finished jobs and claim up to `limit` more, in one statement."""
+        if not self._done and limit <= 0:
+            return []
+        assert self._conn is not None
+        claimed = queue.complete_and_claim(
+            self._conn, worker=self.id, queues=self.queues, limit=limit,
+            lease=self.settings.lease, done=self._done)
+        self._done = []
+        if claimed:
+            if not self._running:
+                self._next_heartbeat = time.monotonic() + self.settings.lease / 3
+            for job in claimed:
+                self._running[job.id] = job
+                self._inbox.put(job)
+        return claimed
+
+    def _record_failures(self) -> None:
+        assert self._conn is not None
+        while self._failed:
+            outcome = self._failed[0]
+            job = outcome.job
+            retry_in = None
+            if outcome.retryable and job.attempts < job.max_attempts:
+                retry_in = backoff.delay(job.attempts, self.settings.retry_base,
+                                         self.settings.retry_max)
+            state = queue.fail(self._conn, worker=self.id, job_id=job.id,
+                               error=outcome.error or "", retry_in=retry_in)
+            self._failed.pop(0)
+            first_line = outcome.error.splitlines()[0] if outcome.error else ""
+            retrying = state == "ready" and retry_in is not None
+            log_event(log, "job_retry" if retrying else "job_failed",
+                      logging.INFO if retrying else logging.WARNING,
+                      job=job.id, task=job.task, queue=job.queue, attempt=job.attempts,
+                      max_attempts=job.max_attempts,
+                      retry_in_s=round(retry_in, 3) if retrying and retry_in else None,
+                      duration_ms=round(outcome.duration_s * 1000, 1), error=first_line)
+
+    def _poll(self, now: float) -> None:
+        """The safety net: rescue expired leases and claim even without a notification."""
+        assert self._conn is not None
+        self._next_poll = now + self.settings.poll_interval
+        self._claim_due = True
+        for job in queue.rescue_expired(self._conn):
+            log_event(log, "job_rescued", logging.WARNING, job=job["id"], queue=job["queue"],
+                      status=job["status"], error=job["error"])
+
+    def _heartbeat(self) -> None:
+        assert self._conn is not None
+        ids = list(self._running)
+        held = queue.heartbeat(self._conn, worker=self.id, ids=ids, lease=self.settings.lease)
+        for job_id in set(ids) - held:
+            log_event(log, "lease_lost", logging.WARNING, job=job_id, worker=self.id)
+        self._next_heartbeat = time.monotonic() + self.settings.lease / 3
+
+    def _hand_back(self) -> None:
+        if not self._running or self._conn is None:
+            return
+        released = queue.release(self._conn, worker=self.id, ids=list(self._running))
+        for job_id in released:
+            job = self._running[job_id]
+            log_event(log, "job_handed_back", job=job_id, task=job.task, queue=job.queue,
+                      worker=self.id)
+        self._running.clear()
+
+    def _read_notifications(self) -> None:
+        assert self._listen is not None
+        payloads = db.drain_notifications(self._listen)
+        if any(payload in self.queues for payload in payloads):
+            self._claim_due = True
+
+    def _schedule_next_due(self, now: float) -> None:
+        """Wake up when the earliest scheduled (run_at) job of our queues becomes due."""
+        assert self._conn is not None
+        due_in = queue.next_due_in(self._conn, self.queues)
+        if due_in is not None:
+            self._next_due = now + max(due_in, 0.0)
+
+    def _track_idle(self, now: float, idle: bool) -> None:
+        """Track how long the worker has had nothing to run; tell the idle callback."""
+        if not idle:
+            self._idle_since = None
+            self._next_idle_call = 0.0
+            return
+        if self._idle_since is None:
+            self._idle_since = now
+        if self.idle_callback is not None and now >= self._next_idle_call:
+            again = self.idle_callback(now - self._idle_since)
+            self._next_idle_call = now + again if again is not None else float("inf")
+
+    # --- waiting and connections ---------------------------------------------------------------
+
+    def _sleep(self) -> None:
+        """Block until a notification, a finished job, a signal or the next timer."""
+        assert self._listen is not None
+        now = time.monotonic()
+        deadlines = [self._next_poll, self._next_due]
+        if self._idle_since is not None:
+            deadlines.append(self._next_idle_call)
+        if self._running:
+            deadlines.append(self._next_heartbeat)
+        if self._stopping.is_set():
+            deadlines.append(self._grace_deadline)
+        timeout = max(0.0, min(deadlines) - now)
+        self._sleeping = True
+        try:
+            if not self._outcomes:
+                db.wait_readable([self._listen.pgconn.socket, self._wake_r], timeout)
+        finally:
+            self._sleeping = False
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 512):
+                pass
+
+    def _poke(self) -> None:
+        """Wake the loop if it sleeps (called from executor threads and signal handlers)."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"x")
+
+    def _connect(self) -> bool:
+        """(Re)connect both connections with backoff; False if the worker gave up (stopping)."""
+        for attempt in itertools.count(1):
+            self._failures += 1
+            if self._failures > 1 and self._abort.wait(
+                    backoff.delay(self._failures - 1, 0.1, 5.0)):
+                return False
+            try:
+                self._conn = db.connect(self._dsn, application_name=f"pgdyno worker {self.id}")
+                self._listen = db.connect(self._dsn, application_name=f"pgdyno listen {self.id}")
+                db.listen(self._listen)
+                self._after_reconnect(attempt)
+                return True
+            except (psycopg.OperationalError, db.DatabaseUnavailable) as exc:
+                self._disconnect()
+                log_event(log, "db_unavailable", logging.WARNING, worker=self.id,
+                          attempt=attempt, error=db.first_line(exc))
+            if self._abort.is_set() or (self._stopping.is_set()
+                                        and time.monotonic() >= self._grace_deadline):
+                return False
+        return False
+
+    def _after_reconnect(self, attempt: int) -> None:
+        """Catch up: hand back claims whose reply was lost, then claim at once."""
+        assert self._conn is not None
+        if attempt > 1 or self._running or self._done:
+            keep = [*self._running, *(job_id for job_id, _ in self._done)]
+            released = queue.release(self._conn, worker=self.id, ids=None, keep=keep)
+            log_event(log, "db_reconnected", worker=self.id, attempt=attempt,
+                      released=len(released))
+        self._claim_due = True
+        self._next_poll = 0.0
+
+    def _disconnect(self) -> None:
+        for conn in (self._conn, self._listen):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+        self._conn = self._listen = None
+
+    # --- executors ---------------------------------------------------------------------------
+
+    def _start_executors(self) -> None:
+        for index in range(self.settings.concurrency):
+            thread = threading.Thread(target=self._execute_forever, name=f"pgdyno-exec-{index}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _stop_executors(self) -> None:
+        for _ in self._threads:
+            self._inbox.put(None)
+
+    def _execute_forever(self) -> None:
+        while (job := self._inbox.get()) is not None:
+            self._outcomes.append(execution.run(job))
+            if self._sleeping:
+                self._poke()
+
+    def _collect_outcomes(self) -> None:
+        """Move finished jobs from the executors into the done / failed lists, logging each."""
+        while self._outcomes:
+            outcome = self._outcomes.popleft()
+            job = outcome.job
+            if self._running.pop(job.id, None) is None:
+                continue  # handed back already
+            if outcome.error is None:
+                self._done.append((job.id, outcome.result))
+                log_event(log, "job_done", job=job.id, task=job.task, queue=job.queue,
+                          attempt=job.attempts, duration_ms=round(outcome.duration_s * 1000, 1))
+            else:
+                self._failed.append(outcome)

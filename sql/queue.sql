@@ -1,0 +1,172 @@
+-- Named statements of the queue core, loaded by pgdyno/sql.py. Only pgdyno/queue.py runs them.
+-- Every value is a bound parameter. `worker` is the claiming worker's id: a statement that
+-- finishes, fails, releases or heartbeats a job checks it, so a worker whose lease expired
+-- (and whose job was rescued and claimed again) can never overwrite the new owner's work.
+
+-- name: job_insert
+INSERT INTO pgdyno.jobs (queue, task, args, priority, run_at, max_attempts)
+VALUES (%(queue)s, %(task)s, %(args)s, %(priority)s,
+        coalesce(%(run_at)s::timestamptz, now() + coalesce(%(delay)s::interval, '0 s')),
+        coalesce(%(max_attempts)s::integer, pgdyno.default_max_attempts()))
+RETURNING id;
+
+-- name: job_reserve_ids
+-- For a COPY batch: the transaction's now() and the default attempt budget (what the column
+-- defaults would give) and %(n)s ids from the table's own identity sequence.
+SELECT now(), pgdyno.default_max_attempts(),
+       array(SELECT nextval(pg_get_serial_sequence('pgdyno.jobs', 'id'))
+               FROM generate_series(1, %(n)s));
+
+-- name: job_copy_in
+COPY pgdyno.jobs (id, queue, task, args, priority, run_at, max_attempts) FROM STDIN (FORMAT BINARY);
+
+-- name: job_complete_and_claim
+-- The hot path: in one statement (one round trip, one commit) mark the finished jobs done and
+-- claim up to %(limit)s ready jobs, highest priority first, skipping rows other workers hold.
+-- Both CTEs see the same snapshot; they touch disjoint rows (running vs ready).
+WITH finished AS (
+    UPDATE pgdyno.jobs AS j
+       SET status = 'done', finished_at = now(), lease_expires_at = NULL, progress = NULL,
+           result = d.result::jsonb
+      FROM unnest(%(done_ids)s::bigint[], %(done_results)s::text[]) AS d (id, result)
+     WHERE j.id = d.id AND j.status = 'running' AND j.worker = %(worker)s
+    RETURNING j.id
+), picked AS (
+    SELECT id
+      FROM pgdyno.jobs
+     WHERE status = 'ready' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+     ORDER BY priority DESC, run_at, id
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE pgdyno.jobs AS j
+   SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+       worker = %(worker)s, lease_expires_at = now() + %(lease)s::interval
+  FROM picked
+ WHERE j.id = picked.id AND j.status = 'ready'
+RETURNING j.id, j.queue, j.task, j.args, j.attempts, j.max_attempts;
+
+-- name: job_fail
+-- A failed attempt: back to ready after %(retry_in)s, or failed for good when the attempt
+-- budget is spent or %(retry_in)s is NULL (retrying cannot help).
+UPDATE pgdyno.jobs AS j
+   SET status = CASE WHEN %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts
+                     THEN 'ready' ELSE 'failed' END::pgdyno.job_status,
+       run_at = CASE WHEN %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts
+                     THEN now() + %(retry_in)s::interval ELSE j.run_at END,
+       finished_at = CASE WHEN %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts
+                          THEN NULL ELSE now() END,
+       last_error = %(error)s, worker = NULL, lease_expires_at = NULL, progress = NULL
+ WHERE j.id = %(id)s AND j.status = 'running' AND j.worker = %(worker)s
+RETURNING j.status::text;
+
+-- name: job_heartbeat
+-- Renews the lease of the jobs this worker runs; returns the ones it still holds.
+UPDATE pgdyno.jobs
+   SET lease_expires_at = now() + %(lease)s::interval
+ WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running' AND worker = %(worker)s
+RETURNING id;
+
+-- name: job_set_progress
+UPDATE pgdyno.jobs
+   SET progress = %(progress)s
+ WHERE id = %(id)s AND status = 'running' AND worker = %(worker)s;
+
+-- name: job_release
+-- Hands running jobs back: ready again at once, the attempt not counted. On shutdown %(ids)s
+-- lists the jobs to hand back; after a lost connection %(ids)s is NULL and every job this
+-- worker holds except %(keep)s goes back (a claim that committed but whose reply was lost).
+WITH released AS (
+    UPDATE pgdyno.jobs
+       SET status = 'ready', attempts = greatest(attempts - 1, 0), run_at = now(),
+           started_at = NULL, worker = NULL, lease_expires_at = NULL, progress = NULL
+     WHERE status = 'running' AND worker = %(worker)s
+       AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+       AND NOT id = ANY(%(keep)s::bigint[])
+    RETURNING id, queue
+)
+SELECT r.id, pg_notify('pgdyno_jobs', r.queue) IS NULL FROM released AS r;
+
+-- name: job_rescue_expired
+-- Jobs whose worker stopped renewing the lease (killed, dyno lost) go back to ready, the lost
+-- attempt counted; on the last attempt they fail. Any worker or dispatcher may run this.
+WITH expired AS (
+    SELECT id
+      FROM pgdyno.jobs
+     WHERE status = 'running' AND lease_expires_at < now()
+       FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE pgdyno.jobs AS j
+       SET status = CASE WHEN j.attempts < j.max_attempts
+                         THEN 'ready' ELSE 'failed' END::pgdyno.job_status,
+           finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+           run_at = now(),
+           last_error = format('LeaseExpired: worker %%s stopped renewing its lease during attempt %%s',
+                               j.worker, j.attempts),
+           worker = NULL, lease_expires_at = NULL, progress = NULL
+      FROM expired
+     WHERE j.id = expired.id AND j.status = 'running'
+    RETURNING j.id, j.queue, j.status::text AS status, j.last_error
+)
+SELECT r.id, r.queue, r.status, r.last_error,
+       CASE WHEN r.status = 'ready' THEN pg_notify('pgdyno_jobs', r.queue) END IS NULL
+  FROM rescued AS r;
+
+-- name: job_next_due_in
+-- Seconds until the earliest ready job of these queues is due (by the database's clock, so
+-- worker clock skew does not matter); NULL when none is waiting.
+SELECT extract(epoch FROM min(run_at) - now())::float8
+  FROM pgdyno.jobs
+ WHERE status = 'ready' AND queue = ANY(%(queues)s::text[]);
+
+-- name: queue_has_work
+-- Whether any of these queues has a job that is due or running (burst mode's exit test).
+SELECT EXISTS (
+    SELECT 1 FROM pgdyno.jobs
+     WHERE queue = ANY(%(queues)s::text[])
+       AND (status = 'running' OR (status = 'ready' AND run_at <= now()))
+);
+
+-- name: queue_status
+SELECT queue, status::text, count(*),
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE status = 'ready' AND run_at <= now()))
+  FROM pgdyno.jobs
+ GROUP BY queue, status
+ ORDER BY queue, status;
+
+-- name: job_get
+SELECT id, queue, task, args, status::text AS status, priority, run_at, attempts, max_attempts,
+       last_error, created_at, started_at, finished_at, worker, lease_expires_at, result,
+       progress
+  FROM pgdyno.jobs
+ WHERE id = %(id)s;
+
+-- name: job_list
+SELECT id, queue, task, status::text AS status, priority, attempts, max_attempts, run_at,
+       created_at, finished_at, last_error
+  FROM pgdyno.jobs
+ WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+   AND (%(status)s::text IS NULL OR status = %(status)s::pgdyno.job_status)
+ ORDER BY id DESC
+ LIMIT %(limit)s;
+
+-- name: job_retry
+-- A failed or cancelled job runs again with a fresh attempt budget; the last error stays.
+WITH retried AS (
+    UPDATE pgdyno.jobs
+       SET status = 'ready', attempts = 0, run_at = now(), started_at = NULL, finished_at = NULL
+     WHERE id = %(id)s AND status IN ('failed', 'cancelled')
+    RETURNING id, queue
+)
+SELECT r.id, pg_notify('pgdyno_jobs', r.queue) IS NULL FROM retried AS r;
+
+-- name: job_cancel
+-- Only a job that has not started can be cancelled.
+UPDATE pgdyno.jobs
+   SET status = 'cancelled', finished_at = now()
+ WHERE id = %(id)s AND status = 'ready'
+RETURNING id;
+
+-- name: job_prune
+DELETE FROM pgdyno.jobs
+ WHERE status IN ('done', 'failed', 'cancelled') AND finished_at < now() - %(older_than)s::interval;
