@@ -32,18 +32,25 @@ WITH finished AS (
      WHERE j.id = d.id AND j.status = 'running' AND j.worker = %(worker)s
     RETURNING j.id
 ), picked AS (
-    SELECT id
-      FROM pgdyno.jobs
-     WHERE status = 'ready' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
-     ORDER BY priority DESC, run_at, id
+    -- One index scan per queue (each in claim order on the partial index), then merged.
+    SELECT c.id
+      FROM unnest(%(queues)s::text[]) AS q (name)
+     CROSS JOIN LATERAL (
+           SELECT id, priority, run_at
+             FROM pgdyno.jobs
+            WHERE status = 'ready' AND queue = q.name AND run_at <= now()
+            ORDER BY priority DESC, run_at, id
+            LIMIT %(limit)s
+              FOR UPDATE SKIP LOCKED) AS c
+     ORDER BY c.priority DESC, c.run_at, c.id
      LIMIT %(limit)s
-       FOR UPDATE SKIP LOCKED
 )
 UPDATE pgdyno.jobs AS j
    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
        worker = %(worker)s, lease_expires_at = now() + %(lease)s::interval
-  FROM picked
- WHERE j.id = picked.id AND j.status = 'ready'
+  -- = ANY(ARRAY(...)) keeps this an index lookup even in a generic (prepared) plan, which
+  -- cannot know how many rows LIMIT %(limit)s gives and would otherwise hash-join a seq scan.
+ WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.status = 'ready'
 RETURNING j.id, j.queue, j.task, j.args, j.attempts, j.max_attempts;
 
 -- name: job_fail

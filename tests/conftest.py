@@ -77,3 +77,13 @@ def conn(database_url: str) -> Iterator[psycopg.Connection]:
 @pytest.fixture
 def db_params(database_url: str) -> dict[str, str]:
     return {k: str(v) for k, v in conninfo_to_dict(database_url).items()}
+
+
+@pytest.fixture
+def effects(conn: psycopg.Connection) -> psycopg.Connection:
+    """The table where sample tasks record their side effects (one row per execution)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS test_effects (id bigserial PRIMARY KEY, kind text NOT NULL,"
+        " job_key text NOT NULL, pid int NOT NULL, extra jsonb,"
+        " at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    return conn
