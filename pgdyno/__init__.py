@@ -18,6 +18,7 @@ from pgdyno.errors import (
     PgdynoError,
     UnknownTask,
 )
+from pgdyno.execution import JobContext, current_job
 from pgdyno.queue import JobSpec, enqueue, enqueue_many
 from pgdyno.tasks import task
 
@@ -26,11 +27,13 @@ __all__ = [
     "FormationError",
     "InvalidJob",
     "InvalidJobState",
+    "JobContext",
     "JobNotFound",
     "JobSpec",
     "PermanentJobError",
     "PgdynoError",
     "UnknownTask",
+    "current_job",
     "enqueue",
     "enqueue_many",
     "task",

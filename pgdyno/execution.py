@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import inspect
 import json
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pgdyno import tasks
-from pgdyno.errors import PermanentJobError, UnknownTask
+from pgdyno.errors import PermanentJobError, PgdynoError, UnknownTask
 from pgdyno.queue import ClaimedJob
 
 MAX_ERROR_CHARS = 4000
@@ -31,6 +34,42 @@ class Outcome:
     #: Whether another attempt could succeed (only meaningful when error is set).
     retryable: bool
     duration_s: float
+
+
+#: What a running task may report: (job id, progress fields). The worker stores the latest
+#: progress of each job and writes it to the job's row on its next turn.
+ProgressSink = Callable[[int, dict[str, Any]], None]
+
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running task knows about its job (see current_job())."""
+
+    id: int
+    queue: str
+    task: str
+    attempt: int
+    max_attempts: int
+    #: The worker's id, e.g. winston.1:4242:9f3a.
+    worker: str
+    database_url: str
+    _progress: ProgressSink
+
+    def set_progress(self, **fields: Any) -> None:
+        """Publish progress (JSON values), shown by `pgdyno jobs show`; the latest call wins."""
+        self._progress(self.id, fields)
+
+
+def current_job() -> JobContext:
+    """The job the calling task is running; raises outside a task."""
+    job: ClaimedJob | None = getattr(_local, "job", None)
+    if job is None:
+        raise PgdynoError("current_job() was called outside a running pgdyno task")
+    worker, database_url, sink = _local.worker
+    return JobContext(job.id, job.queue, job.task, job.attempts, job.max_attempts, worker,
+                      database_url, sink)
 
 
 def describe(exc: BaseException, *, with_traceback: bool = True) -> str:
@@ -54,9 +93,15 @@ def _arguments_mismatch(fn: object, args: dict) -> str | None:
     return None
 
 
+def bind_thread(worker: str, database_url: str, progress: ProgressSink) -> None:
+    """Tell an executor thread which worker it serves (for current_job())."""
+    _local.worker = (worker, database_url, progress)
+
+
 def run(job: ClaimedJob) -> Outcome:
     """Call the job's task with its args as keyword arguments; never raises."""
     started = time.monotonic()
+    _local.job = job
     try:
         fn = tasks.lookup(job.task)
         value = fn(**job.args)

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from queue import SimpleQueue
 from types import FrameType
+from typing import Any
 
 import psycopg
 
@@ -77,6 +78,7 @@ class Worker:
         self._next_idle_call = 0.0
         self._idle_since: float | None = None
         self._failures = 0  # consecutive connection failures, for backoff
+        self._progress: dict[int, dict[str, Any]] = {}  # latest progress per running job
 
     # --- control -----------------------------------------------------------------------------
 
@@ -168,6 +170,8 @@ class Worker:
         self._track_idle(now, idle)
         if self._running and now >= self._next_heartbeat:
             self._heartbeat()
+        if self._progress:
+            self._write_progress()
         more_to_claim = (self._claim_due and not self._stopping.is_set()
                          and len(self._running) < self.settings.concurrency)
         if not self._outcomes and not more_to_claim:
@@ -230,6 +234,13 @@ class Worker:
         for job_id in set(ids) - held:
             log_event(log, "lease_lost", logging.WARNING, job=job_id, worker=self.id)
         self._next_heartbeat = time.monotonic() + self.settings.lease / 3
+
+    def _write_progress(self) -> None:
+        assert self._conn is not None
+        for job_id in list(self._progress):
+            progress = self._progress.pop(job_id)
+            if job_id in self._running:
+                queue.set_progress(self._conn, worker=self.id, job_id=job_id, progress=progress)
 
     def _hand_back(self) -> None:
         if not self._running or self._conn is None:
@@ -349,6 +360,7 @@ class Worker:
             self._inbox.put(None)
 
     def _execute_forever(self) -> None:
+        execution.bind_thread(self.id, self._dsn, self._progress.__setitem__)
         while (job := self._inbox.get()) is not None:
             self._outcomes.append(execution.run(job))
             if self._sleeping:
