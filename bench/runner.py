@@ -79,6 +79,7 @@ class Worker:
     status: int | None = None
     cpu_s: float = 0.0
     max_rss_mb: float = 0.0
+    context_switches: int = 0  # voluntary + involuntary: a sign of thread hand-offs
 
     @property
     def pid(self) -> int:
@@ -94,6 +95,7 @@ class Worker:
                 self.status = self.process.returncode
                 self.cpu_s = usage.ru_utime + usage.ru_stime
                 self.max_rss_mb = usage.ru_maxrss / 1024
+                self.context_switches = usage.ru_nvcsw + usage.ru_nivcsw
                 break
             if time.monotonic() >= deadline:
                 self.process.kill()

@@ -59,6 +59,7 @@ def _run_drain(ctx: Context, system: Any, url: str, workers: int, jobs: int) -> 
         "worker_cpu_s": round(sum(proc.cpu_s for proc in procs), 3),
         "server_cpu_s": round(server_cpu.used(), 3),
         "worker_max_rss_mb": round(max(proc.max_rss_mb for proc in procs), 1),
+        "worker_context_switches": sum(proc.context_switches for proc in procs),
     }
 
 

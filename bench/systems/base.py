@@ -116,7 +116,7 @@ def child_env(url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
            if not k.startswith(("PGDYNO_", "PROCRASTINATE_", "PGQUEUER_", "HEROKU_", "PG"))}
     env.pop("DYNO", None)
     env.pop("DATABASE_URL", None)
-    env.update(BENCH_DATABASE_URL=url, PYTHONPATH=str(REPO_DIR), **(extra or {}))
+    env.update({"BENCH_DATABASE_URL": url, "PYTHONPATH": str(REPO_DIR), **(extra or {})})
     return env
 
 
