@@ -24,12 +24,19 @@ COPY pgdyno.jobs (id, queue, task, args, priority, run_at, max_attempts) FROM ST
 -- The hot path: in one statement (one round trip, one commit) mark the finished jobs done and
 -- claim up to %(limit)s ready jobs, highest priority first, skipping rows other workers hold.
 -- Both CTEs see the same snapshot; they touch disjoint rows (running vs ready).
+-- The finished jobs are found by `id = ANY(...)`, one primary key probe per id whatever the
+-- statistics say, and their results looked up in one JSON object built once (an InitPlan).
+-- Never join the target with unnest(ids, results): a plan made while ANALYZE had seen no
+-- running job then scans all running jobs and re-reads the whole array for each one
+-- (O(done x running): 24 ms instead of 1.5 ms for 300 jobs).
 WITH finished AS (
     UPDATE pgdyno.jobs AS j
        SET status = 'done', finished_at = now(), lease_expires_at = NULL, progress = NULL,
-           result = d.result::jsonb
-      FROM unnest(%(done_ids)s::bigint[], %(done_results)s::text[]) AS d (id, result)
-     WHERE j.id = d.id AND j.status = 'running' AND j.worker = %(worker)s
+           result = (SELECT jsonb_object_agg(d.id::text, d.result::jsonb)
+                       FROM unnest(%(done_ids)s::bigint[], %(done_results)s::text[])
+                            AS d (id, result)
+                      WHERE d.result IS NOT NULL) -> j.id::text
+     WHERE j.id = ANY(%(done_ids)s::bigint[]) AND j.status = 'running' AND j.worker = %(worker)s
     RETURNING j.id
 ), picked AS (
     -- One index scan per queue (each in claim order on the partial index), then merged.
