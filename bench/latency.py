@@ -175,11 +175,22 @@ def measure_steady(ctx: Context, system: Any, rate: float) -> dict[str, Any]:
     starts = stamp.read(str(stamps))
     total = ticks * batch
     latencies = [(starts[k] - commits[k // batch]) * 1000 for k in range(total) if k in starts]
+    # p99 per 5 s of arrivals, and the hot table every second: does latency follow the bloat?
+    per_window: dict[int, list[float]] = {}
+    for k in range(total):
+        if k in starts:
+            window = int((commits[k // batch] - commits[0]) // 5)
+            per_window.setdefault(window, []).append((starts[k] - commits[k // batch]) * 1000)
+    timeline = {
+        "p99_ms_per_5s": [round(percentile(v, 99) or 0, 1) for _, v in sorted(per_window.items())],
+        "table_mb_dead_per_s": [(round(t - commits[0], 1), round(size / 2**20, 1), dead)
+                                for t, size, _, dead, _ in sampler.samples],
+    }
     return {"rate_target": batch / TICK_S, "rate_sent": total / sent_s, "jobs": total,
             "producer_max_lag_ms": round(lag * 1000, 1), "drained": bool(drained),
             "backlog_at_end": backlog, "started_jobs": len(latencies),
             "latency_ms": latency_summary(latencies), "hot_table": system.hot_table(), **table,
-            "worker_cpu_s": round(worker.cpu_s, 2)}
+            "worker_cpu_s": round(worker.cpu_s, 2), "timeline": timeline}
 
 
 @benchmark("steady", "W4: 60 s at half of pgdyno's drain rate: p99 latency, hot-table bloat",
