@@ -109,9 +109,10 @@ def main(argv: list[str]) -> int:
         "note": ("The machine may have been shared with other work during the run: compare "
                  "ratios taken in the same run rather than absolute figures across runs."),
     }
-    path = report.write_json(figures, meta, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
-    print(f"JSON: {path}")
     full = len(selected) == len(registry) and not args.quick and names == catalog.NAMES
+    path = report.write_json(figures, meta, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+                             latest=full)
+    print(f"JSON: {path}")
     if full:
         method = "\n\n".join(dict.fromkeys(
             inspect.cleandoc(inspect.getmodule(b.run).__doc__ or "") for b in selected))

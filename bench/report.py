@@ -154,11 +154,14 @@ def to_json(figures: Sequence[Figure], meta: dict[str, Any]) -> dict[str, Any]:
          "goal_met": goal_met(f), "detail": f.detail} for f in figures]}
 
 
-def write_json(figures: Sequence[Figure], meta: dict[str, Any], stamp: str) -> Path:
+def write_json(figures: Sequence[Figure], meta: dict[str, Any], stamp: str,
+               latest: bool = False) -> Path:
+    """bench/results/<stamp>.json; a full run is also copied to latest.json (committed)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{stamp}.json"
     path.write_text(json.dumps(to_json(figures, meta), indent=2, default=str) + "\n")
-    shutil.copyfile(path, RESULTS_DIR / "latest.json")
+    if latest:
+        shutil.copyfile(path, RESULTS_DIR / "latest.json")
     return path
 
 
