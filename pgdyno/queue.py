@@ -205,6 +205,12 @@ def rescue_expired(conn: psycopg.Connection) -> list[dict[str, Any]]:
     return [{"id": r[0], "queue": r[1], "status": r[2], "error": r[3]} for r in rows]
 
 
+def vacuum_hot_table(conn: psycopg.Connection) -> None:
+    """VACUUM the ready/running partition (autocommit connection: VACUUM cannot run in a
+    transaction)."""
+    conn.execute(sql.query("hot_table_vacuum"))
+
+
 def next_due_in(conn: psycopg.Connection, queues: Sequence[str]) -> float | None:
     """Seconds until the earliest waiting job of `queues` is due (None if none waits)."""
     row = conn.execute(sql.query("job_next_due_in"), {"queues": list(queues)}).fetchone()

@@ -29,6 +29,7 @@ from pgdyno import backoff, db, execution, queue
 from pgdyno.config import Settings
 from pgdyno.execution import Outcome
 from pgdyno.logfmt import log_event
+from pgdyno.maintenance import HotTableVacuum
 from pgdyno.queue import ClaimedJob
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Worker:
         self._idle_since: float | None = None
         self._failures = 0  # consecutive connection failures, for backoff
         self._progress: dict[int, dict[str, Any]] = {}  # latest progress per running job
+        self._vacuum = HotTableVacuum(self._dsn, self.id)
 
     # --- control -----------------------------------------------------------------------------
 
@@ -188,6 +190,7 @@ class Worker:
         claimed = queue.complete_and_claim(
             self._conn, worker=self.id, queues=self.queues, limit=limit,
             lease=self.settings.lease, done=self._done)
+        self._vacuum.finished(len(self._done))
         self._done = []
         if claimed:
             if not self._running:

@@ -126,6 +126,10 @@ SELECT r.id, r.queue, r.status, r.last_error,
        CASE WHEN r.status = 'ready' THEN pg_notify('pgdyno_jobs', r.queue) END IS NULL
   FROM rescued AS r;
 
+-- name: hot_table_vacuum
+-- See pgdyno/maintenance.py: workers keep jobs_active small between autovacuum's visits.
+VACUUM (SKIP_LOCKED, TRUNCATE false) pgdyno.jobs_active;
+
 -- name: job_next_due_in
 -- Seconds until the earliest ready job of these queues is due (by the database's clock, so
 -- worker clock skew does not matter); NULL when none is waiting.
