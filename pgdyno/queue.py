@@ -145,6 +145,11 @@ def enqueue_many(conn: psycopg.Connection | str | None,
 
 # --- worker side -----------------------------------------------------------------------------
 
+def setup_worker_session(conn: psycopg.Connection) -> None:
+    """Session settings for a worker's work connection (see worker_session_setup)."""
+    conn.execute(sql.query("worker_session_setup"))
+
+
 def complete_and_claim(conn: psycopg.Connection, *, worker: str, queues: Sequence[str],
                        limit: int, lease: float,
                        done: Sequence[tuple[int, str | None]] = ()) -> list[ClaimedJob]:

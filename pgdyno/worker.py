@@ -320,6 +320,7 @@ class Worker:
                 return False
             try:
                 self._conn = db.connect(self._dsn, application_name=f"pgdyno worker {self.id}")
+                queue.setup_worker_session(self._conn)
                 self._listen = db.connect(self._dsn, application_name=f"pgdyno listen {self.id}")
                 db.listen(self._listen)
                 self._after_reconnect(attempt)
