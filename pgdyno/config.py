@@ -57,6 +57,12 @@ class Settings:
     retry_max: float = 3600.0
     #: Log level (PGDYNO_LOG_LEVEL).
     log_level: str = "INFO"
+    #: Folder of report files, NAME.sql, relative to the working directory (beside the Procfile)
+    #: unless absolute (PGDYNO_REPORTS_DIR).
+    reports_dir: str = "reports"
+    #: Folder where the `directory` report store writes NAME-JOB.csv.gz files
+    #: (PGDYNO_REPORTS_OUTPUT_DIR). On Heroku the disk is ephemeral: prefer the default store.
+    reports_output_dir: str = ".pgdyno/reports"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

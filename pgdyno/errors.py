@@ -37,3 +37,13 @@ class PermanentJobError(PgdynoError):
 
 class FormationError(PgdynoError):
     """A formation backend (Heroku API, local platform) refused or failed a request."""
+
+
+class InvalidReport(PermanentJobError):
+    """A report cannot run as asked (unknown name, bad parameters, a file that is not one
+    read-only query): retrying cannot help, so the job fails at once."""
+
+
+class ReportFailed(PgdynoError):
+    """A report failed on the way (connection lost, upload refused by a busy server): another
+    attempt may succeed."""
