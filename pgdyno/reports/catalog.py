@@ -104,7 +104,10 @@ class Report:
                 f"(it takes: {takes})")
         bound: dict[str, Any] = {}
         for param in self.params:
-            value = values.get(param.name, param.default)
+            if param.name not in values:
+                bound[param.name] = param.default  # converted when the header was read
+                continue
+            value = values[param.name]
             if value is None:
                 if param.default is not None:
                     raise InvalidReport(
