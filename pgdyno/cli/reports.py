@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -230,7 +231,7 @@ def fetch(job_id: int, output: Path | None, database_url: str | None) -> None:
     with connection(database_url) as conn:
         pieces = results.csv_pieces(conn, results.report_job(conn, job_id))
         if output is None:
-            out = click.get_binary_stream("stdout")
+            out = sys.stdout.buffer
             for piece in pieces:
                 out.write(piece)
             out.flush()
