@@ -21,7 +21,6 @@ CREATE TABLE IF NOT EXISTS demo.orders (
     total       numeric(12,2) NOT NULL,
     note        text
 );
-CREATE INDEX IF NOT EXISTS orders_ordered_at_idx ON demo.orders (ordered_at);
 
 -- Replaces the data with n_customers customers and n_orders orders spread over 2024 and 2025.
 -- Some names and notes hold commas, quotes and line breaks, as real data does.
