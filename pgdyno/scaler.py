@@ -62,6 +62,28 @@ def recorded_rules(conn: psycopg.Connection) -> list[Rule]:
             for queue, process_type, max_q, per, size, linger in rows]
 
 
+def scaling_status(conn: psycopg.Connection) -> dict[str, dict[str, object]]:
+    """Per process type: its rules, last known quantity, last API failure and last action."""
+    types: dict[str, dict[str, object]] = {}
+    for name, policy in scaling.policies(recorded_rules(conn)).items():
+        types[name] = {"queues": list(policy.queues), "max": policy.max_quantity,
+                       "per": dict(policy.per_queue), "size": policy.dyno_size,
+                       "linger_s": policy.linger_s, "quantity": None, "last_error": None,
+                       "last_error_at": None, "last_event": None}
+    for name, quantity, _size, _known_at, error, error_at in conn.execute(
+            sql.query("formations_all"), {}).fetchall():
+        if name in types:
+            types[name].update(quantity=quantity, last_error=error,
+                               last_error_at=error_at.isoformat() if error_at else None)
+    for row in conn.execute(sql.query("scale_events_recent"),
+                            {"process_type": None, "limit": 50}).fetchall():
+        entry = types.get(row[2])
+        if entry is not None and entry["last_event"] is None:
+            entry["last_event"] = {"at": row[1].isoformat(), "from": row[3], "to": row[4],
+                                   "reason": row[5], "actor": row[6], "outcome": row[7]}
+    return types
+
+
 def load_of(conn: psycopg.Connection, policy: TypePolicy) -> dict[str, Load]:
     rows = conn.execute(sql.query("queue_load"), {"queues": list(policy.queues)}).fetchall()
     return {name: Load(int(ready), int(running), float(age)) for name, ready, running, age in rows}
