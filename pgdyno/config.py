@@ -58,7 +58,7 @@ class Settings:
     #: Log level (PGDYNO_LOG_LEVEL).
     log_level: str = "INFO"
     #: Extra modules every worker imports to register tasks, comma-separated (PGDYNO_IMPORT).
-    imports: str = ""
+    imports: str = field(default="", metadata={"env": "PGDYNO_IMPORT"})
 
     # --- scaling ---------------------------------------------------------------------------
     #: Heroku Platform API base URL (HEROKU_API_URL); `pgdyno dev` points it at itself.
