@@ -106,7 +106,8 @@ class Dispatcher:
         assert conn is not None
         record_rules(conn, self.rules)
         db.listen(conn)
-        self._reconcile("startup" if self.decisions == 0 else "reconnect", rescue=True)
+        self._reconcile("startup" if self.decisions == 0 else "reconnect", rescue=True,
+                        refresh=True)
         next_tick = time.monotonic() + self.settings.reconcile_interval
         quiet_until = 0.0  # end of the debounce period after the last decision
         pending = False
@@ -117,10 +118,11 @@ class Dispatcher:
                 pending = True
             now = time.monotonic()
             if now >= next_tick:
+                # The safety net; it does not start a debounce period, so the next
+                # notification is still acted on at once.
                 self._reconcile("timer", rescue=True)
                 next_tick = now + self.settings.reconcile_interval
                 pending = False
-                quiet_until = now + self.settings.debounce
             elif pending and now >= quiet_until:
                 self._reconcile("jobs enqueued")
                 pending = False
@@ -131,8 +133,8 @@ class Dispatcher:
 
     # --- decisions -------------------------------------------------------------------------------
 
-    def _reconcile(self, trigger: str, rescue: bool = False) -> None:
-        """One decision round for every scaled type."""
+    def _reconcile(self, trigger: str, rescue: bool = False, refresh: bool = False) -> None:
+        """One decision round for every scaled type (refresh: re-read the formations)."""
         conn = self._conn
         assert conn is not None
         self.decisions += 1
@@ -141,7 +143,7 @@ class Dispatcher:
                 log_event(log, "job_rescued", logging.WARNING, job=job["id"],
                           queue=job["queue"], status=job["status"], error=job["error"])
         for policy in self.policies.values():
-            decision = self.scaler.scale_up(conn, policy, trigger)
+            decision = self.scaler.scale_up(conn, policy, trigger, refresh=refresh)
             log_event(log, "reconcile", logging.DEBUG, type=policy.process_type,
                       trigger=trigger, action="scale_up" if decision else "none")
 

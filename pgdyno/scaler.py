@@ -107,12 +107,16 @@ class Scaler:
         self._pause = pause_before_scale_down
 
     def scale_up(self, conn: psycopg.Connection, policy: TypePolicy,
-                 trigger: str) -> Decision | None:
-        """Raise the type's quantity to what its queues need; None when nothing to do."""
+                 trigger: str, refresh: bool = False) -> Decision | None:
+        """Raise the type's quantity to what its queues need; None when nothing to do.
+
+        refresh=True re-reads the formation from the platform first (a dispatcher that just
+        took over cannot trust what was recorded before).
+        """
         with conn.transaction():
             quantity, known_age = self._lock(conn, policy.process_type)
             load = load_of(conn, policy)
-            current = self._current(conn, policy, quantity, known_age, load)
+            current = self._current(conn, policy, None if refresh else quantity, known_age, load)
             target = scaling.scale_up_target(policy, load, current)
             if target is None:
                 return None

@@ -103,3 +103,15 @@ def test_rejected_api_call_keeps_the_dispatcher_running_and_shows_in_status(
         assert proc.proc.poll() is None  # still running
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0
+
+
+def test_dispatcher_rereads_the_formation_when_it_takes_over(database_url, heroku, conn):
+    # Recorded state says winston runs, but the platform has it at zero (a restart, a manual
+    # `heroku ps:scale winston=0`): a new leader must not trust the record and skip the PATCH.
+    conn.execute("INSERT INTO pgdyno.formations (process_type, quantity, known_at) "
+                 "VALUES ('winston', 1, now())")
+    conn.execute("INSERT INTO pgdyno.jobs (queue, task) VALUES ('reports', 'x')")
+    with dispatcher(database_url, heroku, PGDYNO_RECONCILE_INTERVAL="1h") as proc:
+        proc.wait_for_output("dispatcher_leading")
+        wait_until(lambda: patches(heroku) == [1], message="the scale-up from the real zero")
+    assert [r.method for r in heroku.requests] == ["GET", "PATCH"]
