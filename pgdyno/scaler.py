@@ -106,15 +106,19 @@ class Scaler:
         self.actor = actor
         self._pause = pause_before_scale_down
 
-    def scale_up(self, conn: psycopg.Connection, policy: TypePolicy,
-                 trigger: str, refresh: bool = False) -> Decision | None:
+    def scale_up(self, conn: psycopg.Connection, policy: TypePolicy, trigger: str,
+                 refresh: bool = False, wait: bool = True) -> Decision | None:
         """Raise the type's quantity to what its queues need; None when nothing to do.
 
         refresh=True re-reads the formation from the platform first (a dispatcher that just
-        took over cannot trust what was recorded before).
+        took over cannot trust what was recorded before). wait=False gives up at once when
+        another process holds the type's lock (that one decides with the same data).
         """
         with conn.transaction():
-            quantity, known_age = self._lock(conn, policy.process_type)
+            locked = self._lock(conn, policy.process_type, wait)
+            if locked is None:
+                return None
+            quantity, known_age = locked
             load = load_of(conn, policy)
             current = self._current(conn, policy, None if refresh else quantity, known_age, load)
             target = scaling.scale_up_target(policy, load, current)
@@ -127,11 +131,16 @@ class Scaler:
                       idle_s: float) -> bool:
         """Scale the type to zero if none of its queues has a job ready or running.
 
-        Returns True when the type is at zero afterwards (scaled now, or already). Then
-        re-checks, outside the lock, for a job committed meanwhile, and scales back up.
+        Returns True when the type is at zero afterwards (scaled now, or already). Never waits
+        for the lock: if a dispatcher is deciding for the type, this returns False and the
+        worker tries again later. After scaling down it re-checks for a job committed
+        meanwhile and scales back up.
         """
         with conn.transaction():
-            quantity, known_age = self._lock(conn, policy.process_type)
+            locked = self._lock(conn, policy.process_type, wait=False)
+            if locked is None:
+                return False
+            quantity, known_age = locked
             load = load_of(conn, policy)
             if not scaling.may_scale_to_zero(policy, load):
                 return False
@@ -143,19 +152,19 @@ class Scaler:
             decision = self._apply(conn, policy, current, 0,
                                    f"queues drained ({', '.join(policy.queues)}), "
                                    f"idle {idle_s:.1f}s")
-        self.scale_up(conn, policy, "job arrived during scale-down")
+        self.scale_up(conn, policy, "job arrived during scale-down", wait=False)
         return decision.ok
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _lock(self, conn: psycopg.Connection, process_type: str) -> tuple[int | None, float | None]:
-        row = conn.execute(sql.query("formation_lock"), {"process_type": process_type}).fetchone()
-        if row is None:  # a type nobody recorded yet: create its row, then lock it
-            conn.execute(sql.query("formation_ensure"), {"process_type": process_type})
-            row = conn.execute(sql.query("formation_lock"),
-                               {"process_type": process_type}).fetchone()
-        assert row is not None
-        return row[0], row[2]
+    def _lock(self, conn: psycopg.Connection, process_type: str,
+              wait: bool = True) -> tuple[int | None, float | None] | None:
+        """Lock the type's row: (recorded quantity, its age in s), or None if it is held by
+        another process and wait is False."""
+        statement = sql.query("formation_lock" if wait else "formation_try_lock")
+        conn.execute(sql.query("formation_ensure"), {"process_type": process_type})
+        row = conn.execute(statement, {"process_type": process_type}).fetchone()
+        return None if row is None else (row[0], row[2])
 
     def _current(self, conn: psycopg.Connection, policy: TypePolicy, quantity: int | None,
                  known_age: float | None, load: dict[str, Load]) -> int | None:

@@ -27,6 +27,14 @@ SELECT quantity, dyno_size, extract(epoch FROM now() - known_at)::float8
  WHERE process_type = %(process_type)s
    FOR UPDATE;
 
+-- name: formation_try_lock
+-- A worker's variant: it never waits for a dispatcher that is deciding (it would block its
+-- loop, and its SIGTERM handling, for as long as an API call takes); it tries again later.
+SELECT quantity, dyno_size, extract(epoch FROM now() - known_at)::float8
+  FROM pgdyno.formations
+ WHERE process_type = %(process_type)s
+   FOR UPDATE SKIP LOCKED;
+
 -- name: formation_set
 UPDATE pgdyno.formations
    SET quantity = %(quantity)s, dyno_size = %(dyno_size)s, known_at = now(),
