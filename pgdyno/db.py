@@ -51,13 +51,13 @@ def listen(conn: psycopg.Connection, channel: str = CHANNEL) -> None:
 
 
 def drain_notifications(conn: psycopg.Connection) -> list[str]:
-    """Payloads of the notifications already received on `conn`, without blocking."""
-    pgconn = conn.pgconn
-    pgconn.consume_input()  # raises OperationalError when the connection is gone
-    payloads = []
-    while (notify := pgconn.notifies()) is not None:
-        payloads.append(notify.extra.decode())
-    if conn.closed or pgconn.status != psycopg.pq.ConnStatus.OK:
+    """Payloads of the notifications received on `conn`, without blocking.
+
+    Includes those psycopg set aside while the connection ran queries; raises
+    OperationalError when the connection is gone.
+    """
+    payloads = [notify.payload for notify in conn.notifies(timeout=0)]
+    if conn.closed or conn.pgconn.status != psycopg.pq.ConnStatus.OK:
         raise psycopg.OperationalError("LISTEN connection lost")
     return payloads
 

@@ -66,6 +66,11 @@ class EmbeddedPostgres:
         """Path to a client program shipped with the server (psql, pgbench)."""
         return str(self.bin / name)
 
+    @staticmethod
+    def client_binary(name: str) -> str:
+        """Path to a client program (psql, pgbench) shipped with the embedded server."""
+        return str(_bin_dir() / name)
+
     def _run(self, *args: str, timeout: float = 120) -> None:
         result = subprocess.run(
             [str(self.bin / args[0]), *args[1:]], user=self._user, capture_output=True,

@@ -33,9 +33,10 @@ from pgdyno.queue import ClaimedJob
 
 log = logging.getLogger(__name__)
 
-#: Called by an idle worker with the seconds it has been idle; returns how many seconds until
-#: it wants to be called again (None: only on the next idle step). The autoscaler uses it.
-IdleCallback = Callable[[float], float | None]
+#: Called by an idle worker with its work connection and the seconds it has been idle;
+#: returns how many seconds until it wants to be called again (None: not until the worker has
+#: been busy and is idle again). Scale-to-zero (scale_down.py) is one.
+IdleCallback = Callable[[psycopg.Connection, float], float | None]
 
 
 def worker_id(dyno: str | None = None) -> str:
@@ -274,7 +275,8 @@ class Worker:
         if self._idle_since is None:
             self._idle_since = now
         if self.idle_callback is not None and now >= self._next_idle_call:
-            again = self.idle_callback(now - self._idle_since)
+            assert self._conn is not None
+            again = self.idle_callback(self._conn, now - self._idle_since)
             self._next_idle_call = now + again if again is not None else float("inf")
 
     # --- waiting and connections ---------------------------------------------------------------
