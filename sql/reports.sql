@@ -19,6 +19,11 @@ COPY (
 {query}
 ) TO STDOUT WITH (FORMAT csv, HEADER);
 
+-- name: report_store_begin
+-- The store's transaction stays open while the report streams, and may sit idle between two
+-- chunks of a slow query: a server-wide idle_in_transaction_session_timeout must not end it.
+SELECT set_config('idle_in_transaction_session_timeout', '0', true);
+
 -- name: report_run_id_next
 SELECT nextval('pgdyno.report_run_id_seq');
 

@@ -120,6 +120,10 @@ def run(name: str, params: dict[str, str], queue_name: str, store: str, url: str
         headers: dict[str, str], spool: bool, priority: int, wait: bool, timeout: float | None,
         no_check: bool, database_url: str | None) -> None:
     """Enqueue report NAME (print the job id); with --wait, follow it to the end."""
+    if store == "http" and not url:
+        raise click.UsageError("--store http needs --url (where to PUT the gzipped CSV)")
+    if store != "http" and (url or headers or spool):
+        raise click.UsageError("--url, --header and --spool go with --store http")
     folder = _folder()
     if not no_check:
         if folder.is_dir():
@@ -244,6 +248,8 @@ def fetch(job_id: int, output: Path | None, database_url: str | None) -> None:
                     handle.write(piece)
                     size += len(piece)
             os.replace(partial, output)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror}") from exc
         finally:
             partial.unlink(missing_ok=True)
     click.echo(f"wrote {output} ({_size(size)})", err=True)

@@ -111,7 +111,8 @@ def _prepare(conn: psycopg.Connection, report: Report, values: dict[str, Any]) -
     for setting, value in report.settings:
         conn.execute(sql.query("report_set_config"), {"name": setting, "value": value})
     # The driver quotes each value as a literal of its type: values never touch the SQL text.
-    text = pgsql.SQL(psycopg.ClientCursor(conn).mogrify(report.sql, values))  # type: ignore[arg-type]
+    with psycopg.ClientCursor(conn) as quoting:
+        text = pgsql.SQL(quoting.mogrify(report.sql, values))  # type: ignore[arg-type]
     explain = pgsql.SQL(sql.query("report_explain")).format(query=text)  # type: ignore[arg-type]
     # prepare=True: the extended protocol, which refuses a text of several statements.
     plan = conn.execute(explain, prepare=True).fetchone()[0]

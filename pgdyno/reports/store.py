@@ -83,6 +83,7 @@ class PostgresStore:
             run_id = conn.execute(sql.query("report_run_id_next")).fetchone()[0]
             chunks = 0
             with conn.transaction():
+                conn.execute(sql.query("report_store_begin"))
                 for piece in stream:
                     conn.execute(sql.query("report_chunk_insert"), {
                         "run_id": run_id, "seq": chunks, "job_id": self.job_id, "data": piece})

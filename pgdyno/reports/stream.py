@@ -74,7 +74,7 @@ class GzipStream:
                 next_progress = time.monotonic() + PROGRESS_EVERY
         lines += batch.count(b"\n")
         self.csv_bytes += len(batch)
-        out += compressor.compress(bytes(batch))
+        out += compressor.compress(batch)
         out += compressor.flush()
         self.rows = self._final_rows() if self._final_rows else max(lines - 1, 0)
         yield from self._cut(out, everything=True)

@@ -225,3 +225,14 @@ def test_bad_store_arguments_are_refused(folder, run_report, store, message):
     with pytest.raises(InvalidReport) as caught:
         run_report("one", **store)
     assert message in str(caught.value)
+
+
+def test_a_slow_report_outlives_the_servers_idle_in_transaction_timeout(folder, run_report,
+                                                                        conn):
+    conn.execute(psycopg.sql.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout "
+                                 "= '300ms'").format(psycopg.sql.Identifier(conn.info.dbname)))
+    # The store's transaction waits 2 s for its first chunk: idle, from the server's view.
+    write_report(folder, "slow", "SELECT g FROM generate_series(1, 4) g "
+                                 "WHERE pg_sleep(0.5)::text = ''")
+    result = run_report("slow")
+    assert stored(conn, result) == b"g\n1\n2\n3\n4\n"
