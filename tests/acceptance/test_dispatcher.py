@@ -63,14 +63,15 @@ def test_dispatcher_survives_a_postgres_restart_and_catches_up(heroku):
 
 
 def test_standby_dispatcher_takes_over_when_the_leader_is_killed(database_url, heroku, conn):
-    with dispatcher(database_url, heroku) as first, dispatcher(database_url, heroku) as second:
+    with dispatcher(database_url, heroku) as first:
         first.wait_for_output("dispatcher_leading")
-        second.wait_for_output("dispatcher_standby")
-        assert "dispatcher_leading" not in second.output()
-        first.kill()
-        second.wait_for_output("dispatcher_leading", timeout=15)
-        conn.execute("INSERT INTO pgdyno.jobs (queue, task) VALUES ('reports', 'x')")
-        wait_until(lambda: patches(heroku) == [1], message="the new leader to scale up")
+        with dispatcher(database_url, heroku) as second:
+            second.wait_for_output("dispatcher_standby")
+            assert "dispatcher_leading" not in second.output()
+            first.kill()
+            second.wait_for_output("dispatcher_leading", timeout=15)
+            conn.execute("INSERT INTO pgdyno.jobs (queue, task) VALUES ('reports', 'x')")
+            wait_until(lambda: patches(heroku) == [1], message="the new leader to scale up")
 
 
 def test_a_burst_of_10000_inserts_makes_a_few_decisions_and_one_patch(database_url, heroku, conn):
