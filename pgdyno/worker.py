@@ -284,7 +284,9 @@ class Worker:
         assert self._listen is not None
         now = time.monotonic()
         deadlines = [self._next_poll, self._next_due]
-        if self._idle_since is not None:
+        # Only an idle callback has an idle deadline: without one, _next_idle_call stays 0.0,
+        # and counting it would make every idle turn a zero-timeout wait (a busy loop).
+        if self._idle_since is not None and self.idle_callback is not None:
             deadlines.append(self._next_idle_call)
         if self._running:
             deadlines.append(self._next_heartbeat)
