@@ -151,7 +151,8 @@ class Worker:
         if polled:
             self._poll(now)
         self._read_notifications()
-        if now >= self._next_due:
+        timer_fired = now >= self._next_due
+        if timer_fired:
             self._next_due = float("inf")
             self._claim_due = True
         free = self.settings.concurrency - len(self._running)
@@ -165,8 +166,10 @@ class Worker:
             if self.burst:
                 log_event(log, "queues_drained", worker=self.id, queues=",".join(self.queues))
                 return True
-            if polled or self._idle_since is None:
-                self._schedule_next_due(now)
+            # After the timer fired too: its job may have gone to another worker, and the
+            # next scheduled job needs a timer of its own (or it waits for the next poll).
+            if polled or timer_fired or self._idle_since is None:
+                self._schedule_next_due()
         self._track_idle(now, idle)
         if self._running and now >= self._next_heartbeat:
             self._heartbeat()
@@ -258,12 +261,16 @@ class Worker:
         if any(payload in self.queues for payload in payloads):
             self._claim_due = True
 
-    def _schedule_next_due(self, now: float) -> None:
-        """Wake up when the earliest scheduled (run_at) job of our queues becomes due."""
+    def _schedule_next_due(self) -> None:
+        """Wake up when the earliest scheduled (run_at) job of our queues becomes due.
+
+        due_in is counted from the query's start, so it is added to the clock read after the
+        query: the timer may fire a little late, never early (an early claim finds nothing).
+        """
         assert self._conn is not None
         due_in = queue.next_due_in(self._conn, self.queues)
         if due_in is not None:
-            self._next_due = now + max(due_in, 0.0)
+            self._next_due = time.monotonic() + max(due_in, 0.0)
 
     def _track_idle(self, now: float, idle: bool) -> None:
         """Track how long the worker has had nothing to run; tell the idle callback."""
