@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 IdleCallback = Callable[[float], float | None]
 
 
+#: Errors of a statement that lost a race with another session (SQLSTATE class 40); psycopg
+#: does not derive them from TransactionRollback, so each is named.
+CONFLICTS = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected,
+             psycopg.errors.TransactionRollback)
+
+
 def worker_id(dyno: str | None = None) -> str:
     """A name unique to this process, readable in `pgdyno jobs show`: winston.1:4242:9f3a."""
     return f"{dyno or socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
@@ -78,6 +84,7 @@ class Worker:
         self._next_idle_call = 0.0
         self._idle_since: float | None = None
         self._failures = 0  # consecutive connection failures, for backoff
+        self._conflicts = 0  # consecutive statements that lost a race, for backoff
         self._progress: dict[int, dict[str, Any]] = {}  # latest progress per running job
 
     # --- control -----------------------------------------------------------------------------
@@ -123,7 +130,9 @@ class Worker:
                 try:
                     if self._step():
                         break
-                    self._failures = 0
+                    self._failures = self._conflicts = 0
+                except CONFLICTS as exc:
+                    self._after_conflict(exc)
                 except psycopg.OperationalError as exc:
                     log_event(log, "db_connection_lost", logging.WARNING, worker=self.id,
                               error=db.first_line(exc), running=len(self._running))
@@ -182,6 +191,21 @@ class Worker:
         return False
 
     # --- database turns ----------------------------------------------------------------------
+
+    def _after_conflict(self, exc: psycopg.OperationalError) -> None:
+        """A statement lost a race with another session; the next turn runs it again.
+
+        Jobs move between partitions when they finish, so a claim whose snapshot still saw a
+        job as ready can find it moved ("tuple to be locked was already moved to another
+        partition", SQLSTATE 40001); deadlocks are the same kind of error. The worker's
+        statements run one per transaction, so none of it happened and the connection is fine:
+        reconnecting would only cost time.
+        """
+        self._conflicts += 1
+        log_event(log, "db_conflict", logging.DEBUG, worker=self.id, attempt=self._conflicts,
+                  error=db.first_line(exc))
+        if self._conflicts > 1:
+            self._abort.wait(backoff.delay(self._conflicts - 1, 0.01, 1.0))
 
     def _flush(self, limit: int = 0) -> list[ClaimedJob]:
         """Report finished jobs and claim up to `limit` more, in one statement."""
