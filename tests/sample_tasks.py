@@ -71,12 +71,20 @@ def gate(key: str) -> dict[str, object]:
     Lets a test act (signal, kill) while the job is certainly running, and decide when it ends.
     """
     _record("start", key, attempt=pgdyno.current_job().attempt)
-    conn = _thread_connection()
-    while not conn.execute("SELECT 1 FROM test_effects WHERE kind = 'open' AND job_key = %s",
-                           (key,)).fetchone():
+    while not _gate_is_open(key):
         time.sleep(0.02)
     _record("done", key)
     return {"key": key}
+
+
+def _gate_is_open(key: str) -> bool:
+    """Whether the test opened the gate; False while Postgres is unreachable (a restart test)."""
+    try:
+        return bool(_thread_connection().execute(
+            "SELECT 1 FROM test_effects WHERE kind = 'open' AND job_key = %s", (key,)).fetchone())
+    except psycopg.OperationalError:
+        _local.conn = None
+        return False
 
 
 @pgdyno.task("whoami")

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import log_fields, wait_for_listeners, wait_until, worker
+from helpers import (
+    effects_of,
+    job_row,
+    log_fields,
+    open_gate,
+    wait_for_listeners,
+    wait_for_status,
+    wait_until,
+    worker,
+)
 
 import pgdyno
 from pgdyno.migrate import migrate
@@ -29,6 +38,19 @@ def own_server(tmp_path: Path) -> Iterator[object]:
         server.destroy()
 
 
+@pytest.fixture
+def own_database_url(own_server) -> str:
+    """The server's database, migrated, with the sample tasks' test_effects table."""
+    url = own_server.url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute(
+            "CREATE TABLE test_effects (id bigserial PRIMARY KEY, kind text NOT NULL,"
+            " job_key text NOT NULL, pid int NOT NULL, extra jsonb,"
+            " at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    return url
+
+
 def _connect_when_up(url: str) -> psycopg.Connection:
     def attempt() -> psycopg.Connection | None:
         try:
@@ -39,10 +61,9 @@ def _connect_when_up(url: str) -> psycopg.Connection:
     return wait_until(attempt, timeout=30, interval=0.1, message="Postgres to accept connections")
 
 
-def test_idle_worker_reconnects_after_postgres_restart_and_runs_new_job(own_server):
-    url = own_server.url()
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
+def test_idle_worker_reconnects_after_postgres_restart_and_runs_new_job(own_server,
+                                                                         own_database_url):
+    url = own_database_url
     with worker(url, "q", extra=["--poll-interval", "0.5s"]) as proc:
         with psycopg.connect(url, autocommit=True) as conn:
             wait_for_listeners(conn, 1)
@@ -64,3 +85,23 @@ def test_idle_worker_reconnects_after_postgres_restart_and_runs_new_job(own_serv
     assert log_fields(output, "db_connection_lost")
     assert log_fields(output, "db_reconnected")
     assert len(log_fields(output, "worker_started")) == 1
+
+
+def test_job_running_through_a_postgres_restart_completes_once_without_a_new_attempt(
+        own_server, own_database_url):
+    url = own_database_url
+    with psycopg.connect(url, autocommit=True) as conn:
+        job_id = pgdyno.enqueue(conn, "gate", {"key": "k"}, queue="q")
+    with worker(url, "q", extra=["--poll-interval", "0.5s"]) as proc:
+        with psycopg.connect(url, autocommit=True) as conn:
+            wait_until(lambda: effects_of(conn, "k", "start"), message="the job to start")
+        own_server.restart()
+        with _connect_when_up(url) as conn:
+            open_gate(conn, "k")
+            row = wait_for_status(conn, job_id, "done", timeout=30)
+            proc.signal(signal.SIGTERM)
+            assert proc.wait() == 0
+            assert row["attempts"] == 1
+            assert len(effects_of(conn, "k", "start")) == len(effects_of(conn, "k", "done")) == 1
+            assert job_row(conn, job_id)["result"] == {"key": "k"}
+        assert log_fields(proc.output(), "db_reconnected")

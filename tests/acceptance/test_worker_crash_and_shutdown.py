@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
+from datetime import timedelta
 
 from helpers import (
     effects_of,
@@ -97,3 +98,28 @@ def test_second_sigint_stops_at_once_and_hands_the_job_back(effects, database_ur
         assert "immediate=true" in proc.output()
     row = job_row(effects, job_id)
     assert (row["status"], row["attempts"]) == ("ready", 0)
+
+
+def test_job_longer_than_its_lease_is_not_rescued_while_its_worker_heartbeats(effects,
+                                                                               database_url):
+    job_id = pgdyno.enqueue(effects, "gate", {"key": "long"}, queue="q")
+    with worker(database_url, "q", extra=["--lease", "1s"]) as owner:
+        _wait_until_running(effects, "long")
+        # A second worker looks for expired leases ten times a second.
+        with worker(database_url, "q", extra=["--poll-interval", "0.1s"]) as rescuer:
+            wait_until(lambda: effects.execute(
+                "SELECT now() - started_at > interval '3 s' FROM pgdyno.jobs WHERE id = %s",
+                (job_id,)).fetchone()[0], message="the job to outlast its lease three times")
+            row = job_row(effects, job_id)
+            assert (row["status"], row["attempts"]) == ("running", 1)
+            assert row["lease_expires_at"] > row["started_at"] + timedelta(seconds=2)
+            open_gate(effects, "long")
+            row = wait_for_status(effects, job_id, "done")
+            rescuer.signal(signal.SIGTERM)
+            assert rescuer.wait() == 0
+            assert "job_rescued" not in rescuer.output()
+        owner.signal(signal.SIGTERM)
+        assert owner.wait() == 0
+    assert row["attempts"] == 1
+    assert row["last_error"] is None
+    assert [s["pid"] for s in effects_of(effects, "long", "start")] == [owner.pid]

@@ -17,6 +17,7 @@ from helpers import (
     effects_of,
     job_row,
     log_fields,
+    open_gate,
     psql_binary,
     wait_for_listeners,
     wait_for_status,
@@ -209,3 +210,22 @@ def test_worker_logs_each_job_as_one_logfmt_line(effects, database_url):
     assert (done[0]["task"], done[0]["queue"], done[0]["at"]) == ("noop", "q", "info")
     assert float(done[0]["duration_ms"]) >= 0
     assert json.dumps(done)  # plain strings only
+
+
+def test_worker_runs_up_to_its_concurrency_at_once_and_no_more(effects, database_url):
+    ids = [pgdyno.enqueue(effects, "gate", {"key": f"g{n}"}, queue="q") for n in range(4)]
+    with worker(database_url, "q", concurrency=3) as proc:
+        wait_until(lambda: effects.execute(
+            "SELECT count(*) FROM test_effects WHERE kind = 'start'").fetchone()[0] == 3,
+            message="three jobs running together")
+        states = effects.execute("SELECT status::text, count(*) FROM pgdyno.jobs GROUP BY 1"
+                                 " ORDER BY 1").fetchall()
+        assert states == [("ready", 1), ("running", 3)]
+        for n in range(4):
+            open_gate(effects, f"g{n}")
+        for job_id in ids:
+            wait_for_status(effects, job_id, "done")
+        proc.signal(15)
+        assert proc.wait() == 0
+    assert effects.execute("SELECT count(*) FROM test_effects WHERE kind = 'done'"
+                           ).fetchone()[0] == 4
