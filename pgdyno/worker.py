@@ -330,6 +330,9 @@ class Worker:
                 db.wait_readable([self._listen.pgconn.socket, self._wake_r], timeout)
         finally:
             self._sleeping = False
+        self._drain_wakeups()
+
+    def _drain_wakeups(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 512):
                 pass
@@ -343,8 +346,9 @@ class Worker:
         """(Re)connect both connections with backoff; False if the worker gave up (stopping)."""
         for attempt in itertools.count(1):
             self._failures += 1
-            if self._failures > 1 and self._abort.wait(
-                    backoff.delay(self._failures - 1, 0.1, 5.0)):
+            if self._failures > 1:
+                self._pause(backoff.delay(self._failures - 1, 0.1, 5.0))
+            if self._give_up_connecting():
                 return False
             try:
                 self._conn = db.connect(self._dsn, application_name=f"pgdyno worker {self.id}")
@@ -356,10 +360,23 @@ class Worker:
                 self._disconnect()
                 log_event(log, "db_unavailable", logging.WARNING, worker=self.id,
                           attempt=attempt, error=db.first_line(exc))
-            if self._abort.is_set() or (self._stopping.is_set()
-                                        and time.monotonic() >= self._grace_deadline):
-                return False
         return False
+
+    def _give_up_connecting(self) -> bool:
+        """Whether a stopping worker stops trying to reach Postgres.
+
+        At once when it has nothing to report or hand back (waiting out the grace period would
+        only delay the exit), or on an immediate stop; otherwise when the grace period is over.
+        """
+        if not self._stopping.is_set():
+            return False
+        pending = self._running or self._done or self._failed or self._outcomes
+        return self._abort.is_set() or not pending or time.monotonic() >= self._grace_deadline
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if stop() pokes the loop meanwhile."""
+        db.wait_readable([self._wake_r], seconds)
+        self._drain_wakeups()
 
     def _after_reconnect(self, attempt: int) -> None:
         """Catch up: hand back claims whose reply was lost, then claim at once."""

@@ -6,6 +6,7 @@ Uses a server of its own (not the session's shared one), restarted on the same p
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +106,15 @@ def test_job_running_through_a_postgres_restart_completes_once_without_a_new_att
             assert len(effects_of(conn, "k", "start")) == len(effects_of(conn, "k", "done")) == 1
             assert job_row(conn, job_id)["result"] == {"key": "k"}
         assert log_fields(proc.output(), "db_reconnected")
+
+
+def test_worker_that_cannot_reach_postgres_stops_at_once_on_sigterm():
+    embedded = pytest.importorskip("pgdyno.embedded")
+    nowhere = f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/postgres"
+    with worker(nowhere, "q", imports=(), extra=["--grace", "25s"]) as proc:
+        proc.wait_for_output("event=db_unavailable")
+        proc.wait_for_output("attempt=3")  # well into its reconnect backoff
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert time.monotonic() - started < 3, "it waited out the grace period for nothing"
