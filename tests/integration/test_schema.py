@@ -224,3 +224,18 @@ def test_role_with_only_insert_can_enqueue_but_cannot_read_or_change_jobs(conn,
                         " ORDER BY id").fetchall()
     assert rows == [("reports", "report", {"name": "revenue"}, "ready", 0),
                     ("reports", "report", {}, "ready", 5)]
+
+
+def test_enqueue_role_granted_select_on_id_gets_the_new_id_and_can_use_pgdyno_enqueue(
+        conn, enqueue_only_url):
+    role = psycopg.conninfo.conninfo_to_dict(enqueue_only_url)["user"]
+    conn.execute(pgsql.SQL("GRANT SELECT (id) ON pgdyno.jobs TO {}").format(
+        pgsql.Identifier(role)))
+    with psycopg.connect(enqueue_only_url, autocommit=True) as client:
+        returned = client.execute("INSERT INTO pgdyno.jobs (queue, task) VALUES ('q', 't')"
+                                  " RETURNING id").fetchone()[0]
+        enqueued = pgdyno.enqueue(client, "t", {"n": 1}, queue="q")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            client.execute("SELECT args FROM pgdyno.jobs")
+    assert [r[0] for r in conn.execute("SELECT id FROM pgdyno.jobs ORDER BY id")] == [
+        returned, enqueued]
