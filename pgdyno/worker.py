@@ -205,7 +205,7 @@ class Worker:
         log_event(log, "db_conflict", logging.DEBUG, worker=self.id, attempt=self._conflicts,
                   error=db.first_line(exc))
         if self._conflicts > 1:
-            self._abort.wait(backoff.delay(self._conflicts - 1, 0.01, 1.0))
+            self._pause(backoff.delay(self._conflicts - 1, 0.01, 1.0))
 
     def _flush(self, limit: int = 0) -> list[ClaimedJob]:
         """Report finished jobs and claim up to `limit` more, in one statement."""
