@@ -16,6 +16,7 @@ from typing import Any
 from pgdyno.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
@@ -109,6 +110,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        # Checked here: logging would otherwise raise a bare ValueError from the CLI's setup.
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise ConfigError(f"PGDYNO_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, "
+                              f"got {self.log_level!r}")
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
         for name in ("poll_interval", "lease", "retry_base", "retry_max"):

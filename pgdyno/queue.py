@@ -6,6 +6,7 @@ caller's connection, so an enqueue joins the caller's transaction and commits wi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -93,7 +94,7 @@ def enqueue(conn: psycopg.Connection | str | None, task: str,
     connection, owned = _resolve_conn(conn)
     at, delay = _when(run_at)
     params = {
-        "queue": queue, "task": task, "args": Jsonb(dict(args or {})), "priority": priority,
+        "queue": queue, "task": task, "args": _args(args), "priority": priority,
         "run_at": at, "delay": delay, "max_attempts": max_attempts,
     }
     try:
@@ -105,6 +106,26 @@ def enqueue(conn: psycopg.Connection | str | None, task: str,
             connection.close()
     assert row is not None
     return int(row[0])
+
+
+def _args(args: Mapping[str, Any] | None) -> Jsonb:
+    """A job's args for the database, which refuses anything but a JSON object itself."""
+    return Jsonb({} if args is None else dict(args) if isinstance(args, Mapping) else args)
+
+
+def _atomic(connection: psycopg.Connection) -> contextlib.AbstractContextManager[Any]:
+    """One transaction for a batch's statements, never committing the caller's.
+
+    In autocommit: a transaction of its own. Inside the caller's open transaction: a savepoint,
+    so that a refused batch leaves the caller's earlier work usable. On an idle connection
+    that is not in autocommit: nothing, as connection.transaction() would BEGIN and COMMIT
+    there, committing a batch the caller means to commit or roll back; the statements open the
+    caller's transaction instead.
+    """
+    idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    if idle and not connection.autocommit:
+        return contextlib.nullcontext()
+    return connection.transaction()
 
 
 def _spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
@@ -123,7 +144,7 @@ def enqueue_many(conn: psycopg.Connection | str | None,
         return []
     connection, owned = _resolve_conn(conn)
     try:
-        with connection.transaction():
+        with _atomic(connection):
             now, default_attempts, ids = connection.execute(
                 sql.query("job_reserve_ids"), {"n": len(specs)}).fetchone()
             with connection.cursor().copy(sql.query("job_copy_in")) as copy:
@@ -131,9 +152,9 @@ def enqueue_many(conn: psycopg.Connection | str | None,
                 for job_id, spec in zip(ids, specs, strict=True):
                     at, delay = _when(spec.run_at)
                     copy.write_row((
-                        job_id, spec.queue, spec.task, dict(spec.args or {}),
+                        job_id, spec.queue, spec.task, _args(spec.args).obj,
                         spec.priority, at or (now + delay if delay else now),
-                        spec.max_attempts or default_attempts,
+                        default_attempts if spec.max_attempts is None else spec.max_attempts,
                     ))
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
         raise refused(exc) from exc
