@@ -139,7 +139,7 @@ class Dispatcher:
         assert conn is not None
         self.decisions += 1
         if rescue:
-            for job in queue.rescue_expired(conn):
+            for job in db.retry_on_conflict(lambda: queue.rescue_expired(conn)):
                 log_event(log, "job_rescued", logging.WARNING, job=job["id"],
                           queue=job["queue"], status=job["status"], error=job["error"])
         for policy in self.policies.values():

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from pgdyno import sql
 from pgdyno.config import Settings
-from pgdyno.db import connect
+from pgdyno.db import connect, retry_on_conflict
 from pgdyno.errors import InvalidJob, InvalidJobState, JobNotFound
 
 STATUSES = ("ready", "running", "done", "failed", "cancelled")
@@ -275,7 +275,9 @@ def retry_job(conn: psycopg.Connection, job_id: int) -> None:
 
 def cancel_job(conn: psycopg.Connection, job_id: int) -> None:
     """Cancel a job that has not started yet."""
-    if not conn.execute(sql.query("job_cancel"), {"id": job_id}).fetchall():
+    cancelled = retry_on_conflict(
+        lambda: conn.execute(sql.query("job_cancel"), {"id": job_id}).fetchall())
+    if not cancelled:
         state = get_job(conn, job_id)["status"]
         why = ("it is running; stop its worker or let it finish" if state == "running"
                else "it has already finished")

@@ -39,12 +39,6 @@ log = logging.getLogger(__name__)
 IdleCallback = Callable[[psycopg.Connection, float], float | None]
 
 
-#: Errors of a statement that lost a race with another session (SQLSTATE class 40); psycopg
-#: does not derive them from TransactionRollback, so each is named.
-CONFLICTS = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected,
-             psycopg.errors.TransactionRollback)
-
-
 def worker_id(dyno: str | None = None) -> str:
     """A name unique to this process, readable in `pgdyno jobs show`: winston.1:4242:9f3a."""
     return f"{dyno or socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
@@ -132,7 +126,7 @@ class Worker:
                     if self._step():
                         break
                     self._failures = self._conflicts = 0
-                except CONFLICTS as exc:
+                except db.CONFLICTS as exc:
                     self._after_conflict(exc)
                 except psycopg.OperationalError as exc:
                     log_event(log, "db_connection_lost", logging.WARNING, worker=self.id,
@@ -262,6 +256,12 @@ class Worker:
         for job_id in set(ids) - held:
             log_event(log, "lease_lost", logging.WARNING, job=job_id, worker=self.id)
         self._next_heartbeat = time.monotonic() + self.settings.lease / 3
+
+    def _set_progress(self, job_id: int, progress: dict[str, Any]) -> None:
+        """From a task's thread: keep the latest progress and wake the loop to write it."""
+        self._progress[job_id] = progress
+        if self._sleeping:
+            self._poke()
 
     def _write_progress(self) -> None:
         assert self._conn is not None
@@ -412,7 +412,7 @@ class Worker:
             self._inbox.put(None)
 
     def _execute_forever(self) -> None:
-        execution.bind_thread(self.id, self._dsn, self._progress.__setitem__)
+        execution.bind_thread(self.id, self._dsn, self._set_progress)
         while (job := self._inbox.get()) is not None:
             self._outcomes.append(execution.run(job))
             if self._sleeping:
