@@ -27,6 +27,9 @@ FINISHED = ("done", "failed", "cancelled")
 _CONSTRAINT_HINTS = {
     "queue_must_be_a_non_empty_name": "queue must be a non-empty name of at most 128 characters",
     "task_must_be_a_non_empty_name": "task must be a non-empty name of at most 200 characters",
+    "queue_must_not_start_or_end_with_whitespace":
+        "queue must not start or end with whitespace (no worker would claim from it)",
+    "task_must_not_start_or_end_with_whitespace": "task must not start or end with whitespace",
     "args_must_be_a_json_object": 'args must be a JSON object, for example {"id": 7}',
     "priority_must_be_between_minus_1000_and_1000": "priority must be between -1000 and 1000",
     "max_attempts_must_be_between_1_and_1000": "max_attempts must be between 1 and 1000",
