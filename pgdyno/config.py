@@ -16,6 +16,7 @@ from typing import Any
 from pgdyno.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
@@ -57,6 +58,39 @@ class Settings:
     retry_max: float = 3600.0
     #: Log level (PGDYNO_LOG_LEVEL).
     log_level: str = "INFO"
+    #: Extra modules every worker imports to register tasks, comma-separated (PGDYNO_IMPORT).
+    imports: str = field(default="", metadata={"env": "PGDYNO_IMPORT"})
+
+    # --- scaling ---------------------------------------------------------------------------
+    #: Heroku Platform API base URL (HEROKU_API_URL); `pgdyno dev` points it at itself.
+    heroku_api_url: str = field(default="https://api.heroku.com",
+                                metadata={"env": "HEROKU_API_URL"})
+    #: The app whose formation is scaled (HEROKU_APP_NAME).
+    heroku_app_name: str | None = field(default=None, metadata={"env": "HEROKU_APP_NAME"})
+    #: API token (HEROKU_API_KEY, or SPIN_DYNO_KEY as in the seed blog). Never logged.
+    heroku_api_key: str | None = field(default=None, repr=False, metadata={
+        "env": "HEROKU_API_KEY", "alt_env": "SPIN_DYNO_KEY"})
+    #: The worker's own process type (PGDYNO_PROCESS_TYPE); default: DYNO without its number.
+    process_type: str | None = None
+    #: Seconds a drained type lingers before it scales to zero, for rules without linger=
+    #: (PGDYNO_LINGER). About one dyno boot: longer wastes money, shorter risks thrash.
+    linger: float = 30.0
+    #: The dispatcher's safety-net reconcile period in seconds (PGDYNO_RECONCILE_INTERVAL).
+    reconcile_interval: float = 5.0
+    #: Seconds the dispatcher coalesces a burst of notifications into one decision
+    #: (PGDYNO_DEBOUNCE): it decides at once, then at most once per this period.
+    debounce: float = 0.5
+    #: Test hook: a worker about to scale its type to zero creates PATH.paused and waits for
+    #: PATH.resume before its API call (PGDYNO_PAUSE_BEFORE_SCALE_DOWN). Unset in production.
+    pause_before_scale_down: str | None = None
+
+    # --- reports ---------------------------------------------------------------------------
+    #: Folder of report files, NAME.sql, relative to the working directory (beside the Procfile)
+    #: unless absolute (PGDYNO_REPORTS_DIR).
+    reports_dir: str = "reports"
+    #: Folder where the `directory` report store writes NAME-JOB.csv.gz files
+    #: (PGDYNO_REPORTS_OUTPUT_DIR). On Heroku the disk is ephemeral: prefer the default store.
+    reports_output_dir: str = ".pgdyno/reports"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -65,7 +99,7 @@ class Settings:
         values: dict[str, Any] = {}
         for spec in dataclasses.fields(cls):
             name = spec.metadata.get("env", f"PGDYNO_{spec.name.upper()}")
-            raw = env.get(name)
+            raw = env.get(name) or env.get(spec.metadata.get("alt_env", ""))
             if raw not in (None, ""):
                 values[spec.name] = _convert(spec.name, raw, name)
         for key, value in overrides.items():
@@ -76,6 +110,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        # Checked here: logging would otherwise raise a bare ValueError from the CLI's setup.
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise ConfigError(f"PGDYNO_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, "
+                              f"got {self.log_level!r}")
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
         for name in ("poll_interval", "lease", "retry_base", "retry_max"):
@@ -83,6 +121,20 @@ class Settings:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.grace < 0:
             raise ConfigError(f"grace must not be negative, got {self.grace}")
+        if self.linger < 0 or self.debounce < 0 or self.reconcile_interval <= 0:
+            raise ConfigError("linger and debounce must not be negative, and the reconcile "
+                              "interval must be positive")
+
+    @property
+    def own_process_type(self) -> str | None:
+        """This process's type: --process-type, else DYNO without its number (winston.1)."""
+        if self.process_type:
+            return self.process_type
+        return self.dyno.rsplit(".", 1)[0] if self.dyno else None
+
+    @property
+    def import_list(self) -> list[str]:
+        return [name.strip() for name in self.imports.split(",") if name.strip()]
 
     def require_database_url(self) -> str:
         if not self.database_url:

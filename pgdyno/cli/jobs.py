@@ -51,12 +51,16 @@ def enqueue(task: str, queue_name: str, args: dict[str, Any], priority: int,
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @database_option
 def status(as_json: bool, database_url: str | None) -> None:
-    """Jobs per queue and status, and the age of the oldest ready job."""
+    """Jobs per queue and status, the age of the oldest ready job, and scaling state."""
+    from pgdyno.scaler import scaling_status
+
     with connection(database_url) as conn:
         queues = queue.status(conn)
+        scaling = scaling_status(conn)
     if as_json:
-        echo_json({"queues": queues})
+        echo_json({"queues": queues, "scaling": scaling})
         return
+    _echo_scaling(scaling)
     if not queues:
         click.echo("no jobs")
         return
@@ -66,6 +70,21 @@ def status(as_json: bool, database_url: str | None) -> None:
         age = counts["oldest_ready_age_s"]
         click.echo(f"{name:<20} " + " ".join(f"{counts[s]:>9}" for s in queue.STATUSES)
                    + ("  -" if age is None else f"  {age:.1f}s"))
+
+
+def _echo_scaling(types: dict[str, dict[str, Any]]) -> None:
+    for name, entry in types.items():
+        line = (f"process type {name}: quantity {entry['quantity']}, queues "
+                f"{','.join(entry['queues'])}, max {entry['max']}, linger {entry['linger_s']:g}s")
+        click.echo(line)
+        if entry["last_error"]:
+            click.echo(f"  last formation error ({entry['last_error_at']}): {entry['last_error']}")
+        if entry["last_event"]:
+            event = entry["last_event"]
+            click.echo(f"  last scale: {event['from']} -> {event['to']} at {event['at']} by "
+                       f"{event['actor']} ({event['reason']}; {event['outcome']})")
+    if types:
+        click.echo()
 
 
 @click.group()

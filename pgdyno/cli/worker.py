@@ -37,18 +37,30 @@ def migrate(database_url: str | None) -> None:
               help="Time running jobs get on SIGTERM, e.g. 25s [env PGDYNO_GRACE].")
 @click.option("--poll-interval", default=None,
               help="Fallback poll period, e.g. 2s [env PGDYNO_POLL_INTERVAL].")
+@click.option("--process-type", default=None,
+              help="This worker's process type, to scale it to zero when drained "
+                   "[env PGDYNO_PROCESS_TYPE; default: from DYNO].")
 @database_option
 def worker(queues: tuple[str, ...], modules: tuple[str, ...], concurrency: int | None,
            burst: bool, lease: str | None, grace: str | None, poll_interval: str | None,
-           database_url: str | None) -> None:
-    """Run jobs from the given queues until SIGTERM (or drained, with --burst)."""
+           process_type: str | None, database_url: str | None) -> None:
+    """Run jobs from the given queues until SIGTERM (or drained, with --burst).
+
+    A worker that knows its process type (DYNO=winston.1, or --process-type) and can reach
+    the formation API scales its type to zero once the type's queues are drained and the
+    rule's linger has passed.
+    """
+    from pgdyno import scale_down
     from pgdyno.worker import Worker
 
     settings = Settings.from_env(database_url=database_url, concurrency=concurrency,
-                                 lease=lease, grace=grace, poll_interval=poll_interval)
+                                 lease=lease, grace=grace, poll_interval=poll_interval,
+                                 process_type=process_type)
     settings.require_database_url()
-    tasks.import_modules(modules)
+    tasks.import_modules([*settings.import_list, *modules])
     runner = Worker(settings, queues, burst=burst)
+    if not burst:
+        runner.idle_callback = scale_down.from_settings(settings, actor=f"worker {runner.id}")
     runner.install_signal_handlers()
     sys.exit(runner.run())
 

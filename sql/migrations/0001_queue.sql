@@ -33,8 +33,16 @@ CREATE TABLE pgdyno.jobs (
     result           jsonb,
     progress         jsonb,
     -- Constraint names are the error message a bad client sees: keep them sentences.
-    CONSTRAINT queue_must_be_a_non_empty_name CHECK (btrim(queue) <> '' AND length(queue) <= 128),
-    CONSTRAINT task_must_be_a_non_empty_name CHECK (btrim(task) <> '' AND length(task) <= 200),
+    -- A name of only whitespace (tabs, newlines too, not only spaces) counts as empty.
+    CONSTRAINT queue_must_be_a_non_empty_name
+        CHECK (queue ~ '[^[:space:]]' AND length(queue) <= 128),
+    CONSTRAINT task_must_be_a_non_empty_name
+        CHECK (task ~ '[^[:space:]]' AND length(task) <= 200),
+    -- 'reports ' would be a queue no worker of 'reports' ever claims from.
+    CONSTRAINT queue_must_not_start_or_end_with_whitespace
+        CHECK (queue !~ '^[[:space:]]|[[:space:]]$'),
+    CONSTRAINT task_must_not_start_or_end_with_whitespace
+        CHECK (task !~ '^[[:space:]]|[[:space:]]$'),
     CONSTRAINT args_must_be_a_json_object CHECK (jsonb_typeof(args) = 'object'),
     CONSTRAINT priority_must_be_between_minus_1000_and_1000 CHECK (priority BETWEEN -1000 AND 1000),
     CONSTRAINT max_attempts_must_be_between_1_and_1000 CHECK (max_attempts BETWEEN 1 AND 1000),

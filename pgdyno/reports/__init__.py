@@ -1,0 +1,14 @@
+"""Reports: the worker's built-in `report` task, for queries whose results are too big to hold.
+
+    catalog.py   the reports folder: NAME.sql files, their parameters and settings
+    params.py    parameter types: JSON or CLI values to typed values the driver quotes
+    sqltext.py   reads SQL text without a server: one statement, read-only start, placeholders
+    runner.py    the `report` task: read-only transaction, COPY ... TO STDOUT, store, measure
+    stream.py    CSV to gzip pieces in flat memory, with row/byte counts and progress
+    store.py     where results go: Postgres (default), a directory, an HTTP PUT
+    results.py   reading results back (`pgdyno report fetch` / `show`)
+    memory.py    the worker's peak RSS while a report runs
+    demo.py      the demo schema, data generator and report jobs of `make run`
+
+Nothing here is imported by a worker until it registers its built-in tasks.
+"""

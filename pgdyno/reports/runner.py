@@ -1,0 +1,162 @@
+"""The built-in `report` task: run a named report and store its result, in flat memory.
+
+    INSERT INTO pgdyno.jobs (queue, task, args) VALUES ('reports', 'report',
+        '{"name": "revenue_by_month", "params": {"since": "2026-01-01"}}');
+
+The query runs in a read-only transaction with the report's settings; its parameters are
+quoted as literals by the driver (COPY takes no bind parameters), and before it runs Postgres
+plans it through the extended protocol, which proves it is a single statement. COPY streams
+the CSV to a store without the result ever being held in memory.
+
+Retrying cannot help a bad name, bad parameters or a query Postgres refuses (syntax, missing
+table, data errors, a write): those raise InvalidReport and the job fails at once. A lost
+connection, a busy upload server or a full disk raise ReportFailed and the job is retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+
+from pgdyno import db, sql
+from pgdyno.config import Settings
+from pgdyno.errors import InvalidReport, ReportFailed
+from pgdyno.execution import current_job
+from pgdyno.logfmt import log_event
+from pgdyno.reports import catalog, memory
+from pgdyno.reports.catalog import Report
+from pgdyno.reports.store import open_store
+from pgdyno.reports.stream import GzipStream, Progress
+from pgdyno.tasks import task
+
+log = logging.getLogger(__name__)
+
+# SQLSTATE classes where the same query fails the same way however often it runs: feature not
+# supported, cardinality, data exception, integrity, read-only, invalid names, syntax or
+# access, WITH CHECK, PL/pgSQL raise.
+_PERMANENT_CLASSES = {"0A", "21", "22", "23", "25", "2B", "3D", "3F", "42", "44", "P0"}
+
+
+@task("report")
+def report(name: str, params: dict[str, Any] | None = None, store: str = "postgres",
+           url: str | None = None, headers: dict[str, str] | None = None,
+           spool: bool = False) -> dict[str, Any]:
+    """Run report `name` with `params`; store its gzipped CSV (postgres, directory or http)."""
+    job = current_job()
+    return run(Settings.from_env(), job_id=job.id, database_url=job.database_url, name=name,
+               params=params, store=store, url=url, headers=headers, spool=spool,
+               progress=lambda fields: job.set_progress(**fields))
+
+
+def run(settings: Settings, *, job_id: int, database_url: str, name: Any,
+        params: Any = None, store: Any = "postgres", url: Any = None, headers: Any = None,
+        spool: Any = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Run one report for job `job_id` and return what the job's result records."""
+    started = time.monotonic()
+    report = catalog.load(Path(settings.reports_dir), name)
+    values = report.bind(params)
+    target = open_store(store, job_id=job_id, report=report.name, database_url=database_url,
+                        output_dir=Path(settings.reports_output_dir), url=url, headers=headers,
+                        spool=spool)
+    per_report = memory.reset_peak()
+    log_event(log, "report_started", job=job_id, report=report.name, store=target.kind)
+    conn = db.connect(database_url, autocommit=False,
+                      application_name=f"pgdyno report {report.name} job {job_id}"[:63])
+    conn.read_only = True  # every transaction on it starts with BEGIN READ ONLY
+    stream: GzipStream | None = None
+    try:
+        statement = _prepare(conn, report, values)
+        cursor = conn.cursor()
+        blocks = _copy_blocks(cursor, statement)
+        stream = GzipStream(blocks, progress=progress, final_rows=lambda: cursor.rowcount)
+        try:
+            stored = target.save(stream)
+        except BaseException:
+            if stream.error is not None:  # reading failed: that is the error to report
+                raise stream.error from None
+            raise
+        finally:
+            with contextlib.suppress(psycopg.Error):  # the connection may be gone already
+                blocks.close()  # a COPY still running is cancelled, not read to the end
+    except psycopg.Error as exc:
+        raise failure(report.name, exc) from exc
+    finally:
+        conn.close()
+    assert stream is not None
+    duration = time.monotonic() - started
+    result = {
+        "report": report.name, "params": values, "store": target.kind,
+        "location": stored.location, **stored.details, "rows": stream.rows,
+        "csv_bytes": stream.csv_bytes, "stored_bytes": stream.stored_bytes,
+        "duration_s": round(duration, 3), "worker_peak_rss_bytes": memory.peak_rss_bytes(),
+        "peak_rss_scope": "report" if per_report else "process",
+    }
+    log_event(log, "report_stored", job=job_id, report=report.name, store=target.kind,
+              rows=stream.rows, csv_bytes=stream.csv_bytes, stored_bytes=stream.stored_bytes,
+              duration_ms=round(duration * 1000, 1),
+              peak_rss_mb=round(result["worker_peak_rss_bytes"] / 2**20, 1))
+    return result
+
+
+def _prepare(conn: psycopg.Connection, report: Report, values: dict[str, Any]) -> pgsql.Composed:
+    """Apply the report's settings, quote its parameters and check it only reads; returns the
+    COPY statement to run."""
+    for setting, value in report.settings:
+        conn.execute(sql.query("report_set_config"), {"name": setting, "value": value})
+    # The driver quotes each value as a literal of its type: values never touch the SQL text.
+    with psycopg.ClientCursor(conn) as quoting:
+        text = pgsql.SQL(quoting.mogrify(report.sql, values))  # type: ignore[arg-type]
+    explain = pgsql.SQL(sql.query("report_explain")).format(query=text)  # type: ignore[arg-type]
+    # prepare=True: the extended protocol, which refuses a text of several statements.
+    plan = conn.execute(explain, prepare=True).fetchone()[0]
+    writes = _writes(plan)
+    if writes:
+        raise InvalidReport(
+            f"report {report.name!r} is not read-only: its plan writes ({', '.join(writes)}); "
+            "a report may only read")
+    return pgsql.SQL(sql.query("report_copy_out")).format(query=text)  # type: ignore[arg-type]
+
+
+def _writes(plan: Any) -> list[str]:
+    """'Delete on orders' for each node of an EXPLAIN (FORMAT JSON) plan that modifies a table."""
+    found: list[str] = []
+    nodes = [entry["Plan"] for entry in plan] if isinstance(plan, list) else [plan]
+    while nodes:
+        node = nodes.pop()
+        if node.get("Node Type") == "ModifyTable":
+            found.append(f"{node.get('Operation', 'Write')} on {node.get('Relation Name', '?')}")
+        nodes.extend(node.get("Plans", []))
+    return found
+
+
+def _copy_blocks(cursor: psycopg.Cursor, statement: pgsql.Composed) -> Iterator[memoryview]:
+    """COPY's CSV, one row per block; cursor.rowcount holds COPY's row count once exhausted."""
+    with cursor.copy(statement) as copy:
+        yield from copy  # type: ignore[misc]
+
+
+def failure(report: str, exc: psycopg.Error) -> InvalidReport | ReportFailed:
+    """The job error for a Postgres error: permanent when running it again cannot help."""
+    state = exc.sqlstate or ""
+    message = exc.diag.message_primary or db.first_line(exc)
+    if exc.diag.message_hint:
+        message += f" (hint: {exc.diag.message_hint})"
+    if state == "25006":
+        return InvalidReport(f"report {report!r} is not read-only: {message}; a report may "
+                             "only read")
+    if state == "57014" and "statement timeout" in message:
+        return InvalidReport(
+            f"report {report!r} ran out of time: {message}; give it more in its header, "
+            "e.g. -- set: statement_timeout = 30min")
+    if state[:2] in _PERMANENT_CLASSES:
+        return InvalidReport(f"report {report!r} failed in Postgres: {message} "
+                             f"(SQLSTATE {state})")
+    return ReportFailed(f"report {report!r} failed in Postgres: {message}"
+                        + (f" (SQLSTATE {state})" if state else ""))

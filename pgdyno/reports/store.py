@@ -1,0 +1,220 @@
+"""Where a report's gzipped CSV goes: Postgres (default), a directory, or an HTTP PUT.
+
+Each store consumes the stream piece by piece and keeps one piece at most, and each one makes
+a result appear whole or not at all:
+
+- postgres: chunks in pgdyno.report_chunks and the pgdyno.report_results row that points to
+  them are written in one transaction, so a failed or killed run leaves nothing behind. Each
+  run has its own id; the newest run of a job wins and deletes the chunks of older runs.
+- directory: written to a hidden temporary file, fsynced, then renamed into place.
+- http: one PUT of the whole body (chunked transfer, or Content-Length with `spool`); the
+  receiving server only keeps a body that arrived complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from pgdyno import db, sql
+from pgdyno.errors import InvalidReport, PermanentJobError, ReportFailed
+from pgdyno.logfmt import log_event
+from pgdyno.reports.stream import GzipStream
+
+log = logging.getLogger(__name__)
+
+KINDS = ("postgres", "directory", "http")
+#: Seconds to connect to the upload server, and to wait for each of its replies.
+HTTP_TIMEOUT = (10.0, 300.0)
+#: Statuses after which another attempt may succeed (timeout, rate limit, server trouble).
+_HTTP_RETRYABLE = {408, 425, 429}
+
+
+@dataclass(frozen=True)
+class Stored:
+    location: str
+    #: Store-specific facts recorded in the job's result (the Postgres run id).
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    kind: str
+
+    def save(self, stream: GzipStream) -> Stored:
+        """Consume `stream` and keep its bytes whole, or keep nothing and raise."""
+        ...
+
+
+def open_store(kind: Any, *, job_id: int, report: str, database_url: str, output_dir: Path,
+               url: Any = None, headers: Any = None, spool: Any = False) -> Store:
+    """The store a job asked for; InvalidReport for arguments that cannot work."""
+    if kind not in KINDS:
+        raise InvalidReport(
+            f"unknown store {kind!r}: use postgres (the default), directory or http")
+    if kind != "http" and (url is not None or headers is not None or spool):
+        raise InvalidReport(f"url, headers and spool are only used with store http, not {kind}")
+    if kind == "postgres":
+        return PostgresStore(database_url, job_id, report)
+    if kind == "directory":
+        return DirectoryStore(output_dir, job_id, report)
+    return HttpStore.checked(url, headers, spool)
+
+
+class PostgresStore:
+    kind = "postgres"
+
+    def __init__(self, database_url: str, job_id: int, report: str) -> None:
+        self.database_url = database_url
+        self.job_id = job_id
+        self.report = report
+
+    def save(self, stream: GzipStream) -> Stored:
+        conn = db.connect(self.database_url, application_name=f"pgdyno report store {self.job_id}")
+        try:
+            run_id = conn.execute(sql.query("report_run_id_next")).fetchone()[0]
+            chunks = 0
+            with conn.transaction():
+                conn.execute(sql.query("report_store_begin"))
+                for piece in stream:
+                    conn.execute(sql.query("report_chunk_insert"), {
+                        "run_id": run_id, "seq": chunks, "job_id": self.job_id, "data": piece})
+                    chunks += 1
+                saved = conn.execute(sql.query("report_result_save"), {
+                    "job_id": self.job_id, "run_id": run_id, "report": self.report,
+                    "rows": stream.rows, "csv_bytes": stream.csv_bytes,
+                    "stored_bytes": stream.stored_bytes, "chunks": chunks,
+                }).fetchone()
+                if saved is None:  # rolls the whole run back
+                    raise ReportFailed(
+                        f"job {self.job_id} was run again meanwhile (its lease expired), and "
+                        "the newer run's result is kept")
+                conn.execute(sql.query("report_chunks_delete_other_runs"),
+                             {"job_id": self.job_id, "run_id": run_id})
+        except psycopg.Error as exc:
+            if exc is stream.error:
+                raise
+            raise ReportFailed(
+                f"storing the result in Postgres failed: {db.first_line(exc)}") from exc
+        finally:
+            conn.close()
+        return Stored(f"pgdyno.report_results/{self.job_id}", {"run_id": run_id})
+
+
+class DirectoryStore:
+    kind = "directory"
+
+    def __init__(self, folder: Path, job_id: int, report: str) -> None:
+        self.folder = folder
+        self.final = folder / f"{report}-{job_id}.csv.gz"
+
+    def save(self, stream: GzipStream) -> Stored:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ReportFailed(f"cannot create the report folder {self.folder}: {exc}") from exc
+        for stale in self.folder.glob(f".{self.final.name}.*.tmp"):  # from a killed run
+            stale.unlink(missing_ok=True)
+        partial = self.folder / f".{self.final.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp"
+        try:
+            with partial.open("wb") as handle:
+                for piece in stream:
+                    handle.write(piece)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, self.final)
+            _fsync_folder(self.folder)
+        except OSError as exc:
+            raise ReportFailed(f"writing {self.final} failed: {exc}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        return Stored(str(self.final.resolve()))
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable (a crash right after it must not bring the old state back)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def public_url(url: str) -> str:
+    """The URL without its query string and fragment: a presigned URL's signature is a secret,
+    kept out of logs and results."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def _redact(text: str) -> str:
+    """An error message with any URL query string (a signature) cut out."""
+    return re.sub(r"\?[^\s'\")]*", "?<redacted>", text)
+
+
+class HttpStore:
+    kind = "http"
+
+    def __init__(self, url: str, headers: dict[str, str], spool: bool) -> None:
+        self.url = url
+        self.headers = {"Content-Type": "text/csv; charset=utf-8", "Content-Encoding": "gzip",
+                        **headers}
+        self.spool = spool
+
+    @classmethod
+    def checked(cls, url: Any, headers: Any, spool: Any) -> HttpStore:
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
+                or not urlsplit(url).netloc:
+            raise InvalidReport(
+                f"store http needs a url: an http:// or https:// URL to PUT the gzipped CSV to "
+                f"(for example a presigned object-store URL), got {url!r}")
+        if headers is None:
+            headers = {}
+        if not isinstance(headers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise InvalidReport('headers must be a JSON object of strings, e.g. '
+                                '{"x-amz-acl": "private"}')
+        if not isinstance(spool, bool):
+            raise InvalidReport(f"spool must be true or false, got {spool!r}")
+        return cls(url, headers, spool)
+
+    def save(self, stream: GzipStream) -> Stored:
+        import requests  # only workers that upload pay for importing it
+
+        where = public_url(self.url)
+        try:
+            if self.spool:
+                # Some object stores (S3, Azure) refuse chunked uploads: spool the compressed
+                # body to a temporary file (disk, not memory) and send it with its length.
+                with tempfile.TemporaryFile(prefix="pgdyno-report-") as body:
+                    for piece in stream:
+                        body.write(piece)
+                    size = body.tell()
+                    body.seek(0)
+                    response = requests.put(self.url, data=body, timeout=HTTP_TIMEOUT,
+                                            headers={**self.headers, "Content-Length": str(size)})
+            else:
+                response = requests.put(self.url, data=iter(stream), headers=self.headers,
+                                        timeout=HTTP_TIMEOUT)
+        except requests.RequestException as exc:
+            if stream.error is not None:
+                raise stream.error from exc
+            raise ReportFailed(
+                f"uploading to {where} failed: {type(exc).__name__}: {_redact(str(exc))}") from exc
+        if not 200 <= response.status_code < 300:
+            reply = " ".join(response.text[:300].split())
+            message = f"the upload to {where} was refused: HTTP {response.status_code} {reply}"
+            if response.status_code >= 500 or response.status_code in _HTTP_RETRYABLE:
+                raise ReportFailed(message)
+            raise PermanentJobError(message + " (check the URL; a presigned URL may have expired)")
+        log_event(log, "report_uploaded", url=where, status=response.status_code,
+                  bytes=stream.stored_bytes)
+        return Stored(where)

@@ -1,0 +1,83 @@
+"""Settings: durations, flag over environment over default, and refusals that say what to fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgdyno.config import Settings, parse_duration
+from pgdyno.errors import ConfigError
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("30s", 30.0), ("15m", 900.0), ("7d", 604800.0), ("250ms", 0.25), ("1.5h", 5400.0),
+    ("2w", 1209600.0), ("10", 10.0), (" 3 s ", 3.0), ("0", 0.0), (4, 4.0), (0.5, 0.5),
+])
+def test_parse_duration_reads_a_number_with_an_optional_unit(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-1s", "1y", "1.2.3s", "s", "7 days", "1e3"])
+def test_parse_duration_refuses_anything_else_naming_the_setting_and_the_units(text):
+    with pytest.raises(ConfigError) as refused:
+        parse_duration(text, "PGDYNO_LEASE")
+    assert str(refused.value).startswith(f"PGDYNO_LEASE {text!r} is not a duration")
+    assert "(ms, s, m, h, d, w)" in str(refused.value)
+
+
+def test_defaults_keep_the_grace_period_under_herokus_30_seconds():
+    settings = Settings.from_env({})
+    assert settings.grace < 30
+    assert (settings.concurrency, settings.lease, settings.poll_interval) == (1, 30.0, 2.0)
+    assert settings.database_url is None
+
+
+def test_environment_variables_are_read_and_converted():
+    settings = Settings.from_env({
+        "DATABASE_URL": "postgresql://u@h/db", "DYNO": "winston.1",
+        "PGDYNO_CONCURRENCY": "8", "PGDYNO_LEASE": "2m", "PGDYNO_GRACE": "10s",
+        "PGDYNO_POLL_INTERVAL": "500ms", "PGDYNO_RETRY_BASE": "1", "PGDYNO_LOG_LEVEL": "debug",
+    })
+    assert (settings.database_url, settings.dyno) == ("postgresql://u@h/db", "winston.1")
+    assert (settings.concurrency, settings.lease, settings.grace) == (8, 120.0, 10.0)
+    assert (settings.poll_interval, settings.retry_base) == (0.5, 1.0)
+
+
+def test_flags_override_the_environment_and_unset_flags_do_not():
+    env = {"PGDYNO_CONCURRENCY": "8", "PGDYNO_LEASE": "2m", "DATABASE_URL": "postgresql://env"}
+    settings = Settings.from_env(env, concurrency=2, lease=None, database_url="postgresql://flag")
+    assert (settings.concurrency, settings.lease) == (2, 120.0)
+    assert settings.database_url == "postgresql://flag"
+    assert Settings.from_env(env, lease="5s").lease == 5.0
+
+
+def test_empty_environment_variables_count_as_unset():
+    assert Settings.from_env({"PGDYNO_CONCURRENCY": "", "DATABASE_URL": ""}) == Settings()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"PGDYNO_CONCURRENCY": "many"}, "PGDYNO_CONCURRENCY must be a whole number, got 'many'"),
+    ({"PGDYNO_CONCURRENCY": "0"}, "concurrency must be at least 1"),
+    ({"PGDYNO_LEASE": "0"}, "lease must be positive"),
+    ({"PGDYNO_POLL_INTERVAL": "0s"}, "poll_interval must be positive"),
+    ({"PGDYNO_GRACE": "forever"}, "PGDYNO_GRACE 'forever' is not a duration"),
+    ({"PGDYNO_LOG_LEVEL": "loud"}, "PGDYNO_LOG_LEVEL must be one of"),
+])
+def test_invalid_settings_are_refused_saying_which_and_why(env, message):
+    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
+        Settings.from_env(env)
+
+
+def test_a_zero_grace_period_is_allowed():
+    assert Settings.from_env({"PGDYNO_GRACE": "0"}).grace == 0.0
+
+
+def test_flag_errors_name_the_flag():
+    with pytest.raises(ConfigError, match=r"^--concurrency must be a whole number"):
+        Settings.from_env({}, concurrency="x")
+
+
+def test_require_database_url_says_how_to_set_it():
+    with pytest.raises(ConfigError, match="DATABASE_URL is not set: export DATABASE_URL="):
+        Settings.from_env({}).require_database_url()
+    assert Settings.from_env({"DATABASE_URL": "postgresql://x"}).require_database_url() == (
+        "postgresql://x")

@@ -1,0 +1,199 @@
+"""Running one job's function: outcomes, error classification, current_job(). No database."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import pgdyno
+from pgdyno import execution, tasks
+from pgdyno.errors import ConfigError, PgdynoError
+from pgdyno.queue import ClaimedJob
+
+progress_seen: list[tuple[int, dict]] = []
+
+
+@pgdyno.task("unit.add")
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+@pgdyno.task("unit.nothing")
+def nothing() -> None:
+    return None
+
+
+@pgdyno.task("unit.explode")
+def explode(depth: int = 0) -> None:
+    if depth:
+        _explode_again(depth - 1)
+    raise KeyError("missing thing")
+
+
+def _explode_again(depth: int) -> None:  # alternating frames: Python collapses no repeats
+    explode(depth)
+
+
+@pgdyno.task("unit.internal_type_error")
+def internal_type_error() -> None:
+    return len(5)  # type: ignore[arg-type]
+
+
+@pgdyno.task("unit.give_up")
+def give_up() -> None:
+    raise pgdyno.PermanentJobError("the invoice was deleted")
+
+
+@pgdyno.task("unit.context")
+def context() -> dict:
+    job = pgdyno.current_job()
+    job.set_progress(step=2, of=3)
+    return {"id": job.id, "attempt": job.attempt, "max": job.max_attempts, "worker": job.worker,
+            "task": job.task, "queue": job.queue}
+
+
+@pgdyno.task("unit.returns")
+def returns(value: object = None) -> object:
+    return value
+
+
+@pgdyno.task("unit.bad_progress")
+def bad_progress() -> None:
+    pgdyno.current_job().set_progress(ratio=math.inf)
+
+
+@pytest.fixture(autouse=True)
+def bound_thread():
+    progress_seen.clear()
+    execution.bind_thread("winston.1:1:ab", "postgresql://unused",
+                          lambda job_id, fields: progress_seen.append((job_id, fields)))
+
+
+def job(task: str, args: dict | None = None, attempts: int = 1) -> ClaimedJob:
+    return ClaimedJob(7, "q", task, args or {}, attempts, 5)
+
+
+def test_successful_task_returns_its_value_as_json():
+    outcome = execution.run(job("unit.add", {"a": 2, "b": 3}))
+    assert (outcome.result, outcome.error) == ("5", None)
+    assert outcome.duration_s >= 0
+
+
+def test_task_returning_none_has_no_result():
+    assert execution.run(job("unit.nothing")).result is None
+
+
+def test_values_json_lacks_are_stored_as_text():
+    from datetime import date
+
+    assert execution.run(job("unit.returns", {"value": date(2026, 1, 2)})).result == (
+        '"2026-01-02"')
+
+
+def test_exception_is_retryable_and_keeps_type_message_and_a_trimmed_traceback():
+    outcome = execution.run(job("unit.explode", {"depth": 30}))
+    assert outcome.retryable
+    assert outcome.error.startswith("KeyError: 'missing thing'\nTraceback (innermost last):\n")
+    assert outcome.error.count('  File "') == execution.TRACEBACK_FRAMES  # innermost ones
+    assert outcome.error.endswith('raise KeyError("missing thing")\n')
+    assert " in run\n" not in outcome.error
+    assert len(outcome.error) <= execution.MAX_ERROR_CHARS
+
+
+def test_permanent_job_error_is_not_retryable_and_has_no_traceback():
+    outcome = execution.run(job("unit.give_up"))
+    assert (outcome.retryable, outcome.error) == (
+        False, "PermanentJobError: the invoice was deleted")
+
+
+def test_unknown_task_is_not_retryable_and_names_the_task_and_modules():
+    tasks.import_modules(["json"])  # stands for the worker's --import
+    outcome = execution.run(job("unit.nope"))
+    assert not outcome.retryable
+    assert outcome.error.startswith("UnknownTask: unknown task 'unit.nope'")
+    assert "imported modules: " in outcome.error and "json" in outcome.error
+    assert "unit.add" in outcome.error  # known tasks are listed
+    assert "--import MODULE" in outcome.error
+
+
+@pytest.mark.parametrize(("args", "why"), [
+    ({}, "missing a required argument: 'a'"),
+    ({"a": 1, "c": 2}, "got an unexpected keyword argument 'c'"),
+])
+def test_args_the_function_cannot_take_fail_without_retry(args, why):
+    outcome = execution.run(job("unit.add", args))
+    assert not outcome.retryable
+    assert outcome.error == (
+        f"InvalidArguments: task 'unit.add' cannot take args {sorted(args)}: {why}")
+
+
+def test_type_error_raised_inside_the_task_is_an_ordinary_retryable_failure():
+    outcome = execution.run(job("unit.internal_type_error"))
+    assert outcome.retryable
+    assert outcome.error.startswith("TypeError: object of type 'int' has no len()")
+
+
+@pytest.mark.parametrize("value", [math.nan, {"x": [math.inf]}, "nul\x00byte", {"k\x00": 1}])
+def test_result_that_jsonb_cannot_hold_fails_without_retry(value):
+    outcome = execution.run(job("unit.returns", {"value": value}))
+    assert (outcome.result, outcome.retryable) == (None, False)
+    assert outcome.error.startswith("UnstorableResult: task 'unit.returns' returned a value")
+
+
+def test_a_backslash_u0000_text_is_not_a_nul_character():
+    assert execution.run(job("unit.returns", {"value": "\\u0000"})).result == '"\\\\u0000"'
+
+
+def test_task_reads_its_job_and_publishes_progress_through_current_job():
+    outcome = execution.run(job("unit.context", attempts=3))
+    assert outcome.error is None
+    assert outcome.result == (
+        '{"id": 7, "attempt": 3, "max": 5, "worker": "winston.1:1:ab", "task": "unit.context",'
+        ' "queue": "q"}')
+    assert progress_seen == [(7, {"step": 2, "of": 3})]
+
+
+def test_progress_jsonb_cannot_hold_is_refused_inside_the_task():
+    outcome = execution.run(job("unit.bad_progress"))
+    assert outcome.error.startswith("ValueError: the progress cannot be stored as JSON")
+    assert progress_seen == []
+
+
+def test_current_job_outside_a_task_raises():
+    import threading
+
+    errors = []
+    thread = threading.Thread(target=lambda: errors.append(_current_job_error()))
+    thread.start()
+    thread.join()
+    assert errors == ["current_job() was called outside a running pgdyno task"]
+
+
+def _current_job_error() -> str | None:
+    try:
+        pgdyno.current_job()
+    except PgdynoError as exc:
+        return str(exc)
+    return None
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+def test_task_name_defaults_to_the_function_name():
+    @pgdyno.task()
+    def unit_default_name() -> None: ...
+
+    assert tasks.lookup("unit_default_name") is unit_default_name
+
+
+def test_registering_another_function_under_a_taken_name_is_an_error():
+    with pytest.raises(ConfigError, match=r"task 'unit\.add' is already registered by"):
+        @pgdyno.task("unit.add")
+        def other_add() -> None: ...
+    pgdyno.task("unit.add")(add)  # the same function again is fine (a module imported twice)
+
+
+def test_importing_a_missing_task_module_says_to_check_import_and_path():
+    with pytest.raises(ConfigError, match="cannot import task module 'unit_no_such_mod'"):
+        tasks.import_modules(["unit_no_such_mod"])
