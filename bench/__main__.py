@@ -1,8 +1,9 @@
 """`python -m bench [BENCHMARK ...]`: one throwaway Postgres, every system on it in turn.
 
-With no names, every registered benchmark runs (see `--list`); the table is printed, the JSON
-goes to bench/results/, and a full run at full size also rewrites bench/RESULTS.md and its
-chart. Needs the packages of bench/requirements.txt (`make bench` installs them).
+With no names, every default benchmark runs (see `--list`; the stand-alone ones, reports and
+scaling, run only when named); the table is printed, the JSON goes to bench/results/, and a
+full run at full size also rewrites bench/RESULTS.md, its chart and results/latest.json.
+Needs the packages of bench/requirements.txt (`make bench` installs them).
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def main(argv: list[str]) -> int:
     args = parse(argv, list(registry))
     if args.list:
         for bench in registry.values():
-            print(f"{bench.name:12} {bench.help}")
+            print(f"{bench.name:12} {bench.help}{'' if bench.default else ' [not run by default]'}")
         return 0
-    wanted = [*args.benchmarks, *filter(None, args.only.split(","))] or list(registry)
+    wanted = ([*args.benchmarks, *filter(None, args.only.split(","))]
+              or [name for name, bench in registry.items() if bench.default])
     unknown = [name for name in wanted if name not in registry]
     if unknown:
         print(f"unknown benchmark(s) {unknown}; known: {', '.join(registry)}", file=sys.stderr)
@@ -109,7 +111,9 @@ def main(argv: list[str]) -> int:
         "note": ("The machine may have been shared with other work during the run: compare "
                  "ratios taken in the same run rather than absolute figures across runs."),
     }
-    full = len(selected) == len(registry) and not args.quick and names == catalog.NAMES
+    defaults = [bench for bench in registry.values() if bench.default]
+    full = (all(bench in selected for bench in defaults) and not args.quick
+            and names == catalog.NAMES)
     path = report.write_json(figures, meta, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
                              latest=full)
     print(f"JSON: {path}")

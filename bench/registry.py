@@ -4,6 +4,12 @@ A benchmark is a function of a Context returning Figures. Any module of the `ben
 may register some (`@benchmark("reports", ...)`): `python -m bench` imports every module of
 the package (discover()), so a new benchmark is one new file, with no list to edit here.
 The report code only knows Figures, never which benchmark made them.
+
+A module that registers nothing but has its own `main(argv)` (bench/reports.py and
+bench/scaling.py run as `python -m bench.reports`) is registered under its name as a
+stand-alone benchmark: `python -m bench reports` runs its main() with its defaults; it prints
+its own table, writes its own JSON and starts its own server. Stand-alone benchmarks are not
+part of a default run (they would break its ten-minute budget); name them to run them.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ class Benchmark:
     run: Callable[[Context], list[Figure]]
     #: Benchmarks run in this order (a later one may use an earlier one's results).
     order: int = 100
+    #: Whether `python -m bench` without names runs it.
+    default: bool = True
 
 
 REGISTRY: dict[str, Benchmark] = {}
@@ -69,7 +77,23 @@ def benchmark(name: str, help: str, order: int = 100
 def discover() -> dict[str, Benchmark]:
     """Import every module of the bench package (registering its benchmarks)."""
     package_dir = Path(__file__).resolve().parent
-    for module in pkgutil.iter_modules([str(package_dir)]):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"bench.{module.name}")
+    for info in pkgutil.iter_modules([str(package_dir)]):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"bench.{info.name}")
+        registers = any(b.run.__module__ == module.__name__ for b in REGISTRY.values())
+        main = getattr(module, "main", None)
+        if not registers and callable(main) and info.name not in REGISTRY:
+            REGISTRY[info.name] = Benchmark(
+                info.name, (module.__doc__ or info.name).strip().splitlines()[0]
+                + " (stand-alone: own server, table and JSON)", _stand_alone(main), 200,
+                default=False)
     return dict(sorted(REGISTRY.items(), key=lambda item: (item[1].order, item[0])))
+
+
+def _stand_alone(main: Callable[[list[str]], Any]) -> Callable[[Context], list[Figure]]:
+    def run(ctx: Context) -> list[Figure]:
+        main([])
+        return []
+
+    return run
