@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 #: Vacuum after this many jobs finished by this worker...
 VACUUM_AFTER_JOBS = 5_000
 #: ...but at most once per this many seconds.
-VACUUM_MIN_INTERVAL_S = 1.0
+VACUUM_MIN_INTERVAL_S = 0.5
 
 
 class HotTableVacuum:
