@@ -96,8 +96,9 @@ def main(argv: list[str]) -> int:
             figures += bench.run(ctx)
         postgres = server.describe()
     duration = time.monotonic() - started
-    print()
-    print(report.text_table(figures))
+    if figures:
+        print()
+        print(report.text_table(figures))
     print(f"run time {duration:.0f} s; machine: {info.get('cpus')} cores, "
           f"load at start {info.get('load_at_start')}")
     if args.no_write:
