@@ -83,7 +83,8 @@ class Pgqueuer:
         return version("pgqueuer")
 
     def describe(self) -> dict[str, object]:
-        return {"worker": "pgq run (uvloop, AsyncpgDriver, default --batch-size 10)",
+        return {"worker": "pgqueuer.run(factory) on uvloop, as `pgq run` does (AsyncpgDriver, "
+                          "default batch size 10)",
                 "enqueue": "Queries.enqueue (one INSERT ... unnest; lists for bulk)"}
 
     def install(self, url: str) -> None:
