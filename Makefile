@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
 	@touch $(STAMP)
 
-run: $(STAMP) ## the demo on an embedded Postgres
+run: $(STAMP) ## the demo: julia spins winston up for reports and back to zero (embedded Postgres)
 	$(BIN)/python -m pgdyno.demo
 
 test: $(STAMP) ## the whole test suite (starts its own Postgres)
@@ -26,8 +26,14 @@ test: $(STAMP) ## the whole test suite (starts its own Postgres)
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check pgdyno tests bench
 
-bench: $(STAMP) ## benchmarks: figures printed, JSON in bench/results/
-	$(BIN)/python -m bench
+BENCH_STAMP := $(VENV)/.bench-installed-stamp
+
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## benchmarks vs PgQueuer and Procrastinate: table, JSON in bench/results/, bench/RESULTS.md (ARGS="drain --systems pgdyno,pgqueuer")
+	$(BIN)/python -m bench $(ARGS)
 
 stop: $(STAMP) ## stop the embedded Postgres that make run left running
 	$(BIN)/python -c 'from pgdyno.embedded import EmbeddedPostgres as E; E(".pgdyno/postgres").stop()'
