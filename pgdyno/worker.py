@@ -17,9 +17,7 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from queue import SimpleQueue
 from types import FrameType
 from typing import Any
 
@@ -28,6 +26,7 @@ import psycopg
 from pgdyno import backoff, db, execution, queue
 from pgdyno.config import Settings
 from pgdyno.execution import Outcome
+from pgdyno.executor import ExecutorPool, Wakeup
 from pgdyno.logfmt import log_event
 from pgdyno.maintenance import HotTableVacuum
 from pgdyno.queue import ClaimedJob
@@ -64,15 +63,13 @@ class Worker:
         self._abort = threading.Event()
         self._grace_deadline = float("inf")
         self._running: dict[int, ClaimedJob] = {}
-        self._outcomes: deque[Outcome] = deque()
         self._done: list[tuple[int, str | None]] = []
         self._failed: list[Outcome] = []
-        self._inbox: SimpleQueue[ClaimedJob | None] = SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._sleeping = False
+        self._wakeup = Wakeup()
+        self._pool = ExecutorPool(
+            settings.concurrency, self._wakeup,
+            bind=lambda: execution.bind_thread(self.id, self._dsn, self._set_progress))
+        self._outcomes = self._pool.outcomes
         self._claim_due = True
         self._next_poll = 0.0
         self._next_heartbeat = float("inf")
@@ -93,7 +90,7 @@ class Worker:
             self._stopping.set()
         if immediate:
             self._abort.set()
-        self._poke()
+        self._wakeup.poke()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop gracefully; a second SIGINT stops at once."""
@@ -119,7 +116,7 @@ class Worker:
         """Work until stopped; returns the process exit code (0 on a clean stop)."""
         log_event(log, "worker_started", worker=self.id, queues=",".join(self.queues),
                   concurrency=self.settings.concurrency, burst=self.burst)
-        self._start_executors()
+        self._pool.start()
         try:
             while True:
                 if self._conn is None and not self._connect():
@@ -136,7 +133,7 @@ class Worker:
                     self._disconnect()
         finally:
             self._disconnect()
-            self._stop_executors()
+            self._pool.stop()
         log_event(log, "worker_stopped", worker=self.id)
         return 0
 
@@ -219,7 +216,7 @@ class Worker:
                 self._next_heartbeat = time.monotonic() + self.settings.lease / 3
             for job in claimed:
                 self._running[job.id] = job
-                self._inbox.put(job)
+                self._pool.submit(job)
         return claimed
 
     def _record_failures(self) -> None:
@@ -263,8 +260,7 @@ class Worker:
     def _set_progress(self, job_id: int, progress: dict[str, Any]) -> None:
         """From a task's thread: keep the latest progress and wake the loop to write it."""
         self._progress[job_id] = progress
-        if self._sleeping:
-            self._poke()
+        self._wakeup.poke_if_sleeping()
 
     def _write_progress(self) -> None:
         assert self._conn is not None
@@ -329,23 +325,7 @@ class Worker:
         if self._stopping.is_set():
             deadlines.append(self._grace_deadline)
         timeout = max(0.0, min(deadlines) - now)
-        self._sleeping = True
-        try:
-            if not self._outcomes:
-                db.wait_readable([self._listen.pgconn.socket, self._wake_r], timeout)
-        finally:
-            self._sleeping = False
-        self._drain_wakeups()
-
-    def _drain_wakeups(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 512):
-                pass
-
-    def _poke(self) -> None:
-        """Wake the loop if it sleeps (called from executor threads and signal handlers)."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"x")
+        self._wakeup.wait([self._listen.pgconn.socket], timeout, lambda: bool(self._outcomes))
 
     def _connect(self) -> bool:
         """(Re)connect both connections with backoff; False if the worker gave up (stopping)."""
@@ -381,8 +361,7 @@ class Worker:
 
     def _pause(self, seconds: float) -> None:
         """Wait `seconds`, or less if stop() pokes the loop meanwhile."""
-        db.wait_readable([self._wake_r], seconds)
-        self._drain_wakeups()
+        self._wakeup.wait([], seconds)
 
     def _after_reconnect(self, attempt: int) -> None:
         """Catch up: hand back claims whose reply was lost, then claim at once."""
@@ -402,25 +381,7 @@ class Worker:
                     conn.close()
         self._conn = self._listen = None
 
-    # --- executors ---------------------------------------------------------------------------
-
-    def _start_executors(self) -> None:
-        for index in range(self.settings.concurrency):
-            thread = threading.Thread(target=self._execute_forever, name=f"pgdyno-exec-{index}",
-                                      daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _stop_executors(self) -> None:
-        for _ in self._threads:
-            self._inbox.put(None)
-
-    def _execute_forever(self) -> None:
-        execution.bind_thread(self.id, self._dsn, self._set_progress)
-        while (job := self._inbox.get()) is not None:
-            self._outcomes.append(execution.run(job))
-            if self._sleeping:
-                self._poke()
+    # --- outcomes ------------------------------------------------------------------------------
 
     def _collect_outcomes(self) -> None:
         """Move finished jobs from the executors into the done / failed lists, logging each."""
