@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import logging
 import selectors
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import psycopg
@@ -18,7 +17,6 @@ from psycopg.rows import dict_row
 
 from pgdyno import backoff
 from pgdyno.errors import DatabaseUnavailable
-from pgdyno.logfmt import log_event
 
 log = logging.getLogger(__name__)
 
@@ -88,29 +86,3 @@ def retry_on_conflict(action: Callable[[], T], attempts: int = 5) -> T:
                 raise
             time.sleep(backoff.delay(attempt, 0.01, 0.5))
     raise AssertionError("unreachable")
-
-
-def retry_delays(base: float = 0.1, cap: float = 5.0) -> Iterator[float]:
-    """Endless backoff delays for reconnecting: 0.1 s doubling up to 5 s, jittered."""
-    attempt = 0
-    while True:
-        attempt += 1
-        yield backoff.delay(attempt, base, cap)
-
-
-def with_reconnect(action: Callable[[], T], *, what: str, stop: threading.Event,
-                   base: float = 0.1, cap: float = 5.0) -> T | None:
-    """Run `action` until it succeeds or `stop` is set (returns None then).
-
-    Connection failures (Postgres restarting, network blip) are logged once per attempt and
-    retried with capped exponential backoff; any other error propagates.
-    """
-    for attempt, pause in enumerate(retry_delays(base, cap), start=1):
-        try:
-            return action()
-        except (psycopg.OperationalError, DatabaseUnavailable) as exc:
-            log_event(log, "db_unavailable", logging.WARNING, what=what, attempt=attempt,
-                      retry_in_s=round(pause, 3), error=first_line(exc))
-        if stop.wait(pause):
-            return None
-    return None

@@ -246,11 +246,6 @@ def next_due_in(conn: psycopg.Connection, queues: Sequence[str]) -> float | None
     return None if row is None or row[0] is None else float(row[0])
 
 
-def has_work(conn: psycopg.Connection, queues: Sequence[str]) -> bool:
-    row = conn.execute(sql.query("queue_has_work"), {"queues": list(queues)}).fetchone()
-    return bool(row and row[0])
-
-
 # --- inspection and administration ----------------------------------------------------------
 
 def status(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:

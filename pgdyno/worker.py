@@ -106,10 +106,6 @@ class Worker:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
-    @property
-    def running_jobs(self) -> list[int]:
-        return list(self._running)
-
     # --- main loop ---------------------------------------------------------------------------
 
     def run(self) -> int:

@@ -144,14 +144,6 @@ SELECT extract(epoch FROM min(run_at) - now())::float8
   FROM pgdyno.jobs
  WHERE status = 'ready' AND queue = ANY(%(queues)s::text[]);
 
--- name: queue_has_work
--- Whether any of these queues has a job that is due or running (burst mode's exit test).
-SELECT EXISTS (
-    SELECT 1 FROM pgdyno.jobs
-     WHERE queue = ANY(%(queues)s::text[])
-       AND (status = 'running' OR (status = 'ready' AND run_at <= now()))
-);
-
 -- name: queue_status
 SELECT queue, status::text, count(*),
        extract(epoch FROM now() - min(run_at) FILTER (WHERE status = 'ready' AND run_at <= now()))

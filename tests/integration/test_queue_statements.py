@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import psycopg
-import pytest
 from helpers import job_row
 
 import pgdyno
@@ -229,15 +228,3 @@ def test_next_due_in_is_the_wait_for_the_earliest_scheduled_job_of_the_queues(co
     pgdyno.enqueue(conn, "t", queue="q", run_at=100)
     pgdyno.enqueue(conn, "t", queue="other", run_at=5)
     assert 99 < queue.next_due_in(conn, ["q"]) <= 100
-
-
-@pytest.mark.parametrize(("setup", "expected"), [
-    ("nothing", False), ("scheduled", False), ("due", True), ("running", True),
-])
-def test_has_work_counts_due_and_running_jobs_only(conn, setup, expected):
-    if setup != "nothing":
-        pgdyno.enqueue(conn, "t", queue="q", run_at=3600 if setup == "scheduled" else None)
-    if setup == "running":
-        claim(conn)
-    pgdyno.enqueue(conn, "t", queue="other")
-    assert queue.has_work(conn, ["q"]) is expected
