@@ -18,31 +18,58 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-MISSING_HINT = ("the benchmark needs its own packages: "
-                ".venv/bin/python -m pip install -r bench/requirements.txt (make bench does it)")
+MISSING_HINT = (
+    "the benchmark needs its own packages: "
+    ".venv/bin/python -m pip install -r bench/requirements.txt (make bench does it)"
+)
 
 
 def parse(argv: list[str], names: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
-                        help=f"which to run (default: all): {', '.join(names)}")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "benchmarks",
+        nargs="*",
+        metavar="BENCHMARK",
+        help=f"which to run (default: all): {', '.join(names)}",
+    )
     parser.add_argument("--only", default="", help="same, comma-separated")
-    parser.add_argument("--systems", default="",
-                        help="comma-separated subset of pgdyno,pgqueuer,procrastinate,"
-                             "pgbench-1,pgbench-100 (default: all)")
+    parser.add_argument(
+        "--systems",
+        default="",
+        help="comma-separated subset of pgdyno,pgqueuer,procrastinate,"
+        "pgbench-1,pgbench-100 (default: all)",
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes for development (figures not comparable)")
-    parser.add_argument("--pgdyno-concurrency", type=int, default=None,
-                        help="pgdyno worker --concurrency for every workload (default 300)")
-    parser.add_argument("--steady-rate", type=float, default=None,
-                        help="W4 arrival rate in jobs/s (default: half pgdyno's drain rate)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes for development (figures not comparable)"
+    )
+    parser.add_argument(
+        "--pgdyno-concurrency",
+        type=int,
+        default=None,
+        help="pgdyno worker --concurrency for every workload (default 300)",
+    )
+    parser.add_argument(
+        "--steady-rate",
+        type=float,
+        default=None,
+        help="W4 arrival rate in jobs/s (default: half pgdyno's drain rate)",
+    )
     parser.add_argument("--steady-seconds", type=float, default=None, help="W4 duration")
-    parser.add_argument("--profile", action="store_true",
-                        help="load pg_stat_statements in the server (costs a little)")
-    parser.add_argument("--keep-server", action="store_true",
-                        help="leave the server running afterwards (prints its URL)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="load pg_stat_statements in the server (costs a little)",
+    )
+    parser.add_argument(
+        "--keep-server",
+        action="store_true",
+        help="leave the server running afterwards (prints its URL)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only, write nothing")
     return parser.parse_args(argv)
 
@@ -64,8 +91,9 @@ def main(argv: list[str]) -> int:
         for bench in registry.values():
             print(f"{bench.name:12} {bench.help}{'' if bench.default else ' [not run by default]'}")
         return 0
-    wanted = ([*args.benchmarks, *filter(None, args.only.split(","))]
-              or [name for name, bench in registry.items() if bench.default])
+    wanted = [*args.benchmarks, *filter(None, args.only.split(","))] or [
+        name for name, bench in registry.items() if bench.default
+    ]
     unknown = [name for name in wanted if name not in registry]
     if unknown:
         print(f"unknown benchmark(s) {unknown}; known: {', '.join(registry)}", file=sys.stderr)
@@ -73,11 +101,21 @@ def main(argv: list[str]) -> int:
     selected = [bench for bench in registry.values() if bench.name in wanted]
     options = Options()
     if args.quick:
-        options = Options(drain_jobs=2_000, single_jobs=500, bulk_jobs=2_000, latency_jobs=50,
-                          steady_s=5.0, warmup_jobs=200)
+        options = Options(
+            drain_jobs=2_000,
+            single_jobs=500,
+            bulk_jobs=2_000,
+            latency_jobs=50,
+            steady_s=5.0,
+            warmup_jobs=200,
+        )
     concurrency = args.pgdyno_concurrency or DRAIN_CONCURRENCY
-    options = replace(options, steady_rate=args.steady_rate, pgdyno_concurrency=concurrency,
-                      steady_s=args.steady_seconds or options.steady_s)
+    options = replace(
+        options,
+        steady_rate=args.steady_rate,
+        pgdyno_concurrency=concurrency,
+        steady_s=args.steady_seconds or options.steady_s,
+    )
     names = tuple(filter(None, args.systems.split(","))) or catalog.NAMES
 
     started = time.monotonic()
@@ -87,10 +125,12 @@ def main(argv: list[str]) -> int:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgdyno-bench-")))
         server = stack.enter_context(BenchServer.run(profile=args.profile, keep=args.keep_server))
         systems = catalog.build(server, names, concurrency)
-        ctx = Context(server, options, systems, workdir,
-                      say=lambda line: print(line, flush=True))
-        print(f"pgdyno bench: {', '.join(b.name for b in selected)} on "
-              f"{', '.join(s.name for s in systems)}; server {server.admin_url}", flush=True)
+        ctx = Context(server, options, systems, workdir, say=lambda line: print(line, flush=True))
+        print(
+            f"pgdyno bench: {', '.join(b.name for b in selected)} on "
+            f"{', '.join(s.name for s in systems)}; server {server.admin_url}",
+            flush=True,
+        )
         for bench in selected:
             print(f"[{bench.name}] {bench.help}", flush=True)
             figures += bench.run(ctx)
@@ -99,28 +139,39 @@ def main(argv: list[str]) -> int:
     if figures:
         print()
         print(report.text_table(figures))
-    print(f"run time {duration:.0f} s; machine: {info.get('cpus')} cores, "
-          f"load at start {info.get('load_at_start')}")
+    print(
+        f"run time {duration:.0f} s; machine: {info.get('cpus')} cores, "
+        f"load at start {info.get('load_at_start')}"
+    )
     if args.no_write:
         return 0
     meta = {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "duration_s": round(duration, 1), "benchmarks": [b.name for b in selected],
+        "duration_s": round(duration, 1),
+        "benchmarks": [b.name for b in selected],
         "options": options.__dict__,
-        "machine": info, "postgres": postgres,
+        "machine": info,
+        "postgres": postgres,
         "systems": {s.name: {"version": s.version(), "settings": s.describe()} for s in systems},
-        "note": ("The machine may have been shared with other work during the run: compare "
-                 "ratios taken in the same run rather than absolute figures across runs."),
+        "note": (
+            "The machine may have been shared with other work during the run: compare "
+            "ratios taken in the same run rather than absolute figures across runs."
+        ),
     }
     defaults = [bench for bench in registry.values() if bench.default]
-    full = (all(bench in selected for bench in defaults) and not args.quick
-            and names == catalog.NAMES)
-    path = report.write_json(figures, meta, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-                             latest=full)
+    full = (
+        all(bench in selected for bench in defaults) and not args.quick and names == catalog.NAMES
+    )
+    path = report.write_json(
+        figures, meta, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"), latest=full
+    )
     print(f"JSON: {path}")
     if full:
-        method = "\n\n".join(dict.fromkeys(
-            inspect.cleandoc(inspect.getmodule(b.run).__doc__ or "") for b in selected))
+        method = "\n\n".join(
+            dict.fromkeys(
+                inspect.cleandoc(inspect.getmodule(b.run).__doc__ or "") for b in selected
+            )
+        )
         print(f"report: {report.write_markdown(figures, meta, method)}")
     else:
         print("bench/RESULTS.md left as it is (written only by a full run at full size)")

@@ -34,8 +34,9 @@ TICK_S = 0.010
 CATCH_UP_S = 20.0
 
 
-def start_listening_worker(ctx: Context, system: Any, url: str, label: str
-                           ) -> tuple[Worker, Any, Path]:
+def start_listening_worker(
+    ctx: Context, system: Any, url: str, label: str
+) -> tuple[Worker, Any, Path]:
     """A continuous worker, proven up by probe jobs (negative keys), and a producer."""
     stamps = ctx.workdir / f"{label}.stamps"
     worker = launch(ctx, system.worker(url, drain=False), url, label, stamp_file=stamps)
@@ -61,7 +62,9 @@ def start_listening_worker(ctx: Context, system: Any, url: str, label: str
 
 def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float | None]:
     return {f"p{q}": percentile(latencies_ms, q) for q in (50, 95, 99)} | {
-        "max": max(latencies_ms) if latencies_ms else None, "count": len(latencies_ms)}
+        "max": max(latencies_ms) if latencies_ms else None,
+        "count": len(latencies_ms),
+    }
 
 
 def measure_wakeup(ctx: Context, system: Any) -> dict[str, Any]:
@@ -89,8 +92,9 @@ def measure_wakeup(ctx: Context, system: Any) -> dict[str, Any]:
 
 @benchmark("latency", "W3: wake-up latency of an idle worker, 200 jobs spaced 20 ms", order=30)
 def wakeup(ctx: Context) -> list[Figure]:
-    rows = {q: Figure(f"wakeup_p{q}", f"W3 wake-up latency p{q}", "ms", "lower")
-            for q in (50, 95, 99)}
+    rows = {
+        q: Figure(f"wakeup_p{q}", f"W3 wake-up latency p{q}", "ms", "lower") for q in (50, 95, 99)
+    }
     rows[99].target = "< PgQueuer's and < 3 ms"
     rows[99].goals = [("x_pgqueuer", 1.0), ("max", 3.0)]
     for system in ctx.of_role("subject", "peer"):
@@ -103,18 +107,22 @@ def wakeup(ctx: Context) -> list[Figure]:
         for q, row in rows.items():
             row.values[system.name] = summary[f"p{q}"]
         rows[99].detail[system.name] = summary
-        ctx.say(f"  {system.name} wake-up: p50 {summary['p50']:.2f} ms, "
-                f"p99 {summary['p99']:.2f} ms, max {summary['max']:.2f} ms")
+        ctx.say(
+            f"  {system.name} wake-up: p50 {summary['p50']:.2f} ms, "
+            f"p99 {summary['p99']:.2f} ms, max {summary['max']:.2f} ms"
+        )
     return list(rows.values())
 
 
 class TableSampler(threading.Thread):
     """Samples the hot table's size and dead tuples once a second while the load runs."""
 
-    QUERY = ("SELECT pg_total_relation_size(c.oid), coalesce(s.n_live_tup, 0),"
-             "       coalesce(s.n_dead_tup, 0), coalesce(s.autovacuum_count, 0)"
-             "  FROM pg_class AS c LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid"
-             " WHERE c.oid = %s::regclass")
+    QUERY = (
+        "SELECT pg_total_relation_size(c.oid), coalesce(s.n_live_tup, 0),"
+        "       coalesce(s.n_dead_tup, 0), coalesce(s.autovacuum_count, 0)"
+        "  FROM pg_class AS c LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid"
+        " WHERE c.oid = %s::regclass"
+    )
 
     def __init__(self, url: str, table: str) -> None:
         super().__init__(daemon=True)
@@ -138,8 +146,13 @@ class TableSampler(threading.Thread):
             conn.execute("SELECT pg_stat_force_next_flush()")
             _, size, live, dead, vacuums = self.sample(conn)
         peak = max((s[1] for s in self.samples), default=size)
-        return {"size_mb": size / 2**20, "peak_size_mb": peak / 2**20, "live_tuples": live,
-                "dead_tuples": dead, "autovacuum_runs": vacuums}
+        return {
+            "size_mb": size / 2**20,
+            "peak_size_mb": peak / 2**20,
+            "live_tuples": live,
+            "dead_tuples": dead,
+            "autovacuum_runs": vacuums,
+        }
 
 
 def steady_rate(ctx: Context) -> float:
@@ -187,26 +200,49 @@ def measure_steady(ctx: Context, system: Any, rate: float) -> dict[str, Any]:
             per_window.setdefault(window, []).append((starts[k] - commits[k // batch]) * 1000)
     timeline = {
         "p99_ms_per_5s": [round(percentile(v, 99) or 0, 1) for _, v in sorted(per_window.items())],
-        "table_mb_dead_per_s": [(round(t - commits[0], 1), round(size / 2**20, 1), dead)
-                                for t, size, _, dead, _ in sampler.samples],
+        "table_mb_dead_per_s": [
+            (round(t - commits[0], 1), round(size / 2**20, 1), dead)
+            for t, size, _, dead, _ in sampler.samples
+        ],
     }
-    return {"rate_target": batch / TICK_S, "rate_sent": total / sent_s, "jobs": total,
-            "producer_max_lag_ms": round(lag * 1000, 1), "drained": bool(drained),
-            "backlog_at_end": backlog, "started_jobs": len(latencies),
-            "latency_ms": latency_summary(latencies), "hot_table": system.hot_table(), **table,
-            "worker_cpu_s": round(worker.cpu_s, 2), "timeline": timeline}
+    return {
+        "rate_target": batch / TICK_S,
+        "rate_sent": total / sent_s,
+        "jobs": total,
+        "producer_max_lag_ms": round(lag * 1000, 1),
+        "drained": bool(drained),
+        "backlog_at_end": backlog,
+        "started_jobs": len(latencies),
+        "latency_ms": latency_summary(latencies),
+        "hot_table": system.hot_table(),
+        **table,
+        "worker_cpu_s": round(worker.cpu_s, 2),
+        "timeline": timeline,
+    }
 
 
-@benchmark("steady", "W4: 60 s at half of pgdyno's drain rate: p99 latency, hot-table bloat",
-           order=40)
+@benchmark(
+    "steady", "W4: 60 s at half of pgdyno's drain rate: p99 latency, hot-table bloat", order=40
+)
 def steady(ctx: Context) -> list[Figure]:
     rate = steady_rate(ctx)
-    p99 = Figure("steady_p99", f"W4 steady {rate:,.0f} jobs/s: latency p99", "ms", "lower",
-                 target="< 50 ms", goals=[("max", 50.0)])
-    size = Figure("steady_table_mb", "W4 steady: hot table size at end", "MB", "lower",
-                  target="< 10 MB", goals=[("max", 10.0)])
-    dead = Figure("steady_dead_tuples", "W4 steady: hot table dead tuples at end", "rows",
-                  "lower")
+    p99 = Figure(
+        "steady_p99",
+        f"W4 steady {rate:,.0f} jobs/s: latency p99",
+        "ms",
+        "lower",
+        target="< 50 ms",
+        goals=[("max", 50.0)],
+    )
+    size = Figure(
+        "steady_table_mb",
+        "W4 steady: hot table size at end",
+        "MB",
+        "lower",
+        target="< 10 MB",
+        goals=[("max", 10.0)],
+    )
+    dead = Figure("steady_dead_tuples", "W4 steady: hot table dead tuples at end", "rows", "lower")
     for system in ctx.of_role("subject", "peer"):
         try:
             result = measure_steady(ctx, system, rate)
@@ -221,9 +257,12 @@ def steady(ctx: Context) -> list[Figure]:
         if not result["drained"] or result["rate_sent"] < 0.95 * result["rate_target"]:
             p99.notes[system.name] = (
                 f"saturated: {result['backlog_at_end']:,} jobs left {CATCH_UP_S:.0f} s after "
-                "the load; p99 of the jobs run (lower bound); table size includes the backlog")
-        ctx.say(f"  {system.name} steady: p99 {result['latency_ms']['p99'] or 0:.1f} ms, "
-                f"sent {result['rate_sent']:,.0f}/s, {system.hot_table()} "
-                f"{result['size_mb']:.1f} MB (peak {result['peak_size_mb']:.1f}), "
-                f"{result['dead_tuples']:,} dead, backlog {result['backlog_at_end']:,}")
+                "the load; p99 of the jobs run (lower bound); table size includes the backlog"
+            )
+        ctx.say(
+            f"  {system.name} steady: p99 {result['latency_ms']['p99'] or 0:.1f} ms, "
+            f"sent {result['rate_sent']:,.0f}/s, {system.hot_table()} "
+            f"{result['size_mb']:.1f} MB (peak {result['peak_size_mb']:.1f}), "
+            f"{result['dead_tuples']:,} dead, backlog {result['backlog_at_end']:,}"
+        )
     return [p99, size, dead]

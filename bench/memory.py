@@ -43,15 +43,18 @@ def idle_rss(ctx: Context, system: Any) -> float:
 
 @benchmark("memory", "idle worker RSS after start-up and a few jobs", order=50)
 def memory(ctx: Context) -> list[Figure]:
-    row = Figure("idle_rss", "Idle worker RSS", "MB", "lower", target="< 60 MB",
-                 goals=[("max", 60.0)])
+    row = Figure(
+        "idle_rss", "Idle worker RSS", "MB", "lower", target="< 60 MB", goals=[("max", 60.0)]
+    )
     for system in ctx.of_role("subject", "peer"):
         try:
             row.values[system.name] = idle_rss(ctx, system)
             if system.name == "pgdyno":
                 default = idle_rss(ctx, _Flags(system, 1))
-                row.detail[system.name] = {"bench_flags_mb": row.values[system.name],
-                                           "concurrency_1_mb": default}
+                row.detail[system.name] = {
+                    "bench_flags_mb": row.values[system.name],
+                    "concurrency_1_mb": default,
+                }
                 row.notes[system.name] = f"{default:.1f} MB with the default --concurrency 1"
         except Exception as exc:
             row.notes[system.name] = f"failed: {str(exc)[:200]}"

@@ -60,9 +60,9 @@ class Benchmark:
 REGISTRY: dict[str, Benchmark] = {}
 
 
-def benchmark(name: str, help: str, order: int = 100
-              ) -> Callable[[Callable[[Context], list[Figure]]],
-                            Callable[[Context], list[Figure]]]:
+def benchmark(
+    name: str, help: str, order: int = 100
+) -> Callable[[Callable[[Context], list[Figure]]], Callable[[Context], list[Figure]]]:
     """Register the decorated function as the benchmark `name`."""
 
     def register(fn: Callable[[Context], list[Figure]]) -> Callable[[Context], list[Figure]]:
@@ -85,9 +85,13 @@ def discover() -> dict[str, Benchmark]:
         main = getattr(module, "main", None)
         if not registers and callable(main) and info.name not in REGISTRY:
             REGISTRY[info.name] = Benchmark(
-                info.name, (module.__doc__ or info.name).strip().splitlines()[0]
-                + " (stand-alone: own server, table and JSON)", _stand_alone(main), 200,
-                default=False)
+                info.name,
+                (module.__doc__ or info.name).strip().splitlines()[0]
+                + " (stand-alone: own server, table and JSON)",
+                _stand_alone(main),
+                200,
+                default=False,
+            )
     return dict(sorted(REGISTRY.items(), key=lambda item: (item[1].order, item[0])))
 
 

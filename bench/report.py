@@ -20,15 +20,23 @@ RESULTS_DIR = BENCH_DIR / "results"
 SUBJECT = "pgdyno"
 PEERS = ("pgqueuer", "procrastinate")
 COLUMN_ORDER = ("pgdyno", "pgqueuer", "procrastinate", "pgbench-1", "pgbench-100")
-TITLES = {"pgdyno": "pgdyno", "pgqueuer": "PgQueuer", "procrastinate": "Procrastinate",
-          "pgbench-1": "limit: 1/tx", "pgbench-100": "limit: 100/stmt"}
+TITLES = {
+    "pgdyno": "pgdyno",
+    "pgqueuer": "PgQueuer",
+    "procrastinate": "Procrastinate",
+    "pgbench-1": "limit: 1/tx",
+    "pgbench-100": "limit: 100/stmt",
+}
 
 
 def ratio(figure: Figure, peer: str | None = None) -> float | None:
     """How many times better pgdyno is than `peer` (default: the best peer measured)."""
     mine = figure.values.get(SUBJECT)
-    peers = [value for name, value in figure.values.items()
-             if value is not None and (name == peer if peer else name in PEERS)]
+    peers = [
+        value
+        for name, value in figure.values.items()
+        if value is not None and (name == peer if peer else name in PEERS)
+    ]
     if mine is None or not peers:
         return None
     if figure.better == "higher":
@@ -69,19 +77,31 @@ def number(value: float | None, unit: str) -> str:
 
 def rows(figures: Sequence[Figure]) -> tuple[list[str], list[list[str]]]:
     names = columns(figures)
-    header = ["workload", "unit", *(TITLES.get(n, n) for n in names), "pgdyno vs best peer",
-              "target (issue 5)", "met"]
+    header = [
+        "workload",
+        "unit",
+        *(TITLES.get(n, n) for n in names),
+        "pgdyno vs best peer",
+        "target (issue 5)",
+        "met",
+    ]
     body = []
     for figure in figures:
         times = ratio(figure)
         met = goal_met(figure)
-        body.append([
-            figure.workload, figure.unit,
-            *(number(figure.values.get(n), figure.unit) + ("*" if n in figure.notes else "")
-              for n in names),
-            "—" if times is None else f"{times:.2f}x",
-            figure.target or "", {True: "yes", False: "NO", None: ""}[met],
-        ])
+        body.append(
+            [
+                figure.workload,
+                figure.unit,
+                *(
+                    number(figure.values.get(n), figure.unit) + ("*" if n in figure.notes else "")
+                    for n in names
+                ),
+                "—" if times is None else f"{times:.2f}x",
+                figure.target or "",
+                {True: "yes", False: "NO", None: ""}[met],
+            ]
+        )
     return header, body
 
 
@@ -90,16 +110,21 @@ def text_table(figures: Sequence[Figure]) -> str:
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(cell.ljust(width) if index == 0 else cell.rjust(width)
-                         for index, (cell, width) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            cell.ljust(width) if index == 0 else cell.rjust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
 
     out = [line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]
     return "\n".join(out) + "\n" + notes_text(figures)
 
 
 def notes_text(figures: Sequence[Figure]) -> str:
-    notes = [f"* {TITLES.get(name, name)}, {figure.workload}: {note}"
-             for figure in figures for name, note in figure.notes.items()]
+    notes = [
+        f"* {TITLES.get(name, name)}, {figure.workload}: {note}"
+        for figure in figures
+        for name, note in figure.notes.items()
+    ]
     return "\n".join(notes) + ("\n" if notes else "")
 
 
@@ -147,15 +172,31 @@ def chart(figures: Sequence[Figure], path: Path) -> Path | None:
 
 
 def to_json(figures: Sequence[Figure], meta: dict[str, Any]) -> dict[str, Any]:
-    return {"meta": meta, "figures": [
-        {"key": f.key, "workload": f.workload, "unit": f.unit, "better": f.better,
-         "values": f.values, "notes": f.notes, "target": f.target, "goals": f.goals,
-         "ratio_vs_best_peer": ratio(f), "ratio_vs_pgqueuer": ratio(f, "pgqueuer"),
-         "goal_met": goal_met(f), "detail": f.detail} for f in figures]}
+    return {
+        "meta": meta,
+        "figures": [
+            {
+                "key": f.key,
+                "workload": f.workload,
+                "unit": f.unit,
+                "better": f.better,
+                "values": f.values,
+                "notes": f.notes,
+                "target": f.target,
+                "goals": f.goals,
+                "ratio_vs_best_peer": ratio(f),
+                "ratio_vs_pgqueuer": ratio(f, "pgqueuer"),
+                "goal_met": goal_met(f),
+                "detail": f.detail,
+            }
+            for f in figures
+        ],
+    }
 
 
-def write_json(figures: Sequence[Figure], meta: dict[str, Any], stamp: str,
-               latest: bool = False) -> Path:
+def write_json(
+    figures: Sequence[Figure], meta: dict[str, Any], stamp: str, latest: bool = False
+) -> Path:
     """bench/results/<stamp>.json; a full run is also copied to latest.json (committed)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{stamp}.json"
@@ -170,13 +211,16 @@ def write_markdown(figures: Sequence[Figure], meta: dict[str, Any], method: str)
     png = chart(figures, RESULTS_DIR / "ratios.png")
     machine = meta["machine"]
     settings = "\n".join(f"| {k} | {v} |" for k, v in meta["postgres"].items())
-    systems = "\n".join(f"| {name} | {info['version']} | "
-                        + "; ".join(f"{k}: {v}" for k, v in info["settings"].items()) + " |"
-                        for name, info in meta["systems"].items())
+    systems = "\n".join(
+        f"| {name} | {info['version']} | "
+        + "; ".join(f"{k}: {v}" for k, v in info["settings"].items())
+        + " |"
+        for name, info in meta["systems"].items()
+    )
     text = f"""# pgdyno benchmark results
 
-Generated by `python -m bench` (`make bench`) on {meta['finished_at']}; the run took
-{meta['duration_s']:.0f} s. Regenerate it the same way; JSON of every run is in
+Generated by `python -m bench` (`make bench`) on {meta["finished_at"]}; the run took
+{meta["duration_s"]:.0f} s. Regenerate it the same way; JSON of every run is in
 `bench/results/` (the latest in `bench/results/latest.json`).
 
 {markdown_table(figures)}
@@ -193,14 +237,14 @@ for rates pgdyno / best, for latencies and sizes best / pgdyno. Targets are issu
 
 | | |
 | --- | --- |
-| CPU | {machine.get('cpu', '?')} ({machine.get('cpus')} cores) |
-| memory | {machine.get('memory_mb', '?')} MB |
-| OS | {machine.get('platform')} |
-| Python | {machine.get('python')} |
-| load average at start | {machine.get('load_at_start')} |
-| pgdyno commit | {machine.get('git_commit', '?')} |
+| CPU | {machine.get("cpu", "?")} ({machine.get("cpus")} cores) |
+| memory | {machine.get("memory_mb", "?")} MB |
+| OS | {machine.get("platform")} |
+| Python | {machine.get("python")} |
+| load average at start | {machine.get("load_at_start")} |
+| pgdyno commit | {machine.get("git_commit", "?")} |
 
-{meta.get('note', '')}
+{meta.get("note", "")}
 
 ## Postgres (one throwaway server for the whole run)
 

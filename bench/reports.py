@@ -75,8 +75,19 @@ def _query(conn: Any, rows: int) -> str:
 
 def psql_floor(psql: str, url: str, query: str, rows: int) -> Run:
     started = time.monotonic()
-    subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c",
-                    f"\\copy ({query}) to '/dev/null' csv header"], check=True)
+    subprocess.run(
+        [
+            psql,
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            url,
+            "-c",
+            f"\\copy ({query}) to '/dev/null' csv header",
+        ],
+        check=True,
+    )
     return Run(rows, "psql floor", time.monotonic() - started)
 
 
@@ -89,10 +100,16 @@ def worker_run(conn: Any, url: str, rows: int, store: str, output_dir: Path) -> 
     if store != "postgres":
         args["store"] = store
     job_id = pgdyno.enqueue(conn, "report", args, queue=QUEUE)
-    env = {**os.environ, "DATABASE_URL": url, "PGDYNO_REPORTS_DIR": str(REPO / "reports"),
-           "PGDYNO_REPORTS_OUTPUT_DIR": str(output_dir), "PGDYNO_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "pgdyno", "worker", "--queue", QUEUE],
-                            env=env, cwd=REPO)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PGDYNO_REPORTS_DIR": str(REPO / "reports"),
+        "PGDYNO_REPORTS_OUTPUT_DIR": str(output_dir),
+        "PGDYNO_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgdyno", "worker", "--queue", QUEUE], env=env, cwd=REPO
+    )
     try:
         deadline = time.monotonic() + 600
         while (job := queue.get_job(conn, job_id))["status"] not in ("done", "failed"):
@@ -109,8 +126,15 @@ def worker_run(conn: Any, url: str, rows: int, store: str, output_dir: Path) -> 
     for path in output_dir.glob("*.csv.gz"):
         path.unlink()
     queue.prune(conn, 0)  # deletes the job, and with it the stored chunks
-    return Run(rows, store, result["duration_s"], result["csv_bytes"], result["stored_bytes"],
-               peak, result["worker_peak_rss_bytes"])
+    return Run(
+        rows,
+        store,
+        result["duration_s"],
+        result["csv_bytes"],
+        result["stored_bytes"],
+        peak,
+        result["worker_peak_rss_bytes"],
+    )
 
 
 def _mb(count: int | None) -> str:
@@ -119,8 +143,10 @@ def _mb(count: int | None) -> str:
 
 def table(runs: list[Run]) -> str:
     floors = {run.rows: run.seconds for run in runs if run.store == "psql floor"}
-    lines = [f"{'rows':>10}  {'store':<10}  {'seconds':>7}  {'rows/s':>10}  {'CSV MB/s':>8}  "
-             f"{'CSV MB':>7}  {'stored MB':>9}  {'peak RSS MiB':>12}  {'x floor':>7}"]
+    lines = [
+        f"{'rows':>10}  {'store':<10}  {'seconds':>7}  {'rows/s':>10}  {'CSV MB/s':>8}  "
+        f"{'CSV MB':>7}  {'stored MB':>9}  {'peak RSS MiB':>12}  {'x floor':>7}"
+    ]
     for run in runs:
         mb_s = run.csv_mb_per_s
         csv_mb = None if run.csv_bytes is None else run.csv_bytes / 1e6
@@ -129,15 +155,22 @@ def table(runs: list[Run]) -> str:
             f"{'-' if mb_s is None else f'{mb_s:.1f}':>8}  "
             f"{'-' if csv_mb is None else f'{csv_mb:.1f}':>7}  "
             f"{'-' if run.stored_bytes is None else f'{run.stored_bytes / 1e6:.1f}':>9}  "
-            f"{_mb(run.worker_peak_rss_bytes):>12}  {run.seconds / floors[run.rows]:>7.2f}")
+            f"{_mb(run.worker_peak_rss_bytes):>12}  {run.seconds / floors[run.rows]:>7.2f}"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.reports", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
-                        help="comma-separated row counts (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.reports",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(map(str, SIZES)),
+        help="comma-separated row counts (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     sizes = sorted(int(size) for size in args.sizes.split(","))
 
@@ -164,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(psql_floor(server.binary("psql"), url, _query(conn, rows), rows))
                     for store in ("postgres", "directory"):
                         runs.append(worker_run(conn, url, rows, store, Path(tmp) / "out"))
-                        print(f"{rows:,} rows, {store}: {runs[-1].seconds:.2f}s",
-                              file=sys.stderr)
+                        print(f"{rows:,} rows, {store}: {runs[-1].seconds:.2f}s", file=sys.stderr)
         finally:
             server.destroy()
 
@@ -176,13 +208,28 @@ def main(argv: list[str] | None = None) -> int:
     print(table(runs))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"reports-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.write_text(json.dumps({
-        "benchmark": "reports", "started_at": started.isoformat(), "postgres": version,
-        "report": REPORT, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
-        "seed_seconds": round(seed_s, 2),
-        "runs": [{**asdict(run), "rows_per_s": round(run.rows_per_s),
-                  "csv_mb_per_s": run.csv_mb_per_s} for run in runs],
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "reports",
+                "started_at": started.isoformat(),
+                "postgres": version,
+                "report": REPORT,
+                "cpus": os.cpu_count(),
+                "load_average": os.getloadavg(),
+                "seed_seconds": round(seed_s, 2),
+                "runs": [
+                    {
+                        **asdict(run),
+                        "rows_per_s": round(run.rows_per_s),
+                        "csv_mb_per_s": run.csv_mb_per_s,
+                    }
+                    for run in runs
+                ],
+            },
+            indent=2,
+        )
+    )
     print(f"\nJSON: {out.relative_to(REPO)}")
     return 0
 

@@ -117,16 +117,22 @@ class Worker:
             return ""
 
 
-def launch(ctx: Context, command: WorkerCommand, url: str, label: str,
-           stamp_file: Path | None = None) -> Worker:
+def launch(
+    ctx: Context, command: WorkerCommand, url: str, label: str, stamp_file: Path | None = None
+) -> Worker:
     """Start one worker process; stdout and stderr go to a log file in the work directory."""
     extra = dict(command.env)
     if stamp_file is not None:
         extra["BENCH_STAMP_FILE"] = str(stamp_file)
     log = ctx.workdir / f"{label}.{time.monotonic_ns()}.log"
     with log.open("wb") as handle:
-        process = subprocess.Popen(command.argv, env=child_env(url, extra), stdout=handle,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command.argv,
+            env=child_env(url, extra),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     return Worker(process, log, time.time())
 
 

@@ -58,8 +58,10 @@ def wait(predicate: Any, timeout: float = 30.0) -> None:
 
 def start_platform(url: str, workdir: Path, winston: str) -> LocalPlatform:
     procfile = workdir / "Procfile"
-    procfile.write_text(f"julia: {sys.executable} -m pgdyno dispatcher "
-                        f"--scale bench=winston,linger=0\nwinston: {winston}\n")
+    procfile.write_text(
+        f"julia: {sys.executable} -m pgdyno dispatcher "
+        f"--scale bench=winston,linger=0\nwinston: {winston}\n"
+    )
     env = {**os.environ, "PGDYNO_IMPORT": "pgdyno.demo", "PGDYNO_LOG_LEVEL": "WARNING"}
     platform = LocalPlatform(procfile, url, output=io.StringIO(), env=env, kill_timeout=5)
     platform.start()
@@ -67,8 +69,11 @@ def start_platform(url: str, workdir: Path, winston: str) -> LocalPlatform:
 
 
 def patches_to(platform: LocalPlatform, quantity: int) -> list[float]:
-    return [arrived for arrived, method, _t, body, status in platform.server.requests
-            if method == "PATCH" and status == 200 and (body or {}).get("quantity") == quantity]
+    return [
+        arrived
+        for arrived, method, _t, body, status in platform.server.requests
+        if method == "PATCH" and status == 200 and (body or {}).get("quantity") == quantity
+    ]
 
 
 def decision_latency(url: str, workdir: Path, enqueues: int) -> list[float]:
@@ -80,12 +85,19 @@ def decision_latency(url: str, workdir: Path, enqueues: int) -> list[float]:
         with psycopg.connect(url, autocommit=True) as conn:
             wait(lambda: conn.execute("SELECT count(*) FROM pgdyno.scale_rules").fetchone()[0])
             session = requests.Session()
-            session.headers.update({"Accept": "application/vnd.heroku+json; version=3",
-                                    "Authorization": f"Bearer {platform.token}"})
+            session.headers.update(
+                {
+                    "Accept": "application/vnd.heroku+json; version=3",
+                    "Authorization": f"Bearer {platform.token}",
+                }
+            )
             for _ in range(enqueues):
                 conn.execute("DELETE FROM pgdyno.jobs")
-                session.patch(f"{platform.url}/apps/{platform.app}/formation/winston",
-                              json={"quantity": 0}, timeout=5)
+                session.patch(
+                    f"{platform.url}/apps/{platform.app}/formation/winston",
+                    json={"quantity": 0},
+                    timeout=5,
+                )
                 conn.execute("UPDATE pgdyno.formations SET quantity = 0")
                 time.sleep(0.55)  # past the dispatcher's debounce period (0.5 s by default)
                 before = len(patches_to(platform, 1))
@@ -109,12 +121,15 @@ def scale_down_latency(url: str, workdir: Path, rounds: int) -> list[float]:
             wait(lambda: conn.execute("SELECT count(*) FROM pgdyno.scale_rules").fetchone()[0])
             for _ in range(rounds):
                 before = len(patches_to(platform, 0))
-                job = conn.execute("INSERT INTO pgdyno.jobs (queue, task, args) VALUES "
-                                   "('bench', 'demo.greet', '{\"name\": \"b\", \"pause\": 0}')"
-                                   " RETURNING id").fetchone()[0]
+                job = conn.execute(
+                    "INSERT INTO pgdyno.jobs (queue, task, args) VALUES "
+                    "('bench', 'demo.greet', '{\"name\": \"b\", \"pause\": 0}')"
+                    " RETURNING id"
+                ).fetchone()[0]
                 wait(lambda b=before: len(patches_to(platform, 0)) > b)
-                finished = conn.execute("SELECT extract(epoch FROM finished_at) FROM pgdyno.jobs"
-                                        " WHERE id = %s", (job,)).fetchone()[0]
+                finished = conn.execute(
+                    "SELECT extract(epoch FROM finished_at) FROM pgdyno.jobs WHERE id = %s", (job,)
+                ).fetchone()[0]
                 latencies.append(patches_to(platform, 0)[-1] - float(finished))
                 wait(lambda: not platform.dynos.alive("winston"))
     finally:
@@ -134,10 +149,12 @@ def dispatcher_footprint(url: str, workdir: Path, idle_seconds: float) -> dict[s
         time.sleep(idle_seconds)
         cpu = cpu_seconds(pid) - cpu_before
         status = proc_status(pid)
-        return {"peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024,
-                "rss_mb": int(status["VmRSS"].split()[0]) / 1024,
-                "cpu_s_per_idle_minute": cpu * 60 / idle_seconds,
-                "idle_window_s": idle_seconds}
+        return {
+            "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024,
+            "rss_mb": int(status["VmRSS"].split()[0]) / 1024,
+            "cpu_s_per_idle_minute": cpu * 60 / idle_seconds,
+            "idle_window_s": idle_seconds,
+        }
     finally:
         platform.stop()
 
@@ -149,8 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="pgdyno-bench-scaling-"))
-    server = EmbeddedPostgres(workdir / "pg", settings={"fsync": "on",
-                                                        "synchronous_commit": "on"})
+    server = EmbeddedPostgres(workdir / "pg", settings={"fsync": "on", "synchronous_commit": "on"})
     try:
         url = server.start()
         with psycopg.connect(url, autocommit=True) as conn:
@@ -163,10 +179,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "benchmark": "scaling",
         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "decision_latency_ms": {"p50": percentile(up, 50), "p95": percentile(up, 95),
-                                "p99": percentile(up, 99), "max": max(up), "n": len(up)},
-        "scale_down_latency_s": {"p50": percentile(down, 50), "max": max(down),
-                                 "mean": statistics.mean(down), "n": len(down)},
+        "decision_latency_ms": {
+            "p50": percentile(up, 50),
+            "p95": percentile(up, 95),
+            "p99": percentile(up, 99),
+            "max": max(up),
+            "n": len(up),
+        },
+        "scale_down_latency_s": {
+            "p50": percentile(down, 50),
+            "max": max(down),
+            "mean": statistics.mean(down),
+            "n": len(down),
+        },
         "dispatcher": footprint,
         "targets": TARGETS,
     }
@@ -179,8 +204,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    up, down, disp = (result["decision_latency_ms"], result["scale_down_latency_s"],
-                      result["dispatcher"])
+    up, down, disp = (
+        result["decision_latency_ms"],
+        result["scale_down_latency_s"],
+        result["dispatcher"],
+    )
     rows = [
         ("scale-up decision p50 (commit -> PATCH)", f"{up['p50']:.1f} ms", ""),
         ("scale-up decision p95", f"{up['p95']:.1f} ms", ""),

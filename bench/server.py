@@ -90,15 +90,19 @@ class BenchServer:
         self._counter += 1
         name = f"{label}_{self._counter}"
         with self.admin() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
         name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
         with self.admin() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(str(name))))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name)))
+            )
 
     def checkpoint(self) -> None:
         """Start each timed phase without a checkpoint pending from the set-up before it."""
@@ -110,16 +114,29 @@ class BenchServer:
 
     def describe(self) -> dict[str, Any]:
         """Server version and the settings that matter for these figures."""
-        names = ["server_version", "fsync", "synchronous_commit", "shared_buffers",
-                 "wal_level", "max_wal_size", "checkpoint_timeout", "autovacuum",
-                 "autovacuum_naptime", "autovacuum_vacuum_scale_factor",
-                 "autovacuum_vacuum_threshold", "autovacuum_vacuum_insert_threshold",
-                 "autovacuum_vacuum_cost_limit", "wal_sync_method", "full_page_writes",
-                 "max_connections", "shared_preload_libraries"]
+        names = [
+            "server_version",
+            "fsync",
+            "synchronous_commit",
+            "shared_buffers",
+            "wal_level",
+            "max_wal_size",
+            "checkpoint_timeout",
+            "autovacuum",
+            "autovacuum_naptime",
+            "autovacuum_vacuum_scale_factor",
+            "autovacuum_vacuum_threshold",
+            "autovacuum_vacuum_insert_threshold",
+            "autovacuum_vacuum_cost_limit",
+            "wal_sync_method",
+            "full_page_writes",
+            "max_connections",
+            "shared_preload_libraries",
+        ]
         with self.admin() as conn:
             rows = conn.execute(
-                "SELECT name, current_setting(name) FROM unnest(%s::text[]) AS name",
-                (names,)).fetchall()
+                "SELECT name, current_setting(name) FROM unnest(%s::text[]) AS name", (names,)
+            ).fetchall()
         return dict(rows)
 
 
@@ -144,6 +161,10 @@ def machine() -> dict[str, Any]:
         info["load_at_start"] = [round(x, 2) for x in os.getloadavg()]
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-            check=False, timeout=5).stdout.strip()
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=5,
+        ).stdout.strip()
     return info

@@ -21,8 +21,9 @@ def _file() -> int:
     global _fd
     with _lock:
         if _fd is None:
-            _fd = os.open(os.environ["BENCH_STAMP_FILE"],
-                          os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            _fd = os.open(
+                os.environ["BENCH_STAMP_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+            )
         return _fd
 
 

@@ -43,7 +43,8 @@ def _run_drain(ctx: Context, system: Any, url: str, workers: int, jobs: int) -> 
     started = time.time()
     procs: list[Worker] = [
         launch(ctx, system.worker(url, drain=True), url, f"{system.name}-drain{workers}")
-        for _ in range(workers)]
+        for _ in range(workers)
+    ]
     reap_all(procs, ctx.options.timeout_s)
     exited = time.time()
     left = system.pending(url)
@@ -52,10 +53,13 @@ def _run_drain(ctx: Context, system: Any, url: str, workers: int, jobs: int) -> 
     if failed or left or done.count < jobs or done.last is None or done.first is None:
         raise MeasurementFailed(
             f"{system.name}: {done.count}/{jobs} done, {left} left, exit statuses "
-            f"{[proc.status for proc in procs]}: {failed[0].tail() if failed else ''}")
+            f"{[proc.status for proc in procs]}: {failed[0].tail() if failed else ''}"
+        )
     wall = done.last - started
     return {
-        "jobs": jobs, "workers": workers, "wall_s": round(wall, 3),
+        "jobs": jobs,
+        "workers": workers,
+        "wall_s": round(wall, 3),
         "jobs_per_s": jobs / wall,
         "steady_jobs_per_s": jobs / max(done.last - done.first, 1e-6),
         "first_completion_s": round(done.first - started, 3),
@@ -86,20 +90,38 @@ def drain_pgbench(ctx: Context, limit: Pgbench, workers: int) -> dict[str, Any]:
         run = limit.run(url, "drain", jobs, workers)
         if limit.pending(url):
             raise MeasurementFailed(f"{limit.name}: {limit.pending(url)} jobs left")
-        return {"jobs": jobs, "workers": workers, "wall_s": round(run.wall_s, 3),
-                "jobs_per_s": jobs / run.wall_s, "steady_jobs_per_s": run.jobs_per_s,
-                "server_cpu_s": round(server_cpu.used(), 3)}
+        return {
+            "jobs": jobs,
+            "workers": workers,
+            "wall_s": round(run.wall_s, 3),
+            "jobs_per_s": jobs / run.wall_s,
+            "steady_jobs_per_s": run.jobs_per_s,
+            "server_cpu_s": round(server_cpu.used(), 3),
+        }
 
 
-@benchmark("drain", "W1: drain 20,000 pre-enqueued no-op jobs, 1 and 2 worker processes",
-           order=10)
+@benchmark("drain", "W1: drain 20,000 pre-enqueued no-op jobs, 1 and 2 worker processes", order=10)
 def drain(ctx: Context) -> list[Figure]:
-    wall = {n: Figure(f"drain_{n}w", f"W1 drain, {n} worker{'s' * (n > 1)} (launch → last done)",
-                      "jobs/s", "higher", target="≥ 3x PgQueuer", goals=[("x_pgqueuer", 3.0)])
-            for n in WORKER_COUNTS}
-    steady = {n: Figure(f"drain_steady_{n}w",
-                        f"W1 drain, {n} worker{'s' * (n > 1)} (first → last done)",
-                        "jobs/s", "higher") for n in WORKER_COUNTS}
+    wall = {
+        n: Figure(
+            f"drain_{n}w",
+            f"W1 drain, {n} worker{'s' * (n > 1)} (launch → last done)",
+            "jobs/s",
+            "higher",
+            target="≥ 3x PgQueuer",
+            goals=[("x_pgqueuer", 3.0)],
+        )
+        for n in WORKER_COUNTS
+    }
+    steady = {
+        n: Figure(
+            f"drain_steady_{n}w",
+            f"W1 drain, {n} worker{'s' * (n > 1)} (first → last done)",
+            "jobs/s",
+            "higher",
+        )
+        for n in WORKER_COUNTS
+    }
     for system in ctx.systems:
         for workers in WORKER_COUNTS:
             try:
@@ -117,8 +139,10 @@ def drain(ctx: Context) -> list[Figure]:
             wall[workers].detail[system.name] = result
             if system.name == "pgdyno" and workers == 1:
                 ctx.shared["pgdyno.drain_rate_1w"] = result["jobs_per_s"]
-            ctx.say(f"  {system.name} drain x{workers}: {result['jobs_per_s']:,.0f} jobs/s "
-                    f"({result['wall_s']} s; steady {result['steady_jobs_per_s']:,.0f}/s)")
+            ctx.say(
+                f"  {system.name} drain x{workers}: {result['jobs_per_s']:,.0f} jobs/s "
+                f"({result['wall_s']} s; steady {result['steady_jobs_per_s']:,.0f}/s)"
+            )
     return [*wall.values(), *steady.values()]
 
 
@@ -155,10 +179,22 @@ def _enqueue_pgbench(ctx: Context, limit: Pgbench) -> tuple[float | None, float 
 
 @benchmark("enqueue", "W2: 5,000 single-row enqueue transactions; 20,000 jobs in bulk", order=20)
 def enqueue(ctx: Context) -> list[Figure]:
-    single = Figure("enqueue_single", "W2 enqueue, one job per transaction", "jobs/s", "higher",
-                    target="≥ 1.3x PgQueuer", goals=[("x_pgqueuer", 1.3)])
-    bulk = Figure("enqueue_bulk", "W2 enqueue, bulk (one call)", "jobs/s", "higher",
-                  target="≥ 2x PgQueuer", goals=[("x_pgqueuer", 2.0)])
+    single = Figure(
+        "enqueue_single",
+        "W2 enqueue, one job per transaction",
+        "jobs/s",
+        "higher",
+        target="≥ 1.3x PgQueuer",
+        goals=[("x_pgqueuer", 1.3)],
+    )
+    bulk = Figure(
+        "enqueue_bulk",
+        "W2 enqueue, bulk (one call)",
+        "jobs/s",
+        "higher",
+        target="≥ 2x PgQueuer",
+        goals=[("x_pgqueuer", 2.0)],
+    )
     samples: dict[str, tuple[list[float], list[float]]] = {}
     # A run of a few seconds is at the mercy of whatever else the machine does: measure every
     # system ENQUEUE_ROUNDS times, taking turns, and keep the median.
@@ -187,6 +223,8 @@ def enqueue(ctx: Context) -> list[Figure]:
         if manys:
             bulk.values[name] = statistics.median(manys)
             bulk.detail[name] = {"rounds_jobs_per_s": [round(x) for x in manys]}
-        ctx.say(f"  {name} enqueue (median of {ENQUEUE_ROUNDS}): single "
-                f"{[round(x) for x in ones] or None}, bulk {[round(x) for x in manys] or None}")
+        ctx.say(
+            f"  {name} enqueue (median of {ENQUEUE_ROUNDS}): single "
+            f"{[round(x) for x in ones] or None}, bulk {[round(x) for x in manys] or None}"
+        )
     return [single, bulk]

@@ -1,11 +1,11 @@
 """pgdyno: a Postgres-native job queue that scales its own worker dynos, down to zero.
 
-    import pgdyno
+import pgdyno
 
-    @pgdyno.task("send_invoice")
-    def send_invoice(id: int) -> None: ...
+@pgdyno.task("send_invoice")
+def send_invoice(id: int) -> None: ...
 
-    pgdyno.enqueue(conn, "send_invoice", {"id": 7})
+pgdyno.enqueue(conn, "send_invoice", {"id": 7})
 """
 
 from pgdyno.errors import (

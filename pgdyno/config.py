@@ -63,13 +63,15 @@ class Settings:
 
     # --- scaling ---------------------------------------------------------------------------
     #: Heroku Platform API base URL (HEROKU_API_URL); `pgdyno dev` points it at itself.
-    heroku_api_url: str = field(default="https://api.heroku.com",
-                                metadata={"env": "HEROKU_API_URL"})
+    heroku_api_url: str = field(
+        default="https://api.heroku.com", metadata={"env": "HEROKU_API_URL"}
+    )
     #: The app whose formation is scaled (HEROKU_APP_NAME).
     heroku_app_name: str | None = field(default=None, metadata={"env": "HEROKU_APP_NAME"})
     #: API token (HEROKU_API_KEY, or SPIN_DYNO_KEY as in the seed blog). Never logged.
-    heroku_api_key: str | None = field(default=None, repr=False, metadata={
-        "env": "HEROKU_API_KEY", "alt_env": "SPIN_DYNO_KEY"})
+    heroku_api_key: str | None = field(
+        default=None, repr=False, metadata={"env": "HEROKU_API_KEY", "alt_env": "SPIN_DYNO_KEY"}
+    )
     #: The worker's own process type (PGDYNO_PROCESS_TYPE); default: DYNO without its number.
     process_type: str | None = None
     #: Seconds a drained type lingers before it scales to zero, for rules without linger=
@@ -112,8 +114,9 @@ class Settings:
     def validate(self) -> None:
         # Checked here: logging would otherwise raise a bare ValueError from the CLI's setup.
         if self.log_level.upper() not in _LOG_LEVELS:
-            raise ConfigError(f"PGDYNO_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, "
-                              f"got {self.log_level!r}")
+            raise ConfigError(
+                f"PGDYNO_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}"
+            )
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
         for name in ("poll_interval", "lease", "retry_base", "retry_max"):
@@ -122,8 +125,10 @@ class Settings:
         if self.grace < 0:
             raise ConfigError(f"grace must not be negative, got {self.grace}")
         if self.linger < 0 or self.debounce < 0 or self.reconcile_interval <= 0:
-            raise ConfigError("linger and debounce must not be negative, and the reconcile "
-                              "interval must be positive")
+            raise ConfigError(
+                "linger and debounce must not be negative, and the reconcile "
+                "interval must be positive"
+            )
 
     @property
     def own_process_type(self) -> str | None:

@@ -26,13 +26,22 @@ CHANNEL = "pgdyno_jobs"
 #: moved to the finished partition under a concurrent claim or cancel ("tuple to be locked was
 #: already moved to another partition"), a deadlock. Nothing happened and the connection is
 #: fine: run the statement again. psycopg does not derive them all from TransactionRollback.
-CONFLICTS = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected,
-             psycopg.errors.TransactionRollback)
+CONFLICTS = (
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.TransactionRollback,
+)
 T = TypeVar("T")
 
 
-def connect(dsn: str, *, application_name: str = "pgdyno", autocommit: bool = True,
-            dict_rows: bool = False, connect_timeout: int = 10) -> psycopg.Connection:
+def connect(
+    dsn: str,
+    *,
+    application_name: str = "pgdyno",
+    autocommit: bool = True,
+    dict_rows: bool = False,
+    connect_timeout: int = 10,
+) -> psycopg.Connection:
     """A connection in autocommit mode (callers open transactions explicitly)."""
     try:
         return psycopg.connect(

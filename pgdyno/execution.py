@@ -73,8 +73,9 @@ def current_job() -> JobContext:
     if job is None:
         raise PgdynoError("current_job() was called outside a running pgdyno task")
     worker, database_url, sink = _local.worker
-    return JobContext(job.id, job.queue, job.task, job.attempts, job.max_attempts, worker,
-                      database_url, sink)
+    return JobContext(
+        job.id, job.queue, job.task, job.attempts, job.max_attempts, worker, database_url, sink
+    )
 
 
 # An escaped NUL (\u0000) that is not itself an escaped backslash followed by "u0000".
@@ -92,8 +93,10 @@ def storable_json(value: Any, what: str = "result") -> str:
     except ValueError as exc:  # NaN/Infinity, circular references
         raise ValueError(f"the {what} cannot be stored as JSON: {exc}") from None
     if _JSON_NUL.search(text):
-        raise ValueError(f"the {what} cannot be stored as JSON: it contains a NUL character "
-                         "(\\u0000), which Postgres jsonb refuses")
+        raise ValueError(
+            f"the {what} cannot be stored as JSON: it contains a NUL character "
+            "(\\u0000), which Postgres jsonb refuses"
+        )
     return text
 
 
@@ -135,8 +138,10 @@ def run(job: ClaimedJob) -> Outcome:
     except TypeError as exc:
         mismatch = _arguments_mismatch(tasks.lookup(job.task), job.args)
         if mismatch is not None:
-            error = (f"InvalidArguments: task {job.task!r} cannot take args "
-                     f"{sorted(job.args)}: {mismatch}")
+            error = (
+                f"InvalidArguments: task {job.task!r} cannot take args "
+                f"{sorted(job.args)}: {mismatch}"
+            )
             retryable = False
         else:
             error, retryable = describe(exc), True
@@ -156,7 +161,9 @@ def _succeeded(job: ClaimedJob, value: Any, started: float) -> Outcome:
     try:
         result = None if value is None else storable_json(value)
     except ValueError as exc:
-        error = (f"UnstorableResult: task {job.task!r} returned a value that cannot be stored "
-                 f"as the job's result: {exc}; return JSON-compatible data")
+        error = (
+            f"UnstorableResult: task {job.task!r} returned a value that cannot be stored "
+            f"as the job's result: {exc}; return JSON-compatible data"
+        )
         return Outcome(job, None, error, False, time.monotonic() - started)
     return Outcome(job, result, None, False, time.monotonic() - started)

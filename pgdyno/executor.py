@@ -37,8 +37,9 @@ class Wakeup:
         if self.sleeping:
             self.poke()
 
-    def wait(self, fds: list[int], timeout: float,
-             ready: Callable[[], bool] = lambda: False) -> None:
+    def wait(
+        self, fds: list[int], timeout: float, ready: Callable[[], bool] = lambda: False
+    ) -> None:
         """Wait until one of `fds` is readable, a poke, or `timeout`; not at all if `ready()`
         (checked after `sleeping` is set, so a poke cannot slip between check and wait)."""
         self.sleeping = True
@@ -68,8 +69,9 @@ class ExecutorPool:
 
     def start(self) -> None:
         for index in range(self.size):
-            thread = threading.Thread(target=self._run_forever, name=f"pgdyno-exec-{index}",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=self._run_forever, name=f"pgdyno-exec-{index}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 

@@ -32,8 +32,9 @@ def format_value(value: Any) -> str:
 def render(event: str, fields: dict[str, Any]) -> str:
     """`event=NAME key=value ...`; fields whose value is None are left out."""
     parts = [f"event={format_value(event)}"]
-    parts.extend(f"{key}={format_value(value)}" for key, value in fields.items()
-                 if value is not None)
+    parts.extend(
+        f"{key}={format_value(value)}" for key, value in fields.items() if value is not None
+    )
     return " ".join(parts)
 
 

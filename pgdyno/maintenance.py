@@ -35,8 +35,14 @@ VACUUM_MIN_INTERVAL_S = 0.5
 class HotTableVacuum:
     """Counts the jobs a worker finishes and vacuums the hot table in the background."""
 
-    def __init__(self, dsn: str, worker: str, *, after_jobs: int = VACUUM_AFTER_JOBS,
-                 min_interval: float = VACUUM_MIN_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        worker: str,
+        *,
+        after_jobs: int = VACUUM_AFTER_JOBS,
+        min_interval: float = VACUUM_MIN_INTERVAL_S,
+    ) -> None:
         self._dsn, self._worker = dsn, worker
         self._after_jobs, self._min_interval = after_jobs, min_interval
         self._finished = 0
@@ -65,8 +71,14 @@ class HotTableVacuum:
             finally:
                 conn.close()
         except Exception as exc:  # a failed vacuum is retried next time, never fatal
-            log_event(log, "vacuum_failed", logging.WARNING, worker=self._worker,
-                      error=db.first_line(exc))
+            log_event(
+                log, "vacuum_failed", logging.WARNING, worker=self._worker, error=db.first_line(exc)
+            )
             return
-        log_event(log, "hot_table_vacuumed", logging.DEBUG, worker=self._worker,
-                  duration_ms=round((time.monotonic() - started) * 1000, 1))
+        log_event(
+            log,
+            "hot_table_vacuumed",
+            logging.DEBUG,
+            worker=self._worker,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )

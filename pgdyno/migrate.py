@@ -50,7 +50,5 @@ def migrate(conn: psycopg.Connection) -> list[int]:
 
 
 def applied_versions(conn: psycopg.Connection) -> list[int]:
-    rows = conn.execute(
-        "SELECT version FROM pgdyno.schema_migrations ORDER BY version"
-    ).fetchall()
+    rows = conn.execute("SELECT version FROM pgdyno.schema_migrations ORDER BY version").fetchall()
     return [row[0] for row in rows]

@@ -27,8 +27,9 @@ FINISHED = ("done", "failed", "cancelled")
 _CONSTRAINT_HINTS = {
     "queue_must_be_a_non_empty_name": "queue must be a non-empty name of at most 128 characters",
     "task_must_be_a_non_empty_name": "task must be a non-empty name of at most 200 characters",
-    "queue_must_not_start_or_end_with_whitespace":
-        "queue must not start or end with whitespace (no worker would claim from it)",
+    "queue_must_not_start_or_end_with_whitespace": (
+        "queue must not start or end with whitespace (no worker would claim from it)"
+    ),
     "task_must_not_start_or_end_with_whitespace": "task must not start or end with whitespace",
     "args_must_be_a_json_object": 'args must be a JSON object, for example {"id": 7}',
     "priority_must_be_between_minus_1000_and_1000": "priority must be between -1000 and 1000",
@@ -85,9 +86,16 @@ def refused(exc: psycopg.errors.IntegrityError | psycopg.errors.DataError) -> In
     return InvalidJob(f"job refused: {hint} ({detail})" if hint else f"job refused: {detail}")
 
 
-def enqueue(conn: psycopg.Connection | str | None, task: str,
-            args: Mapping[str, Any] | None = None, *, queue: str = "default", priority: int = 0,
-            run_at: RunAt = None, max_attempts: int | None = None) -> int:
+def enqueue(
+    conn: psycopg.Connection | str | None,
+    task: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    queue: str = "default",
+    priority: int = 0,
+    run_at: RunAt = None,
+    max_attempts: int | None = None,
+) -> int:
     """Enqueue one job and return its id.
 
     Given a connection, the job is part of the caller's transaction: it is visible to workers,
@@ -97,8 +105,13 @@ def enqueue(conn: psycopg.Connection | str | None, task: str,
     connection, owned = _resolve_conn(conn)
     at, delay = _when(run_at)
     params = {
-        "queue": queue, "task": task, "args": _args(args), "priority": priority,
-        "run_at": at, "delay": delay, "max_attempts": max_attempts,
+        "queue": queue,
+        "task": task,
+        "args": _args(args),
+        "priority": priority,
+        "run_at": at,
+        "delay": delay,
+        "max_attempts": max_attempts,
     }
     try:
         row = connection.execute(sql.query("job_insert"), params).fetchone()
@@ -135,8 +148,9 @@ def _spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
     return job if isinstance(job, JobSpec) else JobSpec(**job)
 
 
-def enqueue_many(conn: psycopg.Connection | str | None,
-                 jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[int]:
+def enqueue_many(
+    conn: psycopg.Connection | str | None, jobs: Iterable[JobSpec | Mapping[str, Any]]
+) -> list[int]:
     """Enqueue many jobs with one COPY and return their ids, in order.
 
     All or nothing: one bad job refuses the batch. The enqueue trigger still sends one
@@ -149,16 +163,23 @@ def enqueue_many(conn: psycopg.Connection | str | None,
     try:
         with _atomic(connection):
             now, default_attempts, ids = connection.execute(
-                sql.query("job_reserve_ids"), {"n": len(specs)}).fetchone()
+                sql.query("job_reserve_ids"), {"n": len(specs)}
+            ).fetchone()
             with connection.cursor().copy(sql.query("job_copy_in")) as copy:
                 copy.set_types(["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4"])
                 for job_id, spec in zip(ids, specs, strict=True):
                     at, delay = _when(spec.run_at)
-                    copy.write_row((
-                        job_id, spec.queue, spec.task, _args(spec.args).obj,
-                        spec.priority, at or (now + delay if delay else now),
-                        default_attempts if spec.max_attempts is None else spec.max_attempts,
-                    ))
+                    copy.write_row(
+                        (
+                            job_id,
+                            spec.queue,
+                            spec.task,
+                            _args(spec.args).obj,
+                            spec.priority,
+                            at or (now + delay if delay else now),
+                            default_attempts if spec.max_attempts is None else spec.max_attempts,
+                        )
+                    )
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
         raise refused(exc) from exc
     finally:
@@ -169,14 +190,21 @@ def enqueue_many(conn: psycopg.Connection | str | None,
 
 # --- worker side -----------------------------------------------------------------------------
 
+
 def setup_worker_session(conn: psycopg.Connection) -> None:
     """Session settings for a worker's work connection (see worker_session_setup)."""
     conn.execute(sql.query("worker_session_setup"))
 
 
-def complete_and_claim(conn: psycopg.Connection, *, worker: str, queues: Sequence[str],
-                       limit: int, lease: float,
-                       done: Sequence[tuple[int, str | None]] = ()) -> list[ClaimedJob]:
+def complete_and_claim(
+    conn: psycopg.Connection,
+    *,
+    worker: str,
+    queues: Sequence[str],
+    limit: int,
+    lease: float,
+    done: Sequence[tuple[int, str | None]] = (),
+) -> list[ClaimedJob]:
     """Mark `done` jobs done and claim up to `limit` jobs, in one statement.
 
     `done` holds (job id, result as JSON text or None).
@@ -184,47 +212,70 @@ def complete_and_claim(conn: psycopg.Connection, *, worker: str, queues: Sequenc
     params = {
         "done_ids": [job_id for job_id, _ in done],
         "done_results": [result for _, result in done],
-        "queues": list(queues), "limit": limit, "worker": worker,
+        "queues": list(queues),
+        "limit": limit,
+        "worker": worker,
         "lease": timedelta(seconds=lease),
     }
     rows = conn.execute(sql.query("job_complete_and_claim"), params, prepare=True).fetchall()
     return [ClaimedJob(*row) for row in rows]
 
 
-def fail(conn: psycopg.Connection, *, worker: str, job_id: int, error: str,
-         retry_in: float | None) -> str | None:
+def fail(
+    conn: psycopg.Connection, *, worker: str, job_id: int, error: str, retry_in: float | None
+) -> str | None:
     """Record a failed attempt; returns the job's new status (None if this worker lost it)."""
-    row = conn.execute(sql.query("job_fail"), {
-        "id": job_id, "worker": worker, "error": error,
-        "retry_in": None if retry_in is None else timedelta(seconds=retry_in),
-    }).fetchone()
+    row = conn.execute(
+        sql.query("job_fail"),
+        {
+            "id": job_id,
+            "worker": worker,
+            "error": error,
+            "retry_in": None if retry_in is None else timedelta(seconds=retry_in),
+        },
+    ).fetchone()
     return row[0] if row else None
 
 
-def heartbeat(conn: psycopg.Connection, *, worker: str, ids: Sequence[int],
-              lease: float) -> set[int]:
+def heartbeat(
+    conn: psycopg.Connection, *, worker: str, ids: Sequence[int], lease: float
+) -> set[int]:
     """Renew the leases; returns the ids this worker still holds."""
-    rows = conn.execute(sql.query("job_heartbeat"), {
-        "ids": list(ids), "worker": worker, "lease": timedelta(seconds=lease),
-    }).fetchall()
+    rows = conn.execute(
+        sql.query("job_heartbeat"),
+        {
+            "ids": list(ids),
+            "worker": worker,
+            "lease": timedelta(seconds=lease),
+        },
+    ).fetchall()
     return {row[0] for row in rows}
 
 
-def set_progress(conn: psycopg.Connection, *, worker: str, job_id: int,
-                 progress: Mapping[str, Any]) -> None:
-    conn.execute(sql.query("job_set_progress"),
-                 {"id": job_id, "worker": worker, "progress": Jsonb(dict(progress))})
+def set_progress(
+    conn: psycopg.Connection, *, worker: str, job_id: int, progress: Mapping[str, Any]
+) -> None:
+    conn.execute(
+        sql.query("job_set_progress"),
+        {"id": job_id, "worker": worker, "progress": Jsonb(dict(progress))},
+    )
 
 
-def release(conn: psycopg.Connection, *, worker: str, ids: Sequence[int] | None,
-            keep: Sequence[int] = ()) -> list[int]:
+def release(
+    conn: psycopg.Connection, *, worker: str, ids: Sequence[int] | None, keep: Sequence[int] = ()
+) -> list[int]:
     """Hand running jobs back to the queue without counting the attempt; returns their ids.
 
     ids=None hands back every job the worker holds except `keep` (after a lost connection).
     """
-    rows = conn.execute(sql.query("job_release"), {
-        "ids": None if ids is None else list(ids), "keep": list(keep), "worker": worker,
-    }).fetchall()
+    rows = conn.execute(
+        sql.query("job_release"),
+        {
+            "ids": None if ids is None else list(ids),
+            "keep": list(keep),
+            "worker": worker,
+        },
+    ).fetchall()
     return [row[0] for row in rows]
 
 
@@ -248,6 +299,7 @@ def next_due_in(conn: psycopg.Connection, queues: Sequence[str]) -> float | None
 
 # --- inspection and administration ----------------------------------------------------------
 
+
 def status(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     """Per queue: a count per status and the age in seconds of the oldest due ready job."""
     queues: dict[str, dict[str, Any]] = {}
@@ -267,11 +319,17 @@ def get_job(conn: psycopg.Connection, job_id: int) -> dict[str, Any]:
     return row
 
 
-def list_jobs(conn: psycopg.Connection, *, queue: str | None = None, status: str | None = None,
-              limit: int = 20) -> list[dict[str, Any]]:
+def list_jobs(
+    conn: psycopg.Connection,
+    *,
+    queue: str | None = None,
+    status: str | None = None,
+    limit: int = 20,
+) -> list[dict[str, Any]]:
     cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-    return cur.execute(sql.query("job_list"),
-                       {"queue": queue, "status": status, "limit": limit}).fetchall()
+    return cur.execute(
+        sql.query("job_list"), {"queue": queue, "status": status, "limit": limit}
+    ).fetchall()
 
 
 def retry_job(conn: psycopg.Connection, job_id: int) -> None:
@@ -279,17 +337,22 @@ def retry_job(conn: psycopg.Connection, job_id: int) -> None:
     if not conn.execute(sql.query("job_retry"), {"id": job_id}).fetchall():
         state = get_job(conn, job_id)["status"]
         raise InvalidJobState(
-            f"job {job_id} is {state}: only failed or cancelled jobs can be retried")
+            f"job {job_id} is {state}: only failed or cancelled jobs can be retried"
+        )
 
 
 def cancel_job(conn: psycopg.Connection, job_id: int) -> None:
     """Cancel a job that has not started yet."""
     cancelled = retry_on_conflict(
-        lambda: conn.execute(sql.query("job_cancel"), {"id": job_id}).fetchall())
+        lambda: conn.execute(sql.query("job_cancel"), {"id": job_id}).fetchall()
+    )
     if not cancelled:
         state = get_job(conn, job_id)["status"]
-        why = ("it is running; stop its worker or let it finish" if state == "running"
-               else "it has already finished")
+        why = (
+            "it is running; stop its worker or let it finish"
+            if state == "running"
+            else "it has already finished"
+        )
         raise InvalidJobState(f"job {job_id} is {state} and cannot be cancelled: {why}")
 
 

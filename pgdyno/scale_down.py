@@ -39,15 +39,24 @@ class ScaleDownWhenIdle:
         policy = scaling.policies(recorded_rules(conn)).get(self.process_type)
         if policy is None:
             if not self._warned:
-                log_event(log, "scale_down_skipped", logging.WARNING, type=self.process_type,
-                          reason="no --scale rule maps a queue to this process type")
+                log_event(
+                    log,
+                    "scale_down_skipped",
+                    logging.WARNING,
+                    type=self.process_type,
+                    reason="no --scale rule maps a queue to this process type",
+                )
                 self._warned = True
             return RECHECK_S
         if idle_s < policy.linger_s:
             return policy.linger_s - idle_s
         if self.scaler.scale_to_zero(conn, policy, idle_s):
-            log_event(log, "scaled_to_zero", type=self.process_type,
-                      msg="waiting for the platform's SIGTERM")
+            log_event(
+                log,
+                "scaled_to_zero",
+                type=self.process_type,
+                msg="waiting for the platform's SIGTERM",
+            )
             return None
         return RECHECK_S
 
@@ -73,9 +82,11 @@ def from_settings(settings: Settings, actor: str) -> ScaleDownWhenIdle | None:
     try:
         backend: FormationBackend = backend_from_settings(settings)
     except ConfigError as exc:
-        log_event(log, "scale_down_disabled", logging.WARNING, type=process_type,
-                  reason=str(exc))
+        log_event(log, "scale_down_disabled", logging.WARNING, type=process_type, reason=str(exc))
         return None
-    hook = pause_file_hook(settings.pause_before_scale_down) \
-        if settings.pause_before_scale_down else None
+    hook = (
+        pause_file_hook(settings.pause_before_scale_down)
+        if settings.pause_before_scale_down
+        else None
+    )
     return ScaleDownWhenIdle(process_type, Scaler(backend, actor, hook))

@@ -43,44 +43,72 @@ class Decision:
 
 # --- rules in the database ---------------------------------------------------------------------
 
+
 def record_rules(conn: psycopg.Connection, rules: list[Rule]) -> None:
     """Replace the recorded rules with `rules` (the acting dispatcher's command line)."""
     with conn.transaction():
         conn.execute(sql.query("rules_clear"), {})
         for rule in rules:
-            conn.execute(sql.query("rule_upsert"), {
-                "queue": rule.queue, "process_type": rule.process_type,
-                "max_quantity": rule.max_quantity, "jobs_per_dyno": rule.jobs_per_dyno,
-                "dyno_size": rule.dyno_size, "linger_s": rule.linger_s})
+            conn.execute(
+                sql.query("rule_upsert"),
+                {
+                    "queue": rule.queue,
+                    "process_type": rule.process_type,
+                    "max_quantity": rule.max_quantity,
+                    "jobs_per_dyno": rule.jobs_per_dyno,
+                    "dyno_size": rule.dyno_size,
+                    "linger_s": rule.linger_s,
+                },
+            )
         for process_type in {rule.process_type for rule in rules}:
             conn.execute(sql.query("formation_ensure"), {"process_type": process_type})
 
 
 def recorded_rules(conn: psycopg.Connection) -> list[Rule]:
     rows = conn.execute(sql.query("rules_all"), {}).fetchall()
-    return [Rule(queue, process_type, max_q, per, size, float(linger))
-            for queue, process_type, max_q, per, size, linger in rows]
+    return [
+        Rule(queue, process_type, max_q, per, size, float(linger))
+        for queue, process_type, max_q, per, size, linger in rows
+    ]
 
 
 def scaling_status(conn: psycopg.Connection) -> dict[str, dict[str, object]]:
     """Per process type: its rules, last known quantity, last API failure and last action."""
     types: dict[str, dict[str, object]] = {}
     for name, policy in scaling.policies(recorded_rules(conn)).items():
-        types[name] = {"queues": list(policy.queues), "max": policy.max_quantity,
-                       "per": dict(policy.per_queue), "size": policy.dyno_size,
-                       "linger_s": policy.linger_s, "quantity": None, "last_error": None,
-                       "last_error_at": None, "last_event": None}
+        types[name] = {
+            "queues": list(policy.queues),
+            "max": policy.max_quantity,
+            "per": dict(policy.per_queue),
+            "size": policy.dyno_size,
+            "linger_s": policy.linger_s,
+            "quantity": None,
+            "last_error": None,
+            "last_error_at": None,
+            "last_event": None,
+        }
     for name, quantity, _size, _known_at, error, error_at in conn.execute(
-            sql.query("formations_all"), {}).fetchall():
+        sql.query("formations_all"), {}
+    ).fetchall():
         if name in types:
-            types[name].update(quantity=quantity, last_error=error,
-                               last_error_at=error_at.isoformat() if error_at else None)
-    for row in conn.execute(sql.query("scale_events_recent"),
-                            {"process_type": None, "limit": 50}).fetchall():
+            types[name].update(
+                quantity=quantity,
+                last_error=error,
+                last_error_at=error_at.isoformat() if error_at else None,
+            )
+    for row in conn.execute(
+        sql.query("scale_events_recent"), {"process_type": None, "limit": 50}
+    ).fetchall():
         entry = types.get(row[2])
         if entry is not None and entry["last_event"] is None:
-            entry["last_event"] = {"at": row[1].isoformat(), "from": row[3], "to": row[4],
-                                   "reason": row[5], "actor": row[6], "outcome": row[7]}
+            entry["last_event"] = {
+                "at": row[1].isoformat(),
+                "from": row[3],
+                "to": row[4],
+                "reason": row[5],
+                "actor": row[6],
+                "outcome": row[7],
+            }
     return types
 
 
@@ -97,17 +125,28 @@ def describe_load(load: dict[str, Load]) -> str:
 
 # --- decisions ---------------------------------------------------------------------------------
 
+
 class Scaler:
     """Scales process types through `backend`, one locked decision at a time."""
 
-    def __init__(self, backend: FormationBackend, actor: str,
-                 pause_before_scale_down: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        backend: FormationBackend,
+        actor: str,
+        pause_before_scale_down: Callable[[], None] | None = None,
+    ) -> None:
         self.backend = backend
         self.actor = actor
         self._pause = pause_before_scale_down
 
-    def scale_up(self, conn: psycopg.Connection, policy: TypePolicy, trigger: str,
-                 refresh: bool = False, wait: bool = True) -> Decision | None:
+    def scale_up(
+        self,
+        conn: psycopg.Connection,
+        policy: TypePolicy,
+        trigger: str,
+        refresh: bool = False,
+        wait: bool = True,
+    ) -> Decision | None:
         """Raise the type's quantity to what its queues need; None when nothing to do.
 
         refresh=True re-reads the formation from the platform first (a dispatcher that just
@@ -124,11 +163,9 @@ class Scaler:
             target = scaling.scale_up_target(policy, load, current)
             if target is None:
                 return None
-            return self._apply(conn, policy, current, target,
-                               f"{trigger}: {describe_load(load)}")
+            return self._apply(conn, policy, current, target, f"{trigger}: {describe_load(load)}")
 
-    def scale_to_zero(self, conn: psycopg.Connection, policy: TypePolicy,
-                      idle_s: float) -> bool:
+    def scale_to_zero(self, conn: psycopg.Connection, policy: TypePolicy, idle_s: float) -> bool:
         """Scale the type to zero if none of its queues has a job ready or running.
 
         Returns True when the type is at zero afterwards (scaled now, or already). Never waits
@@ -149,16 +186,21 @@ class Scaler:
                 return True
             if self._pause is not None:
                 self._pause()
-            decision = self._apply(conn, policy, current, 0,
-                                   f"queues drained ({', '.join(policy.queues)}), "
-                                   f"idle {idle_s:.1f}s")
+            decision = self._apply(
+                conn,
+                policy,
+                current,
+                0,
+                f"queues drained ({', '.join(policy.queues)}), idle {idle_s:.1f}s",
+            )
         self.scale_up(conn, policy, "job arrived during scale-down", wait=False)
         return decision.ok
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _lock(self, conn: psycopg.Connection, process_type: str,
-              wait: bool = True) -> tuple[int | None, float | None] | None:
+    def _lock(
+        self, conn: psycopg.Connection, process_type: str, wait: bool = True
+    ) -> tuple[int | None, float | None] | None:
         """Lock the type's row: (recorded quantity, its age in s), or None if it is held by
         another process and wait is False."""
         statement = sql.query("formation_lock" if wait else "formation_try_lock")
@@ -166,14 +208,22 @@ class Scaler:
         row = conn.execute(statement, {"process_type": process_type}).fetchone()
         return None if row is None else (row[0], row[2])
 
-    def _current(self, conn: psycopg.Connection, policy: TypePolicy, quantity: int | None,
-                 known_age: float | None, load: dict[str, Load]) -> int | None:
+    def _current(
+        self,
+        conn: psycopg.Connection,
+        policy: TypePolicy,
+        quantity: int | None,
+        known_age: float | None,
+        load: dict[str, Load],
+    ) -> int | None:
         """The type's quantity: as last recorded, re-read from the platform when unknown or
         when ready jobs have waited long enough to doubt it."""
-        waiting = max((entry.oldest_ready_age_s for entry in load.values() if entry.ready),
-                      default=0.0)
-        doubtful = (waiting > REFRESH_AFTER_S and known_age is not None
-                    and known_age > REFRESH_AFTER_S)
+        waiting = max(
+            (entry.oldest_ready_age_s for entry in load.values() if entry.ready), default=0.0
+        )
+        doubtful = (
+            waiting > REFRESH_AFTER_S and known_age is not None and known_age > REFRESH_AFTER_S
+        )
         if quantity is not None and not doubtful:
             return quantity
         try:
@@ -181,13 +231,24 @@ class Scaler:
         except FormationError as exc:
             self._record_error(conn, policy.process_type, exc)
             return quantity
-        conn.execute(sql.query("formation_set"), {
-            "process_type": policy.process_type, "quantity": formation.quantity,
-            "dyno_size": formation.size})
+        conn.execute(
+            sql.query("formation_set"),
+            {
+                "process_type": policy.process_type,
+                "quantity": formation.quantity,
+                "dyno_size": formation.size,
+            },
+        )
         return formation.quantity
 
-    def _apply(self, conn: psycopg.Connection, policy: TypePolicy, current: int | None,
-               target: int, reason: str) -> Decision:
+    def _apply(
+        self,
+        conn: psycopg.Connection,
+        policy: TypePolicy,
+        current: int | None,
+        target: int,
+        reason: str,
+    ) -> Decision:
         started = time.monotonic()
         request_id = None
         try:
@@ -197,21 +258,46 @@ class Scaler:
             self._record_error(conn, policy.process_type, exc)
         else:
             ok, outcome, request_id = True, "ok", formation.request_id
-            conn.execute(sql.query("formation_set"), {
-                "process_type": policy.process_type, "quantity": formation.quantity,
-                "dyno_size": formation.size})
+            conn.execute(
+                sql.query("formation_set"),
+                {
+                    "process_type": policy.process_type,
+                    "quantity": formation.quantity,
+                    "dyno_size": formation.size,
+                },
+            )
         duration_ms = round((time.monotonic() - started) * 1000, 1)
-        conn.execute(sql.query("scale_event_insert"), {
-            "process_type": policy.process_type, "from_quantity": current,
-            "to_quantity": target, "reason": reason, "actor": self.actor, "outcome": outcome,
-            "request_id": request_id, "duration_ms": duration_ms})
-        log_event(log, "scale", logging.INFO if ok else logging.ERROR,
-                  type=policy.process_type, **{"from": current}, to=target, reason=reason,
-                  actor=self.actor, outcome=outcome, request_id=request_id,
-                  duration_ms=duration_ms)
+        conn.execute(
+            sql.query("scale_event_insert"),
+            {
+                "process_type": policy.process_type,
+                "from_quantity": current,
+                "to_quantity": target,
+                "reason": reason,
+                "actor": self.actor,
+                "outcome": outcome,
+                "request_id": request_id,
+                "duration_ms": duration_ms,
+            },
+        )
+        log_event(
+            log,
+            "scale",
+            logging.INFO if ok else logging.ERROR,
+            type=policy.process_type,
+            **{"from": current},
+            to=target,
+            reason=reason,
+            actor=self.actor,
+            outcome=outcome,
+            request_id=request_id,
+            duration_ms=duration_ms,
+        )
         return Decision(policy.process_type, current, target, reason, ok, outcome)
 
-    def _record_error(self, conn: psycopg.Connection, process_type: str,
-                      exc: FormationError) -> None:
-        conn.execute(sql.query("formation_set_error"),
-                     {"process_type": process_type, "error": str(exc)})
+    def _record_error(
+        self, conn: psycopg.Connection, process_type: str, exc: FormationError
+    ) -> None:
+        conn.execute(
+            sql.query("formation_set_error"), {"process_type": process_type, "error": str(exc)}
+        )

@@ -60,8 +60,10 @@ def parse_rule(text: str, default_linger: float = DEFAULT_LINGER) -> Rule:
     queue, sep, process_type = head.partition("=")
     queue, process_type = queue.strip(), process_type.strip()
     if not sep or not queue or not _NAME.match(process_type):
-        raise ConfigError(f"--scale {text!r}: write QUEUE=TYPE[,max=N][,per=N]"
-                          f"[,size=NAME][,linger=SECONDS], {example}")
+        raise ConfigError(
+            f"--scale {text!r}: write QUEUE=TYPE[,max=N][,per=N]"
+            f"[,size=NAME][,linger=SECONDS], {example}"
+        )
     values: dict[str, object] = {"linger_s": default_linger}
     for option in filter(None, (part.strip() for part in options.split(","))):
         key, sep, value = option.partition("=")
@@ -77,8 +79,9 @@ def parse_rule(text: str, default_linger: float = DEFAULT_LINGER) -> Rule:
             elif key == "linger":
                 values["linger_s"] = parse_duration(value, "linger")
             else:
-                raise ConfigError(f"--scale {text!r}: unknown option {key!r} "
-                                  "(known: max, per, size, linger)")
+                raise ConfigError(
+                    f"--scale {text!r}: unknown option {key!r} (known: max, per, size, linger)"
+                )
         except ValueError:
             raise ConfigError(f"--scale {text!r}: {key} must be a whole number") from None
     return Rule(queue=queue, process_type=process_type, **values)  # type: ignore[arg-type]
@@ -103,8 +106,10 @@ def policies(rules: Iterable[Rule]) -> dict[str, TypePolicy]:
     for process_type, group in by_type.items():
         sizes = {rule.dyno_size for rule in group if rule.dyno_size}
         if len(sizes) > 1:
-            raise ConfigError(f"queues mapped to {process_type!r} ask for different sizes "
-                              f"({', '.join(sorted(sizes))}): a process type has one size")
+            raise ConfigError(
+                f"queues mapped to {process_type!r} ask for different sizes "
+                f"({', '.join(sorted(sizes))}): a process type has one size"
+            )
         result[process_type] = TypePolicy(
             process_type=process_type,
             queues=tuple(rule.queue for rule in group),
@@ -131,8 +136,9 @@ def wanted(policy: TypePolicy, load: Mapping[str, Load]) -> int:
     return max(1, min(policy.max_quantity, math.ceil(dynos)))
 
 
-def scale_up_target(policy: TypePolicy, load: Mapping[str, Load],
-                    current: int | None) -> int | None:
+def scale_up_target(
+    policy: TypePolicy, load: Mapping[str, Load], current: int | None
+) -> int | None:
     """The quantity the dispatcher should set, or None to leave the formation alone.
 
     The dispatcher only ever scales up: lowering a type to a smaller non-zero number would let

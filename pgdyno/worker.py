@@ -47,8 +47,14 @@ def worker_id(dyno: str | None = None) -> str:
 class Worker:
     """Runs jobs from `queues` until stopped (or, in burst mode, until they are drained)."""
 
-    def __init__(self, settings: Settings, queues: Sequence[str], *, burst: bool = False,
-                 idle_callback: IdleCallback | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        queues: Sequence[str],
+        *,
+        burst: bool = False,
+        idle_callback: IdleCallback | None = None,
+    ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
         self.settings = settings
@@ -67,8 +73,10 @@ class Worker:
         self._failed: list[Outcome] = []
         self._wakeup = Wakeup()
         self._pool = ExecutorPool(
-            settings.concurrency, self._wakeup,
-            bind=lambda: execution.bind_thread(self.id, self._dsn, self._set_progress))
+            settings.concurrency,
+            self._wakeup,
+            bind=lambda: execution.bind_thread(self.id, self._dsn, self._set_progress),
+        )
         self._outcomes = self._pool.outcomes
         self._claim_due = True
         self._next_poll = 0.0
@@ -98,9 +106,15 @@ class Worker:
         def handle(signum: int, _frame: FrameType | None) -> None:
             name = signal.Signals(signum).name
             again = self._stopping.is_set()
-            log_event(log, "shutdown_requested", signal=name, worker=self.id,
-                      running=len(self._running), grace_s=self.settings.grace,
-                      immediate=again and signum == signal.SIGINT)
+            log_event(
+                log,
+                "shutdown_requested",
+                signal=name,
+                worker=self.id,
+                running=len(self._running),
+                grace_s=self.settings.grace,
+                immediate=again and signum == signal.SIGINT,
+            )
             self.stop(immediate=again and signum == signal.SIGINT)
 
         signal.signal(signal.SIGTERM, handle)
@@ -110,8 +124,14 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped; returns the process exit code (0 on a clean stop)."""
-        log_event(log, "worker_started", worker=self.id, queues=",".join(self.queues),
-                  concurrency=self.settings.concurrency, burst=self.burst)
+        log_event(
+            log,
+            "worker_started",
+            worker=self.id,
+            queues=",".join(self.queues),
+            concurrency=self.settings.concurrency,
+            burst=self.burst,
+        )
         self._pool.start()
         try:
             while True:
@@ -124,8 +144,14 @@ class Worker:
                 except db.CONFLICTS as exc:
                     self._after_conflict(exc)
                 except psycopg.OperationalError as exc:
-                    log_event(log, "db_connection_lost", logging.WARNING, worker=self.id,
-                              error=db.first_line(exc), running=len(self._running))
+                    log_event(
+                        log,
+                        "db_connection_lost",
+                        logging.WARNING,
+                        worker=self.id,
+                        error=db.first_line(exc),
+                        running=len(self._running),
+                    )
                     self._disconnect()
         finally:
             self._disconnect()
@@ -174,8 +200,11 @@ class Worker:
             self._heartbeat()
         if self._progress:
             self._write_progress()
-        more_to_claim = (self._claim_due and not self._stopping.is_set()
-                         and len(self._running) < self.settings.concurrency)
+        more_to_claim = (
+            self._claim_due
+            and not self._stopping.is_set()
+            and len(self._running) < self.settings.concurrency
+        )
         if not self._outcomes and not more_to_claim:
             self._sleep()
         return False
@@ -192,8 +221,14 @@ class Worker:
         reconnecting would only cost time.
         """
         self._conflicts += 1
-        log_event(log, "db_conflict", logging.DEBUG, worker=self.id, attempt=self._conflicts,
-                  error=db.first_line(exc))
+        log_event(
+            log,
+            "db_conflict",
+            logging.DEBUG,
+            worker=self.id,
+            attempt=self._conflicts,
+            error=db.first_line(exc),
+        )
         if self._conflicts > 1:
             self._pause(backoff.delay(self._conflicts - 1, 0.01, 1.0))
 
@@ -203,8 +238,13 @@ class Worker:
             return []
         assert self._conn is not None
         claimed = queue.complete_and_claim(
-            self._conn, worker=self.id, queues=self.queues, limit=limit,
-            lease=self.settings.lease, done=self._done)
+            self._conn,
+            worker=self.id,
+            queues=self.queues,
+            limit=limit,
+            lease=self.settings.lease,
+            done=self._done,
+        )
         self._vacuum.finished(len(self._done))
         self._done = []
         if claimed:
@@ -222,19 +262,32 @@ class Worker:
             job = outcome.job
             retry_in = None
             if outcome.retryable and job.attempts < job.max_attempts:
-                retry_in = backoff.delay(job.attempts, self.settings.retry_base,
-                                         self.settings.retry_max)
-            state = queue.fail(self._conn, worker=self.id, job_id=job.id,
-                               error=outcome.error or "", retry_in=retry_in)
+                retry_in = backoff.delay(
+                    job.attempts, self.settings.retry_base, self.settings.retry_max
+                )
+            state = queue.fail(
+                self._conn,
+                worker=self.id,
+                job_id=job.id,
+                error=outcome.error or "",
+                retry_in=retry_in,
+            )
             self._failed.pop(0)
             first_line = outcome.error.splitlines()[0] if outcome.error else ""
             retrying = state == "ready" and retry_in is not None
-            log_event(log, "job_retry" if retrying else "job_failed",
-                      logging.INFO if retrying else logging.WARNING,
-                      job=job.id, task=job.task, queue=job.queue, attempt=job.attempts,
-                      max_attempts=job.max_attempts,
-                      retry_in_s=round(retry_in, 3) if retrying and retry_in else None,
-                      duration_ms=round(outcome.duration_s * 1000, 1), error=first_line)
+            log_event(
+                log,
+                "job_retry" if retrying else "job_failed",
+                logging.INFO if retrying else logging.WARNING,
+                job=job.id,
+                task=job.task,
+                queue=job.queue,
+                attempt=job.attempts,
+                max_attempts=job.max_attempts,
+                retry_in_s=round(retry_in, 3) if retrying and retry_in else None,
+                duration_ms=round(outcome.duration_s * 1000, 1),
+                error=first_line,
+            )
 
     def _poll(self, now: float) -> None:
         """The safety net: rescue expired leases and claim even without a notification."""
@@ -242,8 +295,15 @@ class Worker:
         self._next_poll = now + self.settings.poll_interval
         self._claim_due = True
         for job in queue.rescue_expired(self._conn):
-            log_event(log, "job_rescued", logging.WARNING, job=job["id"], queue=job["queue"],
-                      status=job["status"], error=job["error"])
+            log_event(
+                log,
+                "job_rescued",
+                logging.WARNING,
+                job=job["id"],
+                queue=job["queue"],
+                status=job["status"],
+                error=job["error"],
+            )
 
     def _heartbeat(self) -> None:
         assert self._conn is not None
@@ -271,8 +331,9 @@ class Worker:
         released = queue.release(self._conn, worker=self.id, ids=list(self._running))
         for job_id in released:
             job = self._running[job_id]
-            log_event(log, "job_handed_back", job=job_id, task=job.task, queue=job.queue,
-                      worker=self.id)
+            log_event(
+                log, "job_handed_back", job=job_id, task=job.task, queue=job.queue, worker=self.id
+            )
         self._running.clear()
 
     def _read_notifications(self) -> None:
@@ -340,8 +401,14 @@ class Worker:
                 return True
             except (psycopg.OperationalError, db.DatabaseUnavailable) as exc:
                 self._disconnect()
-                log_event(log, "db_unavailable", logging.WARNING, worker=self.id,
-                          attempt=attempt, error=db.first_line(exc))
+                log_event(
+                    log,
+                    "db_unavailable",
+                    logging.WARNING,
+                    worker=self.id,
+                    attempt=attempt,
+                    error=db.first_line(exc),
+                )
         return False
 
     def _give_up_connecting(self) -> bool:
@@ -365,8 +432,9 @@ class Worker:
         if attempt > 1 or self._running or self._done:
             keep = [*self._running, *(job_id for job_id, _ in self._done)]
             released = queue.release(self._conn, worker=self.id, ids=None, keep=keep)
-            log_event(log, "db_reconnected", worker=self.id, attempt=attempt,
-                      released=len(released))
+            log_event(
+                log, "db_reconnected", worker=self.id, attempt=attempt, released=len(released)
+            )
         self._claim_due = True
         self._next_poll = 0.0
 
@@ -388,7 +456,14 @@ class Worker:
                 continue  # handed back already
             if outcome.error is None:
                 self._done.append((job.id, outcome.result))
-                log_event(log, "job_done", job=job.id, task=job.task, queue=job.queue,
-                          attempt=job.attempts, duration_ms=round(outcome.duration_s * 1000, 1))
+                log_event(
+                    log,
+                    "job_done",
+                    job=job.id,
+                    task=job.task,
+                    queue=job.queue,
+                    attempt=job.attempts,
+                    duration_ms=round(outcome.duration_s * 1000, 1),
+                )
             else:
                 self._failed.append(outcome)

@@ -35,9 +35,10 @@ def pg_admin_url() -> Iterator[str]:
         return
     from pgdyno.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="pgdyno-test-")) / "pg",
-                              settings={"fsync": "off", "synchronous_commit": "off",
-                                        "full_page_writes": "off"})
+    server = EmbeddedPostgres(
+        Path(tempfile.mkdtemp(prefix="pgdyno-test-")) / "pg",
+        settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+    )
     try:
         yield server.start()
     finally:
@@ -85,5 +86,6 @@ def effects(conn: psycopg.Connection) -> psycopg.Connection:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS test_effects (id bigserial PRIMARY KEY, kind text NOT NULL,"
         " job_key text NOT NULL, pid int NOT NULL, extra jsonb,"
-        " at timestamptz NOT NULL DEFAULT clock_timestamp())")
+        " at timestamptz NOT NULL DEFAULT clock_timestamp())"
+    )
     return conn

@@ -16,8 +16,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-ERROR_IDS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 422: "invalid_params",
-             429: "rate_limit", 500: "internal_server_error", 503: "service_unavailable"}
+ERROR_IDS = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    422: "invalid_params",
+    429: "rate_limit",
+    500: "internal_server_error",
+    503: "service_unavailable",
+}
 
 
 @dataclass
@@ -38,13 +45,19 @@ class Scripted:
 class FakeHeroku(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, app: str = "my-app", token: str = "secret-token-123",
-                 types: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: str = "my-app",
+        token: str = "secret-token-123",
+        types: dict[str, int] | None = None,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.app = app
         self.token = token
-        self.formations = {name: {"quantity": q, "size": "standard-1X"}
-                           for name, q in (types or {"winston": 0}).items()}
+        self.formations = {
+            name: {"quantity": q, "size": "standard-1X"}
+            for name, q in (types or {"winston": 0}).items()
+        }
         self.requests: list[Recorded] = []
         self.script: deque[Scripted] = deque()
         self.remaining = 4500
@@ -108,11 +121,18 @@ class _Handler(BaseHTTPRequestHandler):
             formation["quantity"] = quantity
             if body and "dyno_size" in body:
                 formation["size"] = body["dyno_size"]["name"]
-        self._send(200, {"type": parts[3], "quantity": formation["quantity"],
-                         "size": formation["size"],
-                         "dyno_size": {"id": str(uuid.uuid4()), "name": formation["size"]},
-                         "app": {"name": server.app, "id": str(uuid.uuid4())},
-                         "command": "pgdyno worker", "id": str(uuid.uuid4())})
+        self._send(
+            200,
+            {
+                "type": parts[3],
+                "quantity": formation["quantity"],
+                "size": formation["size"],
+                "dyno_size": {"id": str(uuid.uuid4()), "name": formation["size"]},
+                "app": {"name": server.app, "id": str(uuid.uuid4())},
+                "command": "pgdyno worker",
+                "id": str(uuid.uuid4()),
+            },
+        )
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, {"id": ERROR_IDS.get(status, "error"), "message": message}, headers)

@@ -24,8 +24,12 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.02,
-               message: str = "condition") -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 15.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> T:
     """Poll `predicate` until it returns something truthy; fail the test after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -56,11 +60,15 @@ class PgdynoProcess:
     def __init__(self, args: Sequence[str], database_url: str, **env: str) -> None:
         self.args = list(args)
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the process
-            prefix="pgdyno-proc-", suffix=".log", delete=False)
+            prefix="pgdyno-proc-", suffix=".log", delete=False
+        )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pgdyno", *self.args],
-            env=pgdyno_env(database_url, **env), stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=REPO_DIR, start_new_session=True,
+            env=pgdyno_env(database_url, **env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_DIR,
+            start_new_session=True,
         )
 
     @property
@@ -71,8 +79,11 @@ class PgdynoProcess:
         return Path(self._log.name).read_text(errors="replace")
 
     def wait_for_output(self, text: str, timeout: float = 15.0) -> str:
-        return wait_until(lambda: text in self.output() and self.output(), timeout,
-                          message=f"{text!r} in the output of pgdyno {' '.join(self.args)}")
+        return wait_until(
+            lambda: text in self.output() and self.output(),
+            timeout,
+            message=f"{text!r} in the output of pgdyno {' '.join(self.args)}",
+        )
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
@@ -88,7 +99,8 @@ class PgdynoProcess:
         except subprocess.TimeoutExpired:
             raise AssertionError(
                 f"pgdyno {' '.join(self.args)} still running after {timeout}s; output:\n"
-                + self.output()[-3000:]) from None
+                + self.output()[-3000:]
+            ) from None
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -104,9 +116,15 @@ class PgdynoProcess:
         self.close()
 
 
-def worker(database_url: str, *queues: str, concurrency: int = 1, burst: bool = False,
-           imports: Sequence[str] = ("sample_tasks",), extra: Sequence[str] = (),
-           **env: str) -> PgdynoProcess:
+def worker(
+    database_url: str,
+    *queues: str,
+    concurrency: int = 1,
+    burst: bool = False,
+    imports: Sequence[str] = ("sample_tasks",),
+    extra: Sequence[str] = (),
+    **env: str,
+) -> PgdynoProcess:
     """Start `pgdyno worker` on `queues` (importing the sample tasks by default)."""
     args = ["worker", "--concurrency", str(concurrency)]
     for queue in queues:
@@ -120,20 +138,26 @@ def worker(database_url: str, *queues: str, concurrency: int = 1, burst: bool = 
 
 # --- reading the queue's state ----------------------------------------------------------------
 
+
 def job_row(conn: Any, job_id: int) -> dict[str, Any]:
     """Everything about one job, as a dict (straight from pgdyno.jobs)."""
     cur = conn.cursor(row_factory=dict_row)
-    row = cur.execute("SELECT *, status::text AS status FROM pgdyno.jobs WHERE id = %s",
-                      (job_id,)).fetchone()
+    row = cur.execute(
+        "SELECT *, status::text AS status FROM pgdyno.jobs WHERE id = %s", (job_id,)
+    ).fetchone()
     assert row is not None, f"job {job_id} does not exist"
     return row
 
 
-def wait_for_status(conn: Any, job_id: int, *statuses: str, timeout: float = 15.0
-                    ) -> dict[str, Any]:
+def wait_for_status(
+    conn: Any, job_id: int, *statuses: str, timeout: float = 15.0
+) -> dict[str, Any]:
     """Wait until the job is in one of `statuses`; returns its row."""
-    return wait_until(lambda: (row := job_row(conn, job_id))["status"] in statuses and row,
-                      timeout, message=f"job {job_id} to be {' or '.join(statuses)}")
+    return wait_until(
+        lambda: (row := job_row(conn, job_id))["status"] in statuses and row,
+        timeout,
+        message=f"job {job_id} to be {' or '.join(statuses)}",
+    )
 
 
 def effects_of(conn: Any, key: str, kind: str | None = None) -> list[dict[str, Any]]:
@@ -141,7 +165,9 @@ def effects_of(conn: Any, key: str, kind: str | None = None) -> list[dict[str, A
     cur = conn.cursor(row_factory=dict_row)
     return cur.execute(
         "SELECT * FROM test_effects WHERE job_key = %s AND (%s::text IS NULL OR kind = %s)"
-        " ORDER BY id", (key, kind, kind)).fetchall()
+        " ORDER BY id",
+        (key, kind, kind),
+    ).fetchall()
 
 
 def open_gate(conn: Any, key: str) -> None:
@@ -151,10 +177,15 @@ def open_gate(conn: Any, key: str) -> None:
 
 def wait_for_listeners(conn: Any, count: int, timeout: float = 15.0) -> None:
     """Wait until `count` workers LISTEN on this database (so none can miss a notification)."""
-    wait_until(lambda: conn.execute(
-        "SELECT count(*) >= %s FROM pg_stat_activity WHERE datname = current_database()"
-        " AND application_name LIKE 'pgdyno listen %%' AND query LIKE 'LISTEN%%'",
-        (count,)).fetchone()[0], timeout, message=f"{count} listening workers")
+    wait_until(
+        lambda: conn.execute(
+            "SELECT count(*) >= %s FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name LIKE 'pgdyno listen %%' AND query LIKE 'LISTEN%%'",
+            (count,),
+        ).fetchone()[0],
+        timeout,
+        message=f"{count} listening workers",
+    )
 
 
 def cpu_seconds(pid: int) -> float:

@@ -34,9 +34,20 @@ def psql_copy(database_url: str, query: str) -> bytes:
     """What `psql -c "\\copy (query) to stdout csv header"` writes, byte for byte."""
     one_line = " ".join(query.split("\n"))
     done = subprocess.run(
-        [psql_binary(), "-X", "-q", "-v", "ON_ERROR_STOP=1", database_url,
-         "-c", f"\\copy ({one_line}) to stdout csv header"],
-        capture_output=True, check=False, timeout=120)
+        [
+            psql_binary(),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            database_url,
+            "-c",
+            f"\\copy ({one_line}) to stdout csv header",
+        ],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout
 

@@ -60,8 +60,8 @@ def _thread_connection() -> psycopg.Connection:
 def touch(key: str) -> None:
     """The cheapest side effect that can be counted: one row in test_effects."""
     _thread_connection().execute(
-        "INSERT INTO test_effects (kind, job_key, pid) VALUES ('touch', %s, %s)",
-        (key, os.getpid()))
+        "INSERT INTO test_effects (kind, job_key, pid) VALUES ('touch', %s, %s)", (key, os.getpid())
+    )
 
 
 @pgdyno.task("gate")
@@ -80,8 +80,11 @@ def gate(key: str) -> dict[str, object]:
 def _gate_is_open(key: str) -> bool:
     """Whether the test opened the gate; False while Postgres is unreachable (a restart test)."""
     try:
-        return bool(_thread_connection().execute(
-            "SELECT 1 FROM test_effects WHERE kind = 'open' AND job_key = %s", (key,)).fetchone())
+        return bool(
+            _thread_connection()
+            .execute("SELECT 1 FROM test_effects WHERE kind = 'open' AND job_key = %s", (key,))
+            .fetchone()
+        )
     except psycopg.OperationalError:
         _local.conn = None
         return False
@@ -91,8 +94,13 @@ def _gate_is_open(key: str) -> bool:
 def whoami() -> dict[str, object]:
     """What current_job() tells a running task."""
     job = pgdyno.current_job()
-    return {"id": job.id, "queue": job.queue, "task": job.task, "attempt": job.attempt,
-            "max_attempts": job.max_attempts}
+    return {
+        "id": job.id,
+        "queue": job.queue,
+        "task": job.task,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+    }
 
 
 @pgdyno.task("not_a_number")

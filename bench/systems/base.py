@@ -112,8 +112,11 @@ def venv_bin(name: str) -> str:
 
 def child_env(url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for worker processes: the database, the repo importable, no stray config."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PGDYNO_", "PROCRASTINATE_", "PGQUEUER_", "HEROKU_", "PG"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PGDYNO_", "PROCRASTINATE_", "PGQUEUER_", "HEROKU_", "PG"))
+    }
     env.pop("DYNO", None)
     env.pop("DATABASE_URL", None)
     env.update({"BENCH_DATABASE_URL": url, "PYTHONPATH": str(REPO_DIR), **(extra or {})})

@@ -13,8 +13,9 @@ from bench.systems.procrastinate import Procrastinate
 NAMES = ("pgdyno", "pgqueuer", "procrastinate", "pgbench-1", "pgbench-100")
 
 
-def build(server: BenchServer, names: tuple[str, ...] = NAMES,
-          pgdyno_concurrency: int = DRAIN_CONCURRENCY) -> list[Any]:
+def build(
+    server: BenchServer, names: tuple[str, ...] = NAMES, pgdyno_concurrency: int = DRAIN_CONCURRENCY
+) -> list[Any]:
     """The systems called `names` (unknown names are an error)."""
     unknown = set(names) - set(NAMES)
     if unknown:

@@ -40,14 +40,17 @@ class Pgbench:
         self.name = f"pgbench-{batch}"
 
     def version(self) -> str:
-        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
-                             check=False).stdout
+        out = subprocess.run(
+            [self.binary, "--version"], capture_output=True, text=True, check=False
+        ).stdout
         return out.strip().split()[-1] if out else "?"
 
     def describe(self) -> dict[str, object]:
-        return {"scripts": f"bench/sql/limit_enqueue_{self.batch}.sql, "
-                           f"bench/sql/limit_drain_{self.batch}.sql",
-                "mode": "pgbench -M prepared, one client per worker process"}
+        return {
+            "scripts": f"bench/sql/limit_enqueue_{self.batch}.sql, "
+            f"bench/sql/limit_drain_{self.batch}.sql",
+            "mode": "pgbench -M prepared, one client per worker process",
+        }
 
     def install(self, url: str) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -55,8 +58,11 @@ class Pgbench:
 
     def prefill(self, url: str, count: int) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("INSERT INTO limit_jobs (queue, task, args)"
-                         " SELECT 'bench', 'noop', '{}' FROM generate_series(1, %s)", (count,))
+            conn.execute(
+                "INSERT INTO limit_jobs (queue, task, args)"
+                " SELECT 'bench', 'noop', '{}' FROM generate_series(1, %s)",
+                (count,),
+            )
 
     def pending(self, url: str) -> int:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -70,14 +76,27 @@ class Pgbench:
         scripts = jobs // self.batch
         if scripts % clients:
             raise ValueError(f"{jobs} jobs do not split evenly over {clients} clients")
-        argv = [self.binary, "--no-vacuum", "-M", "prepared",
-                "-f", str(SQL_DIR / f"limit_{script}_{self.batch}.sql"),
-                "-c", str(clients), "-j", str(clients), "-t", str(scripts // clients), url]
+        argv = [
+            self.binary,
+            "--no-vacuum",
+            "-M",
+            "prepared",
+            "-f",
+            str(SQL_DIR / f"limit_{script}_{self.batch}.sql"),
+            "-c",
+            str(clients),
+            "-j",
+            str(clients),
+            "-t",
+            str(scripts // clients),
+            url,
+        ]
         started = time.perf_counter()
         result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
         wall = time.perf_counter() - started
         match = _TPS.search(result.stdout)
         if result.returncode != 0 or match is None:
-            raise RuntimeError(f"pgbench failed ({result.returncode}): "
-                               f"{(result.stderr or result.stdout)[-800:]}")
+            raise RuntimeError(
+                f"pgbench failed ({result.returncode}): {(result.stderr or result.stdout)[-800:]}"
+            )
         return PgbenchRun(jobs, wall, float(match.group(1)) * self.batch)

@@ -51,8 +51,10 @@ class PgdynoProducer:
         if len(keys) == 1:
             pgdyno.enqueue(self.conn, STAMP, {"key": keys[0]}, queue=QUEUE)
         else:
-            pgdyno.enqueue_many(self.conn, [
-                pgdyno.JobSpec(task=STAMP, args={"key": key}, queue=QUEUE) for key in keys])
+            pgdyno.enqueue_many(
+                self.conn,
+                [pgdyno.JobSpec(task=STAMP, args={"key": key}, queue=QUEUE) for key in keys],
+            )
         return time.time()
 
     def close(self) -> None:
@@ -70,13 +72,19 @@ class Pgdyno:
         return version("pgdyno")
 
     def describe(self) -> dict[str, object]:
-        return {"worker": f"pgdyno worker --concurrency {self.concurrency} (drain, 1 queue)",
-                "log_level": "WARNING (per-job INFO lines off, as for every system)",
-                "enqueue": "pgdyno.enqueue (INSERT); bulk: pgdyno.enqueue_many (binary COPY)"}
+        return {
+            "worker": f"pgdyno worker --concurrency {self.concurrency} (drain, 1 queue)",
+            "log_level": "WARNING (per-job INFO lines off, as for every system)",
+            "enqueue": "pgdyno.enqueue (INSERT); bulk: pgdyno.enqueue_many (binary COPY)",
+        }
 
     def install(self, url: str) -> None:
-        subprocess.run([venv_bin("pgdyno"), "migrate", "--database-url", url], check=True,
-                       capture_output=True, env=child_env(url))
+        subprocess.run(
+            [venv_bin("pgdyno"), "migrate", "--database-url", url],
+            check=True,
+            capture_output=True,
+            env=child_env(url),
+        )
 
     def prefill(self, url: str, count: int) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -86,9 +94,16 @@ class Pgdyno:
         return PgdynoProducer(psycopg.connect(url, autocommit=True))
 
     def worker(self, url: str, *, drain: bool, concurrency: int | None = None) -> WorkerCommand:
-        argv = [venv_bin("pgdyno"), "worker", "--queue", QUEUE,
-                "--import", "bench.systems.pgdyno_tasks",
-                "--concurrency", str(concurrency or self.concurrency)]
+        argv = [
+            venv_bin("pgdyno"),
+            "worker",
+            "--queue",
+            QUEUE,
+            "--import",
+            "bench.systems.pgdyno_tasks",
+            "--concurrency",
+            str(concurrency or self.concurrency),
+        ]
         if drain:
             argv.append("--burst")
         return WorkerCommand(argv, {"DATABASE_URL": url, "PGDYNO_LOG_LEVEL": "WARNING"})
@@ -102,7 +117,9 @@ class Pgdyno:
                 "SELECT count(*), extract(epoch FROM min(finished_at))::float8,"
                 "       extract(epoch FROM max(finished_at))::float8"
                 "  FROM pgdyno.jobs_finished WHERE status = 'done'"
-                "   AND finished_at >= to_timestamp(%s)", (since,)).fetchone()  # type: ignore[misc]
+                "   AND finished_at >= to_timestamp(%s)",
+                (since,),
+            ).fetchone()  # type: ignore[misc]
         return Completions(int(count), first, last)
 
     def hot_table(self) -> str:

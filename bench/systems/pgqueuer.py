@@ -50,6 +50,7 @@ class PgqueuerProducer:
             for _ in range(count):
                 await self.queries.enqueue(NOOP, None)
             return time.perf_counter() - started
+
         return self._run(go())
 
     def bulk(self, count: int) -> float:
@@ -58,6 +59,7 @@ class PgqueuerProducer:
             started = time.perf_counter()
             await self.queries.enqueue(entrypoints, payloads, priorities)  # type: ignore[arg-type]
             return time.perf_counter() - started
+
         return self._run(go())
 
     def stamped(self, keys: Sequence[int]) -> float:
@@ -65,9 +67,13 @@ class PgqueuerProducer:
             if len(keys) == 1:
                 await self.queries.enqueue(STAMP, str(keys[0]).encode())
             else:
-                await self.queries.enqueue([STAMP] * len(keys),  # type: ignore[arg-type]
-                                           [str(key).encode() for key in keys], [0] * len(keys))
+                await self.queries.enqueue(
+                    [STAMP] * len(keys),  # type: ignore[arg-type]
+                    [str(key).encode() for key in keys],
+                    [0] * len(keys),
+                )
             return time.time()
+
         return self._run(go())
 
     def close(self) -> None:
@@ -83,13 +89,19 @@ class Pgqueuer:
         return version("pgqueuer")
 
     def describe(self) -> dict[str, object]:
-        return {"worker": "pgqueuer.run(factory) on uvloop, as `pgq run` does (AsyncpgDriver, "
-                          "default batch size 10)",
-                "enqueue": "Queries.enqueue (one INSERT ... unnest; lists for bulk)"}
+        return {
+            "worker": "pgqueuer.run(factory) on uvloop, as `pgq run` does (AsyncpgDriver, "
+            "default batch size 10)",
+            "enqueue": "Queries.enqueue (one INSERT ... unnest; lists for bulk)",
+        }
 
     def install(self, url: str) -> None:
-        subprocess.run([venv_bin("pgq"), "--pg-dsn", url, "install"], check=True,
-                       capture_output=True, env=child_env(url))
+        subprocess.run(
+            [venv_bin("pgq"), "--pg-dsn", url, "install"],
+            check=True,
+            capture_output=True,
+            env=child_env(url),
+        )
 
     def prefill(self, url: str, count: int) -> None:
         producer = PgqueuerProducer(url)
@@ -116,7 +128,9 @@ class Pgqueuer:
                 "SELECT count(*), extract(epoch FROM min(created))::float8,"
                 "       extract(epoch FROM max(created))::float8"
                 "  FROM pgqueuer_log WHERE status = 'successful'"
-                "   AND created >= to_timestamp(%s)", (since,)).fetchone()  # type: ignore[misc]
+                "   AND created >= to_timestamp(%s)",
+                (since,),
+            ).fetchone()  # type: ignore[misc]
         return Completions(int(count), first, last)
 
     def hot_table(self) -> str:

@@ -43,6 +43,7 @@ class ProcrastinateProducer:
 
         async def open_app() -> None:
             await self.app.open_async()
+
         self._run(open_app())
 
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -54,6 +55,7 @@ class ProcrastinateProducer:
             for _ in range(count):
                 await self.noop.defer_async()
             return time.perf_counter() - started
+
         return self._run(go())
 
     def bulk(self, count: int) -> float:
@@ -62,6 +64,7 @@ class ProcrastinateProducer:
             started = time.perf_counter()
             await self.noop.batch_defer_async(*kwargs)
             return time.perf_counter() - started
+
         return self._run(go())
 
     def stamped(self, keys: Sequence[int]) -> float:
@@ -71,6 +74,7 @@ class ProcrastinateProducer:
             else:
                 await self.stamp.batch_defer_async(*({"key": key} for key in keys))
             return time.time()
+
         return self._run(go())
 
     def close(self) -> None:
@@ -86,12 +90,18 @@ class Procrastinate:
         return version("procrastinate")
 
     def describe(self) -> dict[str, object]:
-        return {"worker": f"procrastinate worker --concurrency {CONCURRENCY} (PsycopgConnector)",
-                "enqueue": "Task.defer_async; bulk: Task.batch_defer_async"}
+        return {
+            "worker": f"procrastinate worker --concurrency {CONCURRENCY} (PsycopgConnector)",
+            "enqueue": "Task.defer_async; bulk: Task.batch_defer_async",
+        }
 
     def install(self, url: str) -> None:
-        subprocess.run([venv_bin("procrastinate"), f"--app={APP}", "schema", "--apply"],
-                       check=True, capture_output=True, env=child_env(url))
+        subprocess.run(
+            [venv_bin("procrastinate"), f"--app={APP}", "schema", "--apply"],
+            check=True,
+            capture_output=True,
+            env=child_env(url),
+        )
 
     def prefill(self, url: str, count: int) -> None:
         producer = ProcrastinateProducer(url)
@@ -104,15 +114,27 @@ class Procrastinate:
         return ProcrastinateProducer(url)
 
     def worker(self, url: str, *, drain: bool, concurrency: int | None = None) -> WorkerCommand:
-        argv = [venv_bin("procrastinate"), f"--app={APP}", "--log-level", "warning", "worker",
-                "--concurrency", str(concurrency or CONCURRENCY), "--queues", QUEUE]
+        argv = [
+            venv_bin("procrastinate"),
+            f"--app={APP}",
+            "--log-level",
+            "warning",
+            "worker",
+            "--concurrency",
+            str(concurrency or CONCURRENCY),
+            "--queues",
+            QUEUE,
+        ]
         if drain:
             argv.append("--one-shot")
         return WorkerCommand(argv)
 
     def pending(self, url: str) -> int:
-        return int(scalar(  # type: ignore[arg-type]
-            url, "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"))
+        return int(
+            scalar(  # type: ignore[arg-type]
+                url, "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+            )
+        )
 
     def completions(self, url: str, since: float = 0.0) -> Completions:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -120,7 +142,9 @@ class Procrastinate:
                 "SELECT count(*), extract(epoch FROM min(at))::float8,"
                 "       extract(epoch FROM max(at))::float8"
                 "  FROM procrastinate_events WHERE type = 'succeeded'"
-                "   AND at >= to_timestamp(%s)", (since,)).fetchone()  # type: ignore[misc]
+                "   AND at >= to_timestamp(%s)",
+                (since,),
+            ).fetchone()  # type: ignore[misc]
         return Completions(int(count), first, last)
 
     def hot_table(self) -> str:

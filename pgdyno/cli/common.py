@@ -19,7 +19,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def database_option(fn: F) -> F:
     """--database-url, overriding DATABASE_URL."""
     return click.option(
-        "--database-url", metavar="URL", default=None,
+        "--database-url",
+        metavar="URL",
+        default=None,
         help="Postgres URL (default: $DATABASE_URL).",
     )(fn)
 

@@ -19,31 +19,62 @@ def _json_object(_ctx: click.Context, _param: click.Parameter, value: str) -> di
         parsed = json.loads(value)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(
-            f"not valid JSON ({exc.msg} at column {exc.colno}): {value}") from None
+            f"not valid JSON ({exc.msg} at column {exc.colno}): {value}"
+        ) from None
     if not isinstance(parsed, dict):
         raise click.BadParameter(
-            f'must be a JSON object such as {{"id": 7}}, got {type(parsed).__name__}: {value}')
+            f'must be a JSON object such as {{"id": 7}}, got {type(parsed).__name__}: {value}'
+        )
     return parsed
 
 
 @click.command()
 @click.argument("task")
 @click.option("--queue", "-q", "queue_name", default="default", show_default=True)
-@click.option("--args", "-a", "args", default="{}", callback=_json_object,
-              help='Keyword arguments as a JSON object, e.g. \'{"id": 7}\'.')
-@click.option("--priority", "-p", type=int, default=0, show_default=True,
-              help="Higher runs first (-1000..1000).")
-@click.option("--delay", type=click.FloatRange(min=0), default=None,
-              help="Seconds to wait before the job may run.")
+@click.option(
+    "--args",
+    "-a",
+    "args",
+    default="{}",
+    callback=_json_object,
+    help="Keyword arguments as a JSON object, e.g. '{\"id\": 7}'.",
+)
+@click.option(
+    "--priority",
+    "-p",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Higher runs first (-1000..1000).",
+)
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to wait before the job may run.",
+)
 @click.option("--max-attempts", type=int, default=None, help="Attempts before it fails.")
 @database_option
-def enqueue(task: str, queue_name: str, args: dict[str, Any], priority: int,
-            delay: float | None, max_attempts: int | None, database_url: str | None) -> None:
+def enqueue(
+    task: str,
+    queue_name: str,
+    args: dict[str, Any],
+    priority: int,
+    delay: float | None,
+    max_attempts: int | None,
+    database_url: str | None,
+) -> None:
     """Enqueue TASK and print the new job's id."""
     with connection(database_url) as conn:
         job_id = queue.enqueue(
-            conn, task, args, queue=queue_name, priority=priority, max_attempts=max_attempts,
-            run_at=timedelta(seconds=delay) if delay else None)
+            conn,
+            task,
+            args,
+            queue=queue_name,
+            priority=priority,
+            max_attempts=max_attempts,
+            run_at=timedelta(seconds=delay) if delay else None,
+        )
     click.echo(job_id)
 
 
@@ -68,21 +99,28 @@ def status(as_json: bool, database_url: str | None) -> None:
     click.echo(header)
     for name, counts in queues.items():
         age = counts["oldest_ready_age_s"]
-        click.echo(f"{name:<20} " + " ".join(f"{counts[s]:>9}" for s in queue.STATUSES)
-                   + ("  -" if age is None else f"  {age:.1f}s"))
+        click.echo(
+            f"{name:<20} "
+            + " ".join(f"{counts[s]:>9}" for s in queue.STATUSES)
+            + ("  -" if age is None else f"  {age:.1f}s")
+        )
 
 
 def _echo_scaling(types: dict[str, dict[str, Any]]) -> None:
     for name, entry in types.items():
-        line = (f"process type {name}: quantity {entry['quantity']}, queues "
-                f"{','.join(entry['queues'])}, max {entry['max']}, linger {entry['linger_s']:g}s")
+        line = (
+            f"process type {name}: quantity {entry['quantity']}, queues "
+            f"{','.join(entry['queues'])}, max {entry['max']}, linger {entry['linger_s']:g}s"
+        )
         click.echo(line)
         if entry["last_error"]:
             click.echo(f"  last formation error ({entry['last_error_at']}): {entry['last_error']}")
         if entry["last_event"]:
             event = entry["last_event"]
-            click.echo(f"  last scale: {event['from']} -> {event['to']} at {event['at']} by "
-                       f"{event['actor']} ({event['reason']}; {event['outcome']})")
+            click.echo(
+                f"  last scale: {event['from']} -> {event['to']} at {event['at']} by "
+                f"{event['actor']} ({event['reason']}; {event['outcome']})"
+            )
     if types:
         click.echo()
 
@@ -98,8 +136,9 @@ def jobs() -> None:
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @database_option
-def list_command(queue_name: str | None, state: str | None, limit: int, as_json: bool,
-                 database_url: str | None) -> None:
+def list_command(
+    queue_name: str | None, state: str | None, limit: int, as_json: bool, database_url: str | None
+) -> None:
     """The most recent jobs, newest first."""
     with connection(database_url) as conn:
         rows = queue.list_jobs(conn, queue=queue_name, status=state, limit=limit)
@@ -109,8 +148,10 @@ def list_command(queue_name: str | None, state: str | None, limit: int, as_json:
     click.echo(f"{'id':>10} {'queue':<14} {'task':<20} {'status':<10} {'tries':>5}  last error")
     for row in rows:
         error = (row["last_error"] or "").splitlines()[0][:50] if row["last_error"] else ""
-        click.echo(f"{row['id']:>10} {row['queue']:<14.14} {row['task']:<20.20} "
-                   f"{row['status']:<10} {row['attempts']:>2}/{row['max_attempts']:<2}  {error}")
+        click.echo(
+            f"{row['id']:>10} {row['queue']:<14.14} {row['task']:<20.20} "
+            f"{row['status']:<10} {row['attempts']:>2}/{row['max_attempts']:<2}  {error}"
+        )
 
 
 @jobs.command()

@@ -52,19 +52,30 @@ def list_command(as_json: bool) -> None:
         except InvalidReport as exc:
             entries.append({"name": name, "error": str(exc)})
             continue
-        entries.append({
-            "name": name, "description": found.description,
-            "params": [{"name": p.name, "type": p.type, "required": p.required,
-                        **({} if p.required else {"default": p.default})} for p in found.params],
-            "params_text": ", ".join(p.describe() for p in found.params),
-            "settings": dict(found.settings),
-        })
+        entries.append(
+            {
+                "name": name,
+                "description": found.description,
+                "params": [
+                    {
+                        "name": p.name,
+                        "type": p.type,
+                        "required": p.required,
+                        **({} if p.required else {"default": p.default}),
+                    }
+                    for p in found.params
+                ],
+                "params_text": ", ".join(p.describe() for p in found.params),
+                "settings": dict(found.settings),
+            }
+        )
     if as_json:
         echo_json({"folder": str(folder.resolve()), "reports": entries})
         return
     if not entries:
-        click.echo(f"no reports in {folder.resolve()} (add NAME.sql files, or set "
-                   "PGDYNO_REPORTS_DIR)")
+        click.echo(
+            f"no reports in {folder.resolve()} (add NAME.sql files, or set PGDYNO_REPORTS_DIR)"
+        )
         return
     for entry in entries:
         if "error" in entry:
@@ -99,26 +110,65 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 
 @report.command()
 @click.argument("name")
-@click.option("--param", "-p", "params", multiple=True, callback=_params, metavar="NAME=VALUE",
-              help="A report parameter (repeatable).")
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    callback=_params,
+    metavar="NAME=VALUE",
+    help="A report parameter (repeatable).",
+)
 @click.option("--queue", "-q", "queue_name", default="reports", show_default=True)
-@click.option("--store", type=click.Choice(KINDS), default="postgres", show_default=True,
-              help="Where the gzipped CSV goes.")
+@click.option(
+    "--store",
+    type=click.Choice(KINDS),
+    default="postgres",
+    show_default=True,
+    help="Where the gzipped CSV goes.",
+)
 @click.option("--url", default=None, help="With --store http: the URL to PUT the result to.")
-@click.option("--header", "headers", multiple=True, callback=_headers, metavar="'NAME: VALUE'",
-              help="With --store http: a request header (repeatable).")
-@click.option("--spool", is_flag=True,
-              help="With --store http: send with Content-Length (S3, Azure), via a temp file.")
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    callback=_headers,
+    metavar="'NAME: VALUE'",
+    help="With --store http: a request header (repeatable).",
+)
+@click.option(
+    "--spool",
+    is_flag=True,
+    help="With --store http: send with Content-Length (S3, Azure), via a temp file.",
+)
 @click.option("--priority", type=int, default=0, show_default=True)
 @click.option("--wait", is_flag=True, help="Show progress until the job ends; exit 1 if it fails.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=None,
-              help="With --wait: give up waiting after this many seconds (exit 1).")
-@click.option("--no-check", is_flag=True,
-              help="Enqueue without checking NAME and parameters against the local reports.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="With --wait: give up waiting after this many seconds (exit 1).",
+)
+@click.option(
+    "--no-check",
+    is_flag=True,
+    help="Enqueue without checking NAME and parameters against the local reports.",
+)
 @database_option
-def run(name: str, params: dict[str, str], queue_name: str, store: str, url: str | None,
-        headers: dict[str, str], spool: bool, priority: int, wait: bool, timeout: float | None,
-        no_check: bool, database_url: str | None) -> None:
+def run(
+    name: str,
+    params: dict[str, str],
+    queue_name: str,
+    store: str,
+    url: str | None,
+    headers: dict[str, str],
+    spool: bool,
+    priority: int,
+    wait: bool,
+    timeout: float | None,
+    no_check: bool,
+    database_url: str | None,
+) -> None:
     """Enqueue report NAME (print the job id); with --wait, follow it to the end."""
     if store == "http" and not url:
         raise click.UsageError("--store http needs --url (where to PUT the gzipped CSV)")
@@ -132,8 +182,11 @@ def run(name: str, params: dict[str, str], queue_name: str, store: str, url: str
             except InvalidReport as exc:
                 raise click.UsageError(f"{exc} (or pass --no-check)") from None
         else:
-            click.echo(f"note: {folder.resolve()} does not exist here, so {name!r} and its "
-                       "parameters are checked by the worker only", err=True)
+            click.echo(
+                f"note: {folder.resolve()} does not exist here, so {name!r} and its "
+                "parameters are checked by the worker only",
+                err=True,
+            )
     args: dict[str, Any] = {"name": name, "params": params}
     if store != "postgres":
         args["store"] = store
@@ -163,19 +216,27 @@ def _follow(conn: Any, job_id: int, timeout: float | None) -> None:
             click.echo(line, err=True)
             shown = line
         if deadline is not None and time.monotonic() >= deadline:
-            raise click.ClickException(f"gave up waiting for job {job_id} after {timeout}s; it "
-                                       f"is {job['status']} (see pgdyno report show {job_id})")
+            raise click.ClickException(
+                f"gave up waiting for job {job_id} after {timeout}s; it "
+                f"is {job['status']} (see pgdyno report show {job_id})"
+            )
         time.sleep(WAIT_POLL)
     if job["status"] != "done":
         error = (job.get("last_error") or "").split("\nTraceback")[0]
         raise click.ClickException(f"report job {job_id} {job['status']}: {error}")
     info = results.summary(job)
-    click.echo(f"job {job_id} done: {info.get('rows', 0):,} rows, "
-               f"{_size(info.get('csv_bytes'))} of CSV ({_size(info.get('stored_bytes'))}"
-               f" gzipped) in {info.get('duration_s', 0):.1f}s; peak worker memory "
-               f"{_size(info.get('worker_peak_rss_bytes'))}", err=True)
-    click.echo(f"stored at {info.get('location')}; fetch it with: pgdyno report fetch {job_id} "
-               f"-o {info.get('report')}-{job_id}.csv", err=True)
+    click.echo(
+        f"job {job_id} done: {info.get('rows', 0):,} rows, "
+        f"{_size(info.get('csv_bytes'))} of CSV ({_size(info.get('stored_bytes'))}"
+        f" gzipped) in {info.get('duration_s', 0):.1f}s; peak worker memory "
+        f"{_size(info.get('worker_peak_rss_bytes'))}",
+        err=True,
+    )
+    click.echo(
+        f"stored at {info.get('location')}; fetch it with: pgdyno report fetch {job_id} "
+        f"-o {info.get('report')}-{job_id}.csv",
+        err=True,
+    )
 
 
 def _progress_line(job: dict[str, Any]) -> str:
@@ -183,8 +244,11 @@ def _progress_line(job: dict[str, Any]) -> str:
         return f"job {job['id']} waiting for a worker on queue {job['queue']!r}"
     progress = job.get("progress") or {}
     rows = progress.get("rows")
-    so_far = "started" if rows is None else (
-        f"{rows:,} rows, {_size(progress.get('bytes'))} of CSV so far")
+    so_far = (
+        "started"
+        if rows is None
+        else (f"{rows:,} rows, {_size(progress.get('bytes'))} of CSV so far")
+    )
     return f"job {job['id']} running (attempt {job['attempts']}/{job['max_attempts']}): {so_far}"
 
 
@@ -202,21 +266,33 @@ def show(job_id: int, as_json: bool, database_url: str | None) -> None:
     params = " ".join(f"{k}={v}" for k, v in info["params"].items()) or "-"
     lines = [
         ("report", f"{info['report']}  {params}"),
-        ("status", f"{info['status']} (attempt {info['attempts']}/{info['max_attempts']}, "
-                   f"queue {info['queue']})"),
+        (
+            "status",
+            f"{info['status']} (attempt {info['attempts']}/{info['max_attempts']}, "
+            f"queue {info['queue']})",
+        ),
     ]
     if "progress" in info:
-        lines.append(("progress", f"{info['progress'].get('rows', 0):,} rows, "
-                                  f"{_size(info['progress'].get('bytes'))} of CSV"))
+        lines.append(
+            (
+                "progress",
+                f"{info['progress'].get('rows', 0):,} rows, "
+                f"{_size(info['progress'].get('bytes'))} of CSV",
+            )
+        )
     if "rows" in info:
         lines += [
             ("rows", f"{info['rows']:,}"),
-            ("bytes", f"{_size(info['csv_bytes'])} of CSV, "
-                      f"{_size(info['stored_bytes'])} stored gzipped"),
+            (
+                "bytes",
+                f"{_size(info['csv_bytes'])} of CSV, {_size(info['stored_bytes'])} stored gzipped",
+            ),
             ("duration", f"{info['duration_s']:.2f}s"),
-            ("peak memory", f"{_size(info['worker_peak_rss_bytes'])} (worker RSS"
-                            + (")" if info.get("peak_rss_scope") == "report"
-                               else " since the worker started)")),
+            (
+                "peak memory",
+                f"{_size(info['worker_peak_rss_bytes'])} (worker RSS"
+                + (")" if info.get("peak_rss_scope") == "report" else " since the worker started)"),
+            ),
             ("stored", f"{info['store']} ({info['location']})"),
         ]
     if "error" in info:
@@ -227,8 +303,13 @@ def show(job_id: int, as_json: bool, database_url: str | None) -> None:
 
 @report.command()
 @click.argument("job_id", type=int)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the CSV to this file (default: stdout).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the CSV to this file (default: stdout).",
+)
 @database_option
 def fetch(job_id: int, output: Path | None, database_url: str | None) -> None:
     """Write the CSV of report job JOB_ID, decompressed, to stdout or --output."""

@@ -25,25 +25,56 @@ def migrate(database_url: str | None) -> None:
 
 
 @click.command()
-@click.option("--queue", "-q", "queues", multiple=True, required=True,
-              help="Queue to take jobs from (repeatable).")
-@click.option("--import", "-i", "modules", multiple=True,
-              help="Module that registers tasks with @pgdyno.task (repeatable).")
-@click.option("--concurrency", "-c", type=int, default=None,
-              help="Jobs run at once [env PGDYNO_CONCURRENCY; default 1].")
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    required=True,
+    help="Queue to take jobs from (repeatable).",
+)
+@click.option(
+    "--import",
+    "-i",
+    "modules",
+    multiple=True,
+    help="Module that registers tasks with @pgdyno.task (repeatable).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=int,
+    default=None,
+    help="Jobs run at once [env PGDYNO_CONCURRENCY; default 1].",
+)
 @click.option("--burst", is_flag=True, help="Exit 0 once the queues have no job ready to run.")
 @click.option("--lease", default=None, help="Job lease, e.g. 30s [env PGDYNO_LEASE].")
-@click.option("--grace", default=None,
-              help="Time running jobs get on SIGTERM, e.g. 25s [env PGDYNO_GRACE].")
-@click.option("--poll-interval", default=None,
-              help="Fallback poll period, e.g. 2s [env PGDYNO_POLL_INTERVAL].")
-@click.option("--process-type", default=None,
-              help="This worker's process type, to scale it to zero when drained "
-                   "[env PGDYNO_PROCESS_TYPE; default: from DYNO].")
+@click.option(
+    "--grace", default=None, help="Time running jobs get on SIGTERM, e.g. 25s [env PGDYNO_GRACE]."
+)
+@click.option(
+    "--poll-interval",
+    default=None,
+    help="Fallback poll period, e.g. 2s [env PGDYNO_POLL_INTERVAL].",
+)
+@click.option(
+    "--process-type",
+    default=None,
+    help="This worker's process type, to scale it to zero when drained "
+    "[env PGDYNO_PROCESS_TYPE; default: from DYNO].",
+)
 @database_option
-def worker(queues: tuple[str, ...], modules: tuple[str, ...], concurrency: int | None,
-           burst: bool, lease: str | None, grace: str | None, poll_interval: str | None,
-           process_type: str | None, database_url: str | None) -> None:
+def worker(
+    queues: tuple[str, ...],
+    modules: tuple[str, ...],
+    concurrency: int | None,
+    burst: bool,
+    lease: str | None,
+    grace: str | None,
+    poll_interval: str | None,
+    process_type: str | None,
+    database_url: str | None,
+) -> None:
     """Run jobs from the given queues until SIGTERM (or drained, with --burst).
 
     A worker that knows its process type (DYNO=winston.1, or --process-type) and can reach
@@ -53,9 +84,14 @@ def worker(queues: tuple[str, ...], modules: tuple[str, ...], concurrency: int |
     from pgdyno import scale_down
     from pgdyno.worker import Worker
 
-    settings = Settings.from_env(database_url=database_url, concurrency=concurrency,
-                                 lease=lease, grace=grace, poll_interval=poll_interval,
-                                 process_type=process_type)
+    settings = Settings.from_env(
+        database_url=database_url,
+        concurrency=concurrency,
+        lease=lease,
+        grace=grace,
+        poll_interval=poll_interval,
+        process_type=process_type,
+    )
     settings.require_database_url()
     tasks.import_modules([*settings.import_list, *modules])
     runner = Worker(settings, queues, burst=burst)

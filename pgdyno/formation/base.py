@@ -39,13 +39,20 @@ def backend_from_settings(settings: Settings) -> FormationBackend:
     """The Heroku client, configured from HEROKU_API_KEY, HEROKU_APP_NAME, HEROKU_API_URL."""
     from pgdyno.formation.heroku import HerokuFormation
 
-    missing = [name for name, value in (("HEROKU_API_KEY", settings.heroku_api_key),
-                                        ("HEROKU_APP_NAME", settings.heroku_app_name))
-               if not value]
+    missing = [
+        name
+        for name, value in (
+            ("HEROKU_API_KEY", settings.heroku_api_key),
+            ("HEROKU_APP_NAME", settings.heroku_app_name),
+        )
+        if not value
+    ]
     if missing:
         raise ConfigError(
             f"{' and '.join(missing)} not set: scaling needs a Heroku API token "
             "(`heroku authorizations:create`, exported as HEROKU_API_KEY) and the app's name "
-            "(HEROKU_APP_NAME); `pgdyno dev` sets both for the local platform")
-    return HerokuFormation(settings.heroku_app_name or "", settings.heroku_api_key or "",
-                           settings.heroku_api_url)
+            "(HEROKU_APP_NAME); `pgdyno dev` sets both for the local platform"
+        )
+    return HerokuFormation(
+        settings.heroku_app_name or "", settings.heroku_api_key or "", settings.heroku_api_url
+    )

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 ACCEPT = "application/vnd.heroku+json; version=3"
 _HINTS = {
     401: "the API token was refused: check HEROKU_API_KEY (create a long-lived one with "
-         "`heroku authorizations:create`)",
+    "`heroku authorizations:create`)",
     403: "the token's account may not scale this app: give it the operate permission",
     404: "check HEROKU_APP_NAME and that the process type is in the app's Procfile",
     422: "check the --scale rule (dyno size name, quantity limits of the app's tier)",
@@ -36,10 +36,19 @@ _HINTS = {
 class HerokuFormation:
     """FormationBackend over the Heroku Platform API, with one requests.Session."""
 
-    def __init__(self, app: str, token: str, base_url: str = "https://api.heroku.com", *,
-                 timeout: tuple[float, float] = (5.0, 15.0), max_attempts: int = 5,
-                 backoff_base: float = 0.5, backoff_cap: float = 8.0, max_wait: float = 10.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        app: str,
+        token: str,
+        base_url: str = "https://api.heroku.com",
+        *,
+        timeout: tuple[float, float] = (5.0, 15.0),
+        max_attempts: int = 5,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 8.0,
+        max_wait: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.app = app
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -51,12 +60,14 @@ class HerokuFormation:
         self.max_wait = max_wait
         self._sleep = sleep
         self._session = requests.Session()
-        self._session.headers.update({
-            "Accept": ACCEPT,
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "User-Agent": "pgdyno",
-        })
+        self._session.headers.update(
+            {
+                "Accept": ACCEPT,
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "User-Agent": "pgdyno",
+            }
+        )
 
     def __repr__(self) -> str:  # the session holds the token: keep it out of reprs
         return f"HerokuFormation(app={self.app!r}, base_url={self.base_url!r})"
@@ -78,8 +89,9 @@ class HerokuFormation:
     def _path(self, process_type: str) -> str:
         return f"/apps/{quote(self.app, safe='')}/formation/{quote(process_type, safe='')}"
 
-    def _call(self, method: str, process_type: str,
-              body: dict[str, Any] | None) -> requests.Response:
+    def _call(
+        self, method: str, process_type: str, body: dict[str, Any] | None
+    ) -> requests.Response:
         url = self.base_url + self._path(process_type)
         for attempt in range(1, self.max_attempts + 1):
             started = time.monotonic()
@@ -97,40 +109,63 @@ class HerokuFormation:
                     raise self._rejected(response)
                 failure = f"{response.status_code} {_error_id(response)}"
                 wait = _retry_after(response) or backoff.delay(
-                    attempt, self.backoff_base, self.backoff_cap)
+                    attempt, self.backoff_base, self.backoff_cap
+                )
             if attempt == self.max_attempts or wait > self.max_wait:
                 failure += f", retry after {wait:.1f}s" if wait > self.max_wait else ""
                 break
             self._sleep(wait)
         raise FormationUnavailable(
             f"{method} formation {process_type!r} of app {self.app!r} failed after "
-            f"{attempt} attempt(s) ({failure}); the next reconcile tries again")
+            f"{attempt} attempt(s) ({failure}); the next reconcile tries again"
+        )
 
     def _rejected(self, response: requests.Response) -> FormationRejected:
         payload = _json(response)
         return FormationRejected(
-            response.status_code, str(payload.get("id") or "error"),
+            response.status_code,
+            str(payload.get("id") or "error"),
             str(payload.get("message") or response.reason or "request refused"),
-            _HINTS.get(response.status_code, ""))
+            _HINTS.get(response.status_code, ""),
+        )
 
     def _formation(self, response: requests.Response) -> Formation:
         payload = _json(response)
         size = (payload.get("dyno_size") or {}).get("name") or payload.get("size")
-        return Formation(str(payload.get("type")), int(payload.get("quantity", 0)), size,
-                         response.headers.get("Request-Id"))
+        return Formation(
+            str(payload.get("type")),
+            int(payload.get("quantity", 0)),
+            size,
+            response.headers.get("Request-Id"),
+        )
 
-    def _log(self, method: str, process_type: str, attempt: int,
-             response: requests.Response | None, started: float, error: str = "") -> None:
+    def _log(
+        self,
+        method: str,
+        process_type: str,
+        attempt: int,
+        response: requests.Response | None,
+        started: float,
+        error: str = "",
+    ) -> None:
         status = response.status_code if response is not None else None
         failed = response is None or not response.ok
-        log_event(log, "formation_api", logging.WARNING if failed else logging.INFO,
-                  method=method, app=self.app, type=process_type, status=status,
-                  attempt=attempt,
-                  request_id=response.headers.get("Request-Id") if response is not None else None,
-                  ratelimit_remaining=(response.headers.get("RateLimit-Remaining")
-                                       if response is not None else None),
-                  duration_ms=round((time.monotonic() - started) * 1000, 1),
-                  error=error or None)
+        log_event(
+            log,
+            "formation_api",
+            logging.WARNING if failed else logging.INFO,
+            method=method,
+            app=self.app,
+            type=process_type,
+            status=status,
+            attempt=attempt,
+            request_id=response.headers.get("Request-Id") if response is not None else None,
+            ratelimit_remaining=(
+                response.headers.get("RateLimit-Remaining") if response is not None else None
+            ),
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            error=error or None,
+        )
 
 
 def _json(response: requests.Response) -> dict[str, Any]:

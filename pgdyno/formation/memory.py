@@ -13,7 +13,8 @@ class MemoryFormation:
 
     def __init__(self, quantities: dict[str, int] | None = None) -> None:
         self._types: dict[str, Formation] = {
-            name: Formation(name, quantity) for name, quantity in (quantities or {}).items()}
+            name: Formation(name, quantity) for name, quantity in (quantities or {}).items()
+        }
         self.calls: list[tuple[str, str, int | None, str | None]] = []
         self._lock = threading.Lock()
 

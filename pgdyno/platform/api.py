@@ -98,8 +98,13 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = HTTPStatus(exc.status), {"id": exc.error_id, "message": exc.message}
         self.server.requests.append((arrived, method, process_type, body, int(status)))
         self._send(status, payload)
-        self.server.dynos.event("api", method=method, path=self.path, status=int(status),
-                                body=json.dumps(body) if body else None)
+        self.server.dynos.event(
+            "api",
+            method=method,
+            path=self.path,
+            status=int(status),
+            body=json.dumps(body) if body else None,
+        )
 
     def _read_body(self) -> dict[str, Any] | None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -115,9 +120,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorize_and_route(self) -> str | None:
         if "version=3" not in (self.headers.get("Accept") or ""):
-            raise ApiError(400, "bad_request",
-                           "Please specify a version: Accept: application/vnd.heroku+json; "
-                           "version=3")
+            raise ApiError(
+                400,
+                "bad_request",
+                "Please specify a version: Accept: application/vnd.heroku+json; version=3",
+            )
         if self.headers.get("Authorization") != f"Bearer {self.server.token}":
             raise ApiError(401, "unauthorized", "Invalid credentials provided.")
         match = _PATH.match(self.path)
@@ -130,16 +137,18 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "not_found", "Couldn't find that formation.")
         return process_type
 
-    def _dispatch(self, method: str, process_type: str | None,
-                  body: dict[str, Any] | None) -> Any:
+    def _dispatch(self, method: str, process_type: str | None, body: dict[str, Any] | None) -> Any:
         if process_type is None:
             if method != "GET":
                 raise ApiError(405, "method_not_allowed", "Use PATCH on a single process type.")
             return [self.server.formation(name) for name in self.server.dynos.commands]
         if method == "PATCH":
             quantity, size = _parse_update(body or {})
-            self.server.dynos.scale(process_type, self.server.dynos.quantities[process_type]
-                                    if quantity is None else quantity, size)
+            self.server.dynos.scale(
+                process_type,
+                self.server.dynos.quantities[process_type] if quantity is None else quantity,
+                size,
+            )
         return self.server.formation(process_type)
 
     def _send(self, status: HTTPStatus, payload: Any) -> None:
@@ -158,8 +167,12 @@ def _parse_update(body: dict[str, Any]) -> tuple[int | None, str | None]:
     if unknown:
         raise ApiError(422, "invalid_params", f"Unknown attributes: {', '.join(sorted(unknown))}.")
     quantity = body.get("quantity")
-    if quantity is not None and (not isinstance(quantity, int) or isinstance(quantity, bool)
-                                 or quantity < 0 or quantity > 100):
+    if quantity is not None and (
+        not isinstance(quantity, int)
+        or isinstance(quantity, bool)
+        or quantity < 0
+        or quantity > 100
+    ):
         raise ApiError(422, "invalid_params", "Quantity must be an integer between 0 and 100.")
     size = body.get("size")
     dyno_size = body.get("dyno_size")

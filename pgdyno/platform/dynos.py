@@ -39,9 +39,16 @@ class Dyno:
 class DynoManager:
     """Keeps the running processes of every type equal to its quantity."""
 
-    def __init__(self, commands: Mapping[str, str], env: Mapping[str, str], *,
-                 output: TextIO, kill_timeout: float = 30.0, base_port: int = 5100,
-                 on_event: Callable[[PlatformEvent], None] | None = None) -> None:
+    def __init__(
+        self,
+        commands: Mapping[str, str],
+        env: Mapping[str, str],
+        *,
+        output: TextIO,
+        kill_timeout: float = 30.0,
+        base_port: int = 5100,
+        on_event: Callable[[PlatformEvent], None] | None = None,
+    ) -> None:
         self.commands = dict(commands)
         self.quantities: dict[str, int] = dict.fromkeys(self.commands, 0)
         self.sizes: dict[str, str] = dict.fromkeys(self.commands, "standard-1X")
@@ -51,9 +58,9 @@ class DynoManager:
         self._base_port = base_port
         self._on_event = on_event
         self._lock = threading.RLock()
-        self._dynos: dict[str, Dyno] = {}       # running, by name
-        self._stopping: list[Dyno] = []         # SIGTERM sent, not yet exited
-        self._crashes: dict[str, int] = {}      # consecutive crashes, by name
+        self._dynos: dict[str, Dyno] = {}  # running, by name
+        self._stopping: list[Dyno] = []  # SIGTERM sent, not yet exited
+        self._crashes: dict[str, int] = {}  # consecutive crashes, by name
         self._restart_timers: dict[str, threading.Timer] = {}
         self._closed = False
         self._port_seq = 0
@@ -73,22 +80,29 @@ class DynoManager:
                 name = f"{process_type}.{index}"
                 if name not in self._dynos and name not in self._restart_timers:
                     self._start(process_type, index)
-            for dyno in [d for d in self._dynos.values()
-                         if d.process_type == process_type and d.index > quantity]:
+            for dyno in [
+                d
+                for d in self._dynos.values()
+                if d.process_type == process_type and d.index > quantity
+            ]:
                 self._stop(dyno)
 
     def running(self, process_type: str | None = None) -> list[str]:
         """Names of the dynos that are up (not stopping)."""
         with self._lock:
-            return sorted(name for name, dyno in self._dynos.items()
-                          if process_type is None or dyno.process_type == process_type)
+            return sorted(
+                name
+                for name, dyno in self._dynos.items()
+                if process_type is None or dyno.process_type == process_type
+            )
 
     def alive(self, process_type: str | None = None) -> list[str]:
         """Names of all dynos whose process has not exited yet, stopping ones included."""
         with self._lock:
             dynos = [*self._dynos.values(), *self._stopping]
-            return sorted(d.name for d in dynos
-                          if process_type is None or d.process_type == process_type)
+            return sorted(
+                d.name for d in dynos if process_type is None or d.process_type == process_type
+            )
 
     def pid(self, name: str) -> int | None:
         with self._lock:
@@ -120,9 +134,13 @@ class DynoManager:
         self._port_seq += 1
         env = {**self.env, "DYNO": name, "PORT": str(self._base_port + self._port_seq)}
         return subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {command}"], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            ["/bin/sh", "-c", f"exec {command}"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def _start(self, process_type: str, index: int) -> None:
         name = f"{process_type}.{index}"
@@ -130,8 +148,7 @@ class DynoManager:
         dyno = Dyno(process_type, index, proc)
         self._dynos[name] = dyno
         self.event("dyno_started", dyno=name, pid=proc.pid, command=self.commands[process_type])
-        threading.Thread(target=self._watch, args=(dyno,), name=f"dyno-{name}",
-                         daemon=True).start()
+        threading.Thread(target=self._watch, args=(dyno,), name=f"dyno-{name}", daemon=True).start()
 
     def _stop(self, dyno: Dyno) -> None:
         """SIGTERM now, SIGKILL after the kill timeout if it is still running."""
@@ -146,8 +163,12 @@ class DynoManager:
 
     def _kill(self, dyno: Dyno) -> None:
         if dyno.proc.poll() is None:
-            self.event("dyno_killed", dyno=dyno.name, signal="SIGKILL",
-                       msg=f"still running {self.kill_timeout:g}s after SIGTERM")
+            self.event(
+                "dyno_killed",
+                dyno=dyno.name,
+                signal="SIGKILL",
+                msg=f"still running {self.kill_timeout:g}s after SIGTERM",
+            )
             self._signal(dyno, signal.SIGKILL)
 
     def _signal(self, dyno: Dyno, signum: int) -> None:
@@ -161,8 +182,12 @@ class DynoManager:
         with self._lock:
             if dyno in self._stopping:
                 self._stopping.remove(dyno)
-            self.event("dyno_exited", dyno=dyno.name, status=status,
-                       uptime_s=round(time.monotonic() - dyno.started_at, 2))
+            self.event(
+                "dyno_exited",
+                dyno=dyno.name,
+                status=status,
+                uptime_s=round(time.monotonic() - dyno.started_at, 2),
+            )
             if dyno.stopping or self._closed or self._dynos.get(dyno.name) is not dyno:
                 return
             del self._dynos[dyno.name]
@@ -173,8 +198,7 @@ class DynoManager:
                 crashes = 1  # it ran for a while: not a crash loop
             self._crashes[dyno.name] = crashes
             delay = backoff.delay(crashes, 1.0, 20.0)
-            self.event("dyno_crashed", dyno=dyno.name, status=status,
-                       restart_in_s=round(delay, 2))
+            self.event("dyno_crashed", dyno=dyno.name, status=status, restart_in_s=round(delay, 2))
             timer = threading.Timer(delay, self._restart, args=(dyno.process_type, dyno.index))
             timer.daemon = True
             self._restart_timers[dyno.name] = timer
@@ -184,8 +208,11 @@ class DynoManager:
         with self._lock:
             name = f"{process_type}.{index}"
             self._restart_timers.pop(name, None)
-            if (not self._closed and index <= self.quantities[process_type]
-                    and name not in self._dynos):
+            if (
+                not self._closed
+                and index <= self.quantities[process_type]
+                and name not in self._dynos
+            ):
                 self._start(process_type, index)
 
     # --- output --------------------------------------------------------------------------------

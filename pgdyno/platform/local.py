@@ -24,10 +24,18 @@ RELEASE = "release"
 
 
 class LocalPlatform:
-    def __init__(self, procfile_path: Path | str, database_url: str, *, port: int = 0,
-                 app: str = "pgdyno-local", kill_timeout: float = 30.0,
-                 output: TextIO | None = None, env: Mapping[str, str] | None = None,
-                 on_event: Callable[[PlatformEvent], None] | None = None) -> None:
+    def __init__(
+        self,
+        procfile_path: Path | str,
+        database_url: str,
+        *,
+        port: int = 0,
+        app: str = "pgdyno-local",
+        kill_timeout: float = 30.0,
+        output: TextIO | None = None,
+        env: Mapping[str, str] | None = None,
+        on_event: Callable[[PlatformEvent], None] | None = None,
+    ) -> None:
         self.commands = procfile.load(procfile_path)
         self.app = app
         self.token = secrets.token_urlsafe(24)
@@ -46,12 +54,18 @@ class LocalPlatform:
                 on_event(event)
 
         runnable = {name: cmd for name, cmd in self.commands.items() if name != RELEASE}
-        self.dynos = DynoManager(runnable, base_env, output=output or sys.stdout,
-                                 kill_timeout=kill_timeout, on_event=record)
+        self.dynos = DynoManager(
+            runnable,
+            base_env,
+            output=output or sys.stdout,
+            kill_timeout=kill_timeout,
+            on_event=record,
+        )
         self.server = FormationServer(port, app, self.token, self.dynos)
         self.dynos.env["HEROKU_API_URL"] = self.server.url
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        name="formation-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="formation-api", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -59,15 +73,19 @@ class LocalPlatform:
 
     def always_on_types(self) -> list[str]:
         """The types started at 1: those running the dispatcher."""
-        return [name for name, cmd in self.commands.items()
-                if name != RELEASE and "dispatcher" in cmd.split()]
+        return [
+            name
+            for name, cmd in self.commands.items()
+            if name != RELEASE and "dispatcher" in cmd.split()
+        ]
 
     def start(self) -> None:
         if RELEASE in self.commands:
             status = self.dynos.run_once(RELEASE, self.commands[RELEASE])
             if status != 0:
-                raise ConfigError(f"the release phase ({self.commands[RELEASE]!r}) "
-                                  f"exited with status {status}")
+                raise ConfigError(
+                    f"the release phase ({self.commands[RELEASE]!r}) exited with status {status}"
+                )
         self._thread.start()
         self.dynos.event("api_listening", url=self.server.url, app=self.app)
         for name in self.always_on_types():

@@ -28,18 +28,34 @@ from pgdyno.reports import sqltext
 _REPORT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,199}$")
 _PARAM_LINE = re.compile(
     r"^param:\s*(?P<name>[A-Za-z_]\w*)\s+(?P<type>[A-Za-z_]\w*\s*(?:\[\])?)"
-    r"\s*(?:=\s*(?P<default>.*?))?\s*$")
+    r"\s*(?:=\s*(?P<default>.*?))?\s*$"
+)
 _SET_LINE = re.compile(r"^set:\s*(?P<name>[A-Za-z_]\w*)\s*=\s*(?P<value>.*?)\s*$")
 
 #: Settings a report may change for its own transaction: limits, memory and planner choices,
 #: and output formats. Nothing that changes who runs the query or whether it may write.
-ALLOWED_SETTINGS = frozenset({
-    "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout", "work_mem",
-    "hash_mem_multiplier", "temp_buffers", "max_parallel_workers_per_gather", "jit",
-    "random_page_cost", "effective_cache_size", "join_collapse_limit", "from_collapse_limit",
-    "plan_cache_mode", "search_path", "timezone", "datestyle", "intervalstyle",
-    "extra_float_digits",
-})
+ALLOWED_SETTINGS = frozenset(
+    {
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "work_mem",
+        "hash_mem_multiplier",
+        "temp_buffers",
+        "max_parallel_workers_per_gather",
+        "jit",
+        "random_page_cost",
+        "effective_cache_size",
+        "join_collapse_limit",
+        "from_collapse_limit",
+        "plan_cache_mode",
+        "search_path",
+        "timezone",
+        "datestyle",
+        "intervalstyle",
+        "extra_float_digits",
+    }
+)
 
 
 class _Required:
@@ -88,20 +104,23 @@ class Report:
         if not isinstance(values, Mapping):
             raise InvalidReport(
                 f"report {self.name!r}: params must be a JSON object such as "
-                f'{{"since": "2026-01-01"}}, got {type(values).__name__}')
+                f'{{"since": "2026-01-01"}}, got {type(values).__name__}'
+            )
         declared = {param.name: param for param in self.params}
         takes = ", ".join(param.describe() for param in self.params) or "no parameters"
         extra = sorted(set(values) - set(declared))
         if extra:
             raise InvalidReport(
                 f"report {self.name!r}: unknown parameter{'s' if len(extra) > 1 else ''} "
-                f"{', '.join(map(repr, extra))} (it takes: {takes})")
+                f"{', '.join(map(repr, extra))} (it takes: {takes})"
+            )
         missing = [param for param in self.params if param.required and param.name not in values]
         if missing:
             raise InvalidReport(
                 f"report {self.name!r}: missing parameter{'s' if len(missing) > 1 else ''} "
                 f"{', '.join(repr(p.name) + ' (' + p.type + ')' for p in missing)} "
-                f"(it takes: {takes})")
+                f"(it takes: {takes})"
+            )
         bound: dict[str, Any] = {}
         for param in self.params:
             if param.name not in values:
@@ -112,7 +131,8 @@ class Report:
                 if param.default is not None:
                     raise InvalidReport(
                         f"report {self.name!r}: parameter {param.name!r} must not be null "
-                        f"(type {param.type})")
+                        f"(type {param.type})"
+                    )
                 bound[param.name] = None
                 continue
             try:
@@ -129,11 +149,13 @@ def report_path(folder: Path, name: Any) -> Path:
     if "/" in name or "\\" in name or ".." in name or "\x00" in name:
         raise InvalidReport(
             f"report name {name!r} escapes the reports folder: give a bare name such as "
-            "revenue_by_month (see `pgdyno report list`)")
+            "revenue_by_month (see `pgdyno report list`)"
+        )
     if not _REPORT_NAME.match(name):
         raise InvalidReport(
             f"report name {name!r} is not valid: use letters, digits, '_' and '-' "
-            "(the file name without .sql)")
+            "(the file name without .sql)"
+        )
     root = folder.resolve()
     path = (root / f"{name}.sql").resolve()
     if not path.is_relative_to(root):  # a symlink pointing elsewhere
@@ -155,11 +177,13 @@ def load(folder: Path, name: Any) -> Report:
         if not folder.is_dir():
             raise InvalidReport(
                 f"unknown report {name!r}: the reports folder {folder.resolve()} does not exist "
-                "(set PGDYNO_REPORTS_DIR to the folder of NAME.sql files)")
+                "(set PGDYNO_REPORTS_DIR to the folder of NAME.sql files)"
+            )
         known = ", ".join(names(folder)) or "none"
         raise InvalidReport(
             f"unknown report {name!r}: there is no {name}.sql in {folder.resolve()} "
-            f"(known reports: {known})")
+            f"(known reports: {known})"
+        )
     try:
         return parse(name, path, path.read_text(encoding="utf-8"))
     except InvalidReport as exc:
@@ -197,12 +221,14 @@ def parse(name: str, path: Path, text: str) -> Report:
             if setting not in ALLOWED_SETTINGS:
                 raise InvalidReport(
                     f"setting {set_line['name']!r} (line {number}) may not be set by a report; "
-                    f"allowed: {', '.join(sorted(ALLOWED_SETTINGS))}")
+                    f"allowed: {', '.join(sorted(ALLOWED_SETTINGS))}"
+                )
             settings[setting] = _unquote(set_line["value"])
         elif comment.startswith(("param:", "set:")):
             raise InvalidReport(
                 f"cannot read header line {number}: {comment!r}; write "
-                "`-- param: NAME TYPE [= DEFAULT]` or `-- set: NAME = VALUE`")
+                "`-- param: NAME TYPE [= DEFAULT]` or `-- set: NAME = VALUE`"
+            )
         elif comment:
             description.append(comment)
     # Header lines become blank lines: line numbers in errors still match the file, and a %
@@ -213,12 +239,13 @@ def parse(name: str, path: Path, text: str) -> Report:
     unused = [param for param in declared if param not in used]
     if unused:
         raise InvalidReport(
-            f"the header declares parameter {unused[0]!r} but the query never uses "
-            f"%({unused[0]})s")
+            f"the header declares parameter {unused[0]!r} but the query never uses %({unused[0]})s"
+        )
     # Declared parameters in header order, then undeclared ones (text) in order of use.
     params = (*declared.values(), *(Param(name, "text") for name in used if name not in declared))
-    return Report(name, path, " ".join(description), tuple(params), tuple(settings.items()),
-                  statement.text)
+    return Report(
+        name, path, " ".join(description), tuple(params), tuple(settings.items()), statement.text
+    )
 
 
 def _declared_param(match: re.Match[str], number: int) -> Param:

@@ -41,8 +41,17 @@ def seed(conn: psycopg.Connection, *, customers: int = 2_000, orders: int = 200_
         conn.execute(sql.query("demo_seed"), {"customers": customers, "orders": orders})
 
 
-def enqueue_reports(conn: psycopg.Connection, *, queue: str = "reports",
-                    reports: list[Mapping[str, Any]] | None = None) -> list[int]:
+def enqueue_reports(
+    conn: psycopg.Connection,
+    *,
+    queue: str = "reports",
+    reports: list[Mapping[str, Any]] | None = None,
+) -> list[int]:
     """Enqueue the demo's report jobs (one COPY) and return their ids."""
-    return enqueue_many(conn, [JobSpec("report", dict(args), queue=queue)
-                               for args in (reports if reports is not None else DEMO_REPORTS)])
+    return enqueue_many(
+        conn,
+        [
+            JobSpec("report", dict(args), queue=queue)
+            for args in (reports if reports is not None else DEMO_REPORTS)
+        ],
+    )

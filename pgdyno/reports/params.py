@@ -81,8 +81,15 @@ _SCALARS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "timestamp": (_timestamp, '"2026-01-31T08:00:00"'),
     "timestamptz": (_timestamp, '"2026-01-31T08:00:00+00:00"'),
 }
-_ALIASES = {"int": "integer", "bigint": "integer", "int8": "integer", "int4": "integer",
-            "decimal": "numeric", "bool": "boolean", "varchar": "text"}
+_ALIASES = {
+    "int": "integer",
+    "bigint": "integer",
+    "int8": "integer",
+    "int4": "integer",
+    "decimal": "numeric",
+    "bool": "boolean",
+    "varchar": "text",
+}
 
 
 def canonical_type(name: str) -> str:
@@ -92,8 +99,10 @@ def canonical_type(name: str) -> str:
     base = base.removesuffix("[]").strip()
     base = _ALIASES.get(base, base)
     if base not in _SCALARS:
-        raise InvalidReport(f"unknown parameter type {name!r}: use one of "
-                            f"{', '.join(_SCALARS)}, or an array of them such as text[]")
+        raise InvalidReport(
+            f"unknown parameter type {name!r}: use one of "
+            f"{', '.join(_SCALARS)}, or an array of them such as text[]"
+        )
     return f"{base}[]" if array else base
 
 
@@ -107,12 +116,16 @@ def convert(param: str, type_name: str, value: Any) -> Any:
             items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, list):
                 raise ValueError
-            return [converter(item.strip() if isinstance(item, str) else item)
-                    for item in items if not (isinstance(item, str) and not item.strip())]
+            return [
+                converter(item.strip() if isinstance(item, str) else item)
+                for item in items
+                if not (isinstance(item, str) and not item.strip())
+            ]
         return converter(value)
     except ValueError:
-        shown = f"[{example}, ...] or a comma-separated string" if type_name.endswith(
-            "[]") else example
+        shown = (
+            f"[{example}, ...] or a comma-separated string" if type_name.endswith("[]") else example
+        )
         raise InvalidReport(
-            f"parameter {param!r} must be of type {type_name}, got {value!r} "
-            f"(for example {shown})") from None
+            f"parameter {param!r} must be of type {type_name}, got {value!r} (for example {shown})"
+        ) from None

@@ -36,8 +36,10 @@ def report_job(conn: psycopg.Connection, job_id: int) -> dict[str, Any]:
 def _not_done(job: dict[str, Any]) -> ResultUnavailable:
     job_id, status = job["id"], job["status"]
     if status == "ready":
-        why = "has not started yet (status ready): is a worker running on its queue " \
-              f"{job['queue']!r}?"
+        why = (
+            "has not started yet (status ready): is a worker running on its queue "
+            f"{job['queue']!r}?"
+        )
     elif status == "running":
         rows = (job.get("progress") or {}).get("rows")
         why = "is still running" + (f" ({rows:,} rows so far)" if rows is not None else "")
@@ -62,7 +64,8 @@ def csv_pieces(conn: psycopg.Connection, job: dict[str, Any]) -> Iterator[bytes]
     if store == "http":
         raise ResultUnavailable(
             f"report job {job['id']} was uploaded to {result.get('location')}: download it "
-            "from there (it is gzipped CSV)")
+            "from there (it is gzipped CSV)"
+        )
     raise ResultUnavailable(f"report job {job['id']} has no stored result")
 
 
@@ -74,14 +77,17 @@ def _chunks(conn: psycopg.Connection, job_id: int) -> Iterator[bytes]:
         row = conn.execute(sql.query("report_result_get"), {"job_id": job_id}).fetchone()
         if row is None:
             raise ResultUnavailable(
-                f"report job {job_id} has no result in pgdyno.report_results (pruned?)")
+                f"report job {job_id} has no result in pgdyno.report_results (pruned?)"
+            )
         run_id, chunks = row[1], row[6]
         for seq in range(chunks):
-            chunk = conn.execute(sql.query("report_chunk_get"),
-                                 {"run_id": run_id, "seq": seq}).fetchone()
+            chunk = conn.execute(
+                sql.query("report_chunk_get"), {"run_id": run_id, "seq": seq}
+            ).fetchone()
             if chunk is None:
-                raise ResultUnavailable(f"report job {job_id}: chunk {seq} of run {run_id} is "
-                                        "missing")
+                raise ResultUnavailable(
+                    f"report job {job_id}: chunk {seq} of run {run_id} is missing"
+                )
             yield chunk[0]
 
 
@@ -93,7 +99,8 @@ def _file_pieces(path: Path) -> Iterator[bytes]:
     except FileNotFoundError:
         raise ResultUnavailable(
             f"{path} does not exist here: the directory store writes on the worker's disk, so "
-            "fetch it where the worker ran") from None
+            "fetch it where the worker ran"
+        ) from None
 
 
 def gunzip(pieces: Iterable[bytes]) -> Iterator[bytes]:
@@ -117,14 +124,26 @@ def summary(job: dict[str, Any]) -> dict[str, Any]:
     """What `pgdyno report show` prints: the job's state and its result's figures."""
     args, result = job.get("args") or {}, job.get("result") or {}
     info: dict[str, Any] = {
-        "job": job["id"], "report": args.get("name"), "params": args.get("params") or {},
-        "queue": job["queue"], "status": job["status"], "attempts": job["attempts"],
+        "job": job["id"],
+        "report": args.get("name"),
+        "params": args.get("params") or {},
+        "queue": job["queue"],
+        "status": job["status"],
+        "attempts": job["attempts"],
         "max_attempts": job["max_attempts"],
     }
     if job["status"] == "running":
         info["progress"] = job.get("progress") or {}
-    for key in ("rows", "csv_bytes", "stored_bytes", "duration_s", "worker_peak_rss_bytes",
-                "peak_rss_scope", "store", "location"):
+    for key in (
+        "rows",
+        "csv_bytes",
+        "stored_bytes",
+        "duration_s",
+        "worker_peak_rss_bytes",
+        "peak_rss_scope",
+        "store",
+        "location",
+    ):
         if key in result:
             info[key] = result[key]
     if job.get("last_error"):

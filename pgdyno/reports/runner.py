@@ -45,30 +45,64 @@ _PERMANENT_CLASSES = {"0A", "21", "22", "23", "25", "2B", "3D", "3F", "42", "44"
 
 
 @task("report")
-def report(name: str, params: dict[str, Any] | None = None, store: str = "postgres",
-           url: str | None = None, headers: dict[str, str] | None = None,
-           spool: bool = False) -> dict[str, Any]:
+def report(
+    name: str,
+    params: dict[str, Any] | None = None,
+    store: str = "postgres",
+    url: str | None = None,
+    headers: dict[str, str] | None = None,
+    spool: bool = False,
+) -> dict[str, Any]:
     """Run report `name` with `params`; store its gzipped CSV (postgres, directory or http)."""
     job = current_job()
-    return run(Settings.from_env(), job_id=job.id, database_url=job.database_url, name=name,
-               params=params, store=store, url=url, headers=headers, spool=spool,
-               progress=lambda fields: job.set_progress(**fields))
+    return run(
+        Settings.from_env(),
+        job_id=job.id,
+        database_url=job.database_url,
+        name=name,
+        params=params,
+        store=store,
+        url=url,
+        headers=headers,
+        spool=spool,
+        progress=lambda fields: job.set_progress(**fields),
+    )
 
 
-def run(settings: Settings, *, job_id: int, database_url: str, name: Any,
-        params: Any = None, store: Any = "postgres", url: Any = None, headers: Any = None,
-        spool: Any = False, progress: Progress | None = None) -> dict[str, Any]:
+def run(
+    settings: Settings,
+    *,
+    job_id: int,
+    database_url: str,
+    name: Any,
+    params: Any = None,
+    store: Any = "postgres",
+    url: Any = None,
+    headers: Any = None,
+    spool: Any = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Run one report for job `job_id` and return what the job's result records."""
     started = time.monotonic()
     report = catalog.load(Path(settings.reports_dir), name)
     values = report.bind(params)
-    target = open_store(store, job_id=job_id, report=report.name, database_url=database_url,
-                        output_dir=Path(settings.reports_output_dir), url=url, headers=headers,
-                        spool=spool)
+    target = open_store(
+        store,
+        job_id=job_id,
+        report=report.name,
+        database_url=database_url,
+        output_dir=Path(settings.reports_output_dir),
+        url=url,
+        headers=headers,
+        spool=spool,
+    )
     per_report = memory.reset_peak()
     log_event(log, "report_started", job=job_id, report=report.name, store=target.kind)
-    conn = db.connect(database_url, autocommit=False,
-                      application_name=f"pgdyno report {report.name} job {job_id}"[:63])
+    conn = db.connect(
+        database_url,
+        autocommit=False,
+        application_name=f"pgdyno report {report.name} job {job_id}"[:63],
+    )
     conn.read_only = True  # every transaction on it starts with BEGIN READ ONLY
     stream: GzipStream | None = None
     try:
@@ -92,16 +126,30 @@ def run(settings: Settings, *, job_id: int, database_url: str, name: Any,
     assert stream is not None
     duration = time.monotonic() - started
     result = {
-        "report": report.name, "params": values, "store": target.kind,
-        "location": stored.location, **stored.details, "rows": stream.rows,
-        "csv_bytes": stream.csv_bytes, "stored_bytes": stream.stored_bytes,
-        "duration_s": round(duration, 3), "worker_peak_rss_bytes": memory.peak_rss_bytes(),
+        "report": report.name,
+        "params": values,
+        "store": target.kind,
+        "location": stored.location,
+        **stored.details,
+        "rows": stream.rows,
+        "csv_bytes": stream.csv_bytes,
+        "stored_bytes": stream.stored_bytes,
+        "duration_s": round(duration, 3),
+        "worker_peak_rss_bytes": memory.peak_rss_bytes(),
         "peak_rss_scope": "report" if per_report else "process",
     }
-    log_event(log, "report_stored", job=job_id, report=report.name, store=target.kind,
-              rows=stream.rows, csv_bytes=stream.csv_bytes, stored_bytes=stream.stored_bytes,
-              duration_ms=round(duration * 1000, 1),
-              peak_rss_mb=round(result["worker_peak_rss_bytes"] / 2**20, 1))
+    log_event(
+        log,
+        "report_stored",
+        job=job_id,
+        report=report.name,
+        store=target.kind,
+        rows=stream.rows,
+        csv_bytes=stream.csv_bytes,
+        stored_bytes=stream.stored_bytes,
+        duration_ms=round(duration * 1000, 1),
+        peak_rss_mb=round(result["worker_peak_rss_bytes"] / 2**20, 1),
+    )
     return result
 
 
@@ -120,7 +168,8 @@ def _prepare(conn: psycopg.Connection, report: Report, values: dict[str, Any]) -
     if writes:
         raise InvalidReport(
             f"report {report.name!r} is not read-only: its plan writes ({', '.join(writes)}); "
-            "a report may only read")
+            "a report may only read"
+        )
     return pgsql.SQL(sql.query("report_copy_out")).format(query=text)  # type: ignore[arg-type]
 
 
@@ -149,14 +198,17 @@ def failure(report: str, exc: psycopg.Error) -> InvalidReport | ReportFailed:
     if exc.diag.message_hint:
         message += f" (hint: {exc.diag.message_hint})"
     if state == "25006":
-        return InvalidReport(f"report {report!r} is not read-only: {message}; a report may "
-                             "only read")
+        return InvalidReport(
+            f"report {report!r} is not read-only: {message}; a report may only read"
+        )
     if state == "57014" and "statement timeout" in message:
         return InvalidReport(
             f"report {report!r} ran out of time: {message}; give it more in its header, "
-            "e.g. -- set: statement_timeout = 30min")
+            "e.g. -- set: statement_timeout = 30min"
+        )
     if state[:2] in _PERMANENT_CLASSES:
-        return InvalidReport(f"report {report!r} failed in Postgres: {message} "
-                             f"(SQLSTATE {state})")
-    return ReportFailed(f"report {report!r} failed in Postgres: {message}"
-                        + (f" (SQLSTATE {state})" if state else ""))
+        return InvalidReport(f"report {report!r} failed in Postgres: {message} (SQLSTATE {state})")
+    return ReportFailed(
+        f"report {report!r} failed in Postgres: {message}"
+        + (f" (SQLSTATE {state})" if state else "")
+    )

@@ -92,8 +92,11 @@ def split(text: str) -> list[tuple[int, int, str]]:
             continue
         if char == "'":
             # E'...' (an escape string): the E must not end a longer word such as "some'".
-            escaped = (i > 0 and text[i - 1] in "eE"
-                       and (i < 2 or not (text[i - 2].isalnum() or text[i - 2] in "_$")))
+            escaped = (
+                i > 0
+                and text[i - 1] in "eE"
+                and (i < 2 or not (text[i - 2].isalnum() or text[i - 2] in "_$"))
+            )
             i = _skip_quoted(text, i, "'", backslash=escaped)
             first = first or "'"
             continue
@@ -107,7 +110,8 @@ def split(text: str) -> list[tuple[int, int, str]]:
                 end = text.find(tag.group(0), tag.end())
                 if end < 0:
                     raise InvalidReport(
-                        f"unterminated dollar-quoted string starting at line {_line(text, i)}")
+                        f"unterminated dollar-quoted string starting at line {_line(text, i)}"
+                    )
                 i = end + len(tag.group(0))
                 first = first or "$"
                 continue
@@ -145,12 +149,14 @@ def single_query(text: str) -> Statement:
     if len(statements) > 1:
         raise InvalidReport(
             f"the file holds {len(statements)} statements (the first ends with the ';' on line "
-            f"{_line(text, statements[0][1])}): a report is a single query")
+            f"{_line(text, statements[0][1])}): a report is a single query"
+        )
     _, end, first = statements[0]
     if first not in READ_ONLY_STARTS and first != "(":
         raise InvalidReport(
             f"the statement starts with {first}, so it is not a read-only query: a report is one "
-            f"{', '.join(READ_ONLY_STARTS[:-1])} or {READ_ONLY_STARTS[-1]} query")
+            f"{', '.join(READ_ONLY_STARTS[:-1])} or {READ_ONLY_STARTS[-1]} query"
+        )
     return Statement(text[:end].rstrip(), first)
 
 
@@ -169,11 +175,13 @@ def placeholders(text: str) -> list[str]:
         if name is None:
             raise InvalidReport(
                 f"stray '%{other}' at {where}: write %% for a literal % "
-                "and %(name)s for a parameter")
+                "and %(name)s for a parameter"
+            )
         if not _NAME.match(name) or fmt != "s":
             raise InvalidReport(
                 f"bad parameter placeholder {match.group(0)!r} at {where}: "
-                "write %(name)s with a name of letters, digits and _")
+                "write %(name)s with a name of letters, digits and _"
+            )
         if name not in names:
             names.append(name)
     return names

@@ -54,12 +54,22 @@ class Store(Protocol):
         ...
 
 
-def open_store(kind: Any, *, job_id: int, report: str, database_url: str, output_dir: Path,
-               url: Any = None, headers: Any = None, spool: Any = False) -> Store:
+def open_store(
+    kind: Any,
+    *,
+    job_id: int,
+    report: str,
+    database_url: str,
+    output_dir: Path,
+    url: Any = None,
+    headers: Any = None,
+    spool: Any = False,
+) -> Store:
     """The store a job asked for; InvalidReport for arguments that cannot work."""
     if kind not in KINDS:
         raise InvalidReport(
-            f"unknown store {kind!r}: use postgres (the default), directory or http")
+            f"unknown store {kind!r}: use postgres (the default), directory or http"
+        )
     if kind != "http" and (url is not None or headers is not None or spool):
         raise InvalidReport(f"url, headers and spool are only used with store http, not {kind}")
     if kind == "postgres":
@@ -85,25 +95,38 @@ class PostgresStore:
             with conn.transaction():
                 conn.execute(sql.query("report_store_begin"))
                 for piece in stream:
-                    conn.execute(sql.query("report_chunk_insert"), {
-                        "run_id": run_id, "seq": chunks, "job_id": self.job_id, "data": piece})
+                    conn.execute(
+                        sql.query("report_chunk_insert"),
+                        {"run_id": run_id, "seq": chunks, "job_id": self.job_id, "data": piece},
+                    )
                     chunks += 1
-                saved = conn.execute(sql.query("report_result_save"), {
-                    "job_id": self.job_id, "run_id": run_id, "report": self.report,
-                    "rows": stream.rows, "csv_bytes": stream.csv_bytes,
-                    "stored_bytes": stream.stored_bytes, "chunks": chunks,
-                }).fetchone()
+                saved = conn.execute(
+                    sql.query("report_result_save"),
+                    {
+                        "job_id": self.job_id,
+                        "run_id": run_id,
+                        "report": self.report,
+                        "rows": stream.rows,
+                        "csv_bytes": stream.csv_bytes,
+                        "stored_bytes": stream.stored_bytes,
+                        "chunks": chunks,
+                    },
+                ).fetchone()
                 if saved is None:  # rolls the whole run back
                     raise ReportFailed(
                         f"job {self.job_id} was run again meanwhile (its lease expired), and "
-                        "the newer run's result is kept")
-                conn.execute(sql.query("report_chunks_delete_other_runs"),
-                             {"job_id": self.job_id, "run_id": run_id})
+                        "the newer run's result is kept"
+                    )
+                conn.execute(
+                    sql.query("report_chunks_delete_other_runs"),
+                    {"job_id": self.job_id, "run_id": run_id},
+                )
         except psycopg.Error as exc:
             if exc is stream.error:
                 raise
             raise ReportFailed(
-                f"storing the result in Postgres failed: {db.first_line(exc)}") from exc
+                f"storing the result in Postgres failed: {db.first_line(exc)}"
+            ) from exc
         finally:
             conn.close()
         return Stored(f"pgdyno.report_results/{self.job_id}", {"run_id": run_id})
@@ -165,23 +188,32 @@ class HttpStore:
 
     def __init__(self, url: str, headers: dict[str, str], spool: bool) -> None:
         self.url = url
-        self.headers = {"Content-Type": "text/csv; charset=utf-8", "Content-Encoding": "gzip",
-                        **headers}
+        self.headers = {
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Encoding": "gzip",
+            **headers,
+        }
         self.spool = spool
 
     @classmethod
     def checked(cls, url: Any, headers: Any, spool: Any) -> HttpStore:
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
-                or not urlsplit(url).netloc:
+        if (
+            not isinstance(url, str)
+            or urlsplit(url).scheme not in ("http", "https")
+            or not urlsplit(url).netloc
+        ):
             raise InvalidReport(
                 f"store http needs a url: an http:// or https:// URL to PUT the gzipped CSV to "
-                f"(for example a presigned object-store URL), got {url!r}")
+                f"(for example a presigned object-store URL), got {url!r}"
+            )
         if headers is None:
             headers = {}
         if not isinstance(headers, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-            raise InvalidReport('headers must be a JSON object of strings, e.g. '
-                                '{"x-amz-acl": "private"}')
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise InvalidReport(
+                'headers must be a JSON object of strings, e.g. {"x-amz-acl": "private"}'
+            )
         if not isinstance(spool, bool):
             raise InvalidReport(f"spool must be true or false, got {spool!r}")
         return cls(url, headers, spool)
@@ -199,22 +231,33 @@ class HttpStore:
                         body.write(piece)
                     size = body.tell()
                     body.seek(0)
-                    response = requests.put(self.url, data=body, timeout=HTTP_TIMEOUT,
-                                            headers={**self.headers, "Content-Length": str(size)})
+                    response = requests.put(
+                        self.url,
+                        data=body,
+                        timeout=HTTP_TIMEOUT,
+                        headers={**self.headers, "Content-Length": str(size)},
+                    )
             else:
-                response = requests.put(self.url, data=iter(stream), headers=self.headers,
-                                        timeout=HTTP_TIMEOUT)
+                response = requests.put(
+                    self.url, data=iter(stream), headers=self.headers, timeout=HTTP_TIMEOUT
+                )
         except requests.RequestException as exc:
             if stream.error is not None:
                 raise stream.error from exc
             raise ReportFailed(
-                f"uploading to {where} failed: {type(exc).__name__}: {_redact(str(exc))}") from exc
+                f"uploading to {where} failed: {type(exc).__name__}: {_redact(str(exc))}"
+            ) from exc
         if not 200 <= response.status_code < 300:
             reply = " ".join(response.text[:300].split())
             message = f"the upload to {where} was refused: HTTP {response.status_code} {reply}"
             if response.status_code >= 500 or response.status_code in _HTTP_RETRYABLE:
                 raise ReportFailed(message)
             raise PermanentJobError(message + " (check the URL; a presigned URL may have expired)")
-        log_event(log, "report_uploaded", url=where, status=response.status_code,
-                  bytes=stream.stored_bytes)
+        log_event(
+            log,
+            "report_uploaded",
+            url=where,
+            status=response.status_code,
+            bytes=stream.stored_bytes,
+        )
         return Stored(where)

@@ -32,9 +32,13 @@ class GzipStream:
     `error`, so the runner can report it even when a store's HTTP library wraps it.
     """
 
-    def __init__(self, blocks: Iterable[bytes | memoryview], *,
-                 progress: Progress | None = None,
-                 final_rows: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        blocks: Iterable[bytes | memoryview],
+        *,
+        progress: Progress | None = None,
+        final_rows: Callable[[], int] | None = None,
+    ) -> None:
         self._blocks = blocks
         self._progress = progress
         self._final_rows = final_rows

@@ -33,14 +33,17 @@ class RunningPlatform:
 
     def scale_patches(self, process_type: str) -> list[int]:
         """Quantities PATCHed to the formation API, in arrival order."""
-        return [body["quantity"] for _, method, ptype, body, status in
-                self.platform.server.requests
-                if method == "PATCH" and ptype == process_type and status == 200 and body]
+        return [
+            body["quantity"]
+            for _, method, ptype, body, status in self.platform.server.requests
+            if method == "PATCH" and ptype == process_type and status == 200 and body
+        ]
 
 
 @pytest.fixture
-def start_platform(tmp_path: Path, database_url: str,
-                   request: pytest.FixtureRequest) -> Iterator[Callable[..., RunningPlatform]]:
+def start_platform(
+    tmp_path: Path, database_url: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., RunningPlatform]]:
     """start_platform(procfile_text, **env) -> RunningPlatform; stopped after the test."""
     started: list[RunningPlatform] = []
 
@@ -49,8 +52,9 @@ def start_platform(tmp_path: Path, database_url: str,
         path.write_text(procfile.replace("{pgdyno}", PY))
         log_path = tmp_path / "platform.log"
         output = log_path.open("w")
-        platform = LocalPlatform(path, database_url, output=output, kill_timeout=5,
-                                 env=pgdyno_env(database_url, **env))
+        platform = LocalPlatform(
+            path, database_url, output=output, kill_timeout=5, env=pgdyno_env(database_url, **env)
+        )
         running = RunningPlatform(platform, log_path)
         started.append(running)
         platform.start()

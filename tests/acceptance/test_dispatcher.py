@@ -24,13 +24,20 @@ def heroku() -> Iterator[FakeHeroku]:
         yield server
 
 
-def dispatcher(database_url: str, heroku: FakeHeroku, *rules: str, token: str | None = None,
-               **env: str) -> PgdynoProcess:
+def dispatcher(
+    database_url: str, heroku: FakeHeroku, *rules: str, token: str | None = None, **env: str
+) -> PgdynoProcess:
     args = ["dispatcher"]
     for rule in rules or ("reports=winston,max=2",):
         args += ["--scale", rule]
-    return PgdynoProcess(args, database_url, HEROKU_API_URL=heroku.url,
-                         HEROKU_APP_NAME=heroku.app, HEROKU_API_KEY=token or heroku.token, **env)
+    return PgdynoProcess(
+        args,
+        database_url,
+        HEROKU_API_URL=heroku.url,
+        HEROKU_APP_NAME=heroku.app,
+        HEROKU_API_KEY=token or heroku.token,
+        **env,
+    )
 
 
 def patches(heroku: FakeHeroku) -> list[int]:
@@ -50,8 +57,11 @@ def test_dispatcher_survives_a_postgres_restart_and_catches_up(heroku):
                 conn.execute("SET pgdyno.skip_notify = on")
                 conn.execute("INSERT INTO pgdyno.jobs (queue, task) VALUES ('reports', 'x')")
             server.restart()
-            wait_until(lambda: proc.output().count("dispatcher_leading") == 2, timeout=30,
-                       message="the dispatcher to reconnect and lead again")
+            wait_until(
+                lambda: proc.output().count("dispatcher_leading") == 2,
+                timeout=30,
+                message="the dispatcher to reconnect and lead again",
+            )
             wait_until(lambda: patches(heroku) == [1], message="the catch-up reconcile")
             # LISTEN works again: a notified job raises the formation without any timer.
             with psycopg.connect(url, autocommit=True) as conn:
@@ -75,9 +85,14 @@ def test_standby_dispatcher_takes_over_when_the_leader_is_killed(database_url, h
 
 
 def test_a_burst_of_10000_inserts_makes_a_few_decisions_and_one_patch(database_url, heroku, conn):
-    with dispatcher(database_url, heroku, "reports=winston,max=3",
-                    PGDYNO_LOG_LEVEL="DEBUG", PGDYNO_RECONCILE_INTERVAL="1h",
-                    PGDYNO_DEBOUNCE="1s") as proc:
+    with dispatcher(
+        database_url,
+        heroku,
+        "reports=winston,max=3",
+        PGDYNO_LOG_LEVEL="DEBUG",
+        PGDYNO_RECONCILE_INTERVAL="1h",
+        PGDYNO_DEBOUNCE="1s",
+    ) as proc:
         proc.wait_for_output("dispatcher_leading")
         with conn.pipeline():
             for _ in range(10_000):  # 10,000 transactions, 10,000 notifications
@@ -89,14 +104,15 @@ def test_a_burst_of_10000_inserts_makes_a_few_decisions_and_one_patch(database_u
 
 
 def test_rejected_api_call_keeps_the_dispatcher_running_and_shows_in_status(
-        database_url, heroku, conn):
+    database_url, heroku, conn
+):
     with dispatcher(database_url, heroku, token="wrong-token") as proc:
         proc.wait_for_output("dispatcher_leading")
         conn.execute("INSERT INTO pgdyno.jobs (queue, task) VALUES ('reports', 'x')")
         proc.wait_for_output("401 unauthorized")
         status = PgdynoProcess(["status", "--json"], database_url)
         assert status.wait() == 0
-        scaling = json.loads(status.output()[status.output().index("{"):])["scaling"]
+        scaling = json.loads(status.output()[status.output().index("{") :])["scaling"]
         assert "401 unauthorized" in scaling["winston"]["last_error"]
         assert "HEROKU_API_KEY" in scaling["winston"]["last_error"]
         assert scaling["winston"]["last_event"]["outcome"].startswith("error: 401")
@@ -109,8 +125,10 @@ def test_rejected_api_call_keeps_the_dispatcher_running_and_shows_in_status(
 def test_dispatcher_rereads_the_formation_when_it_takes_over(database_url, heroku, conn):
     # Recorded state says winston runs, but the platform has it at zero (a restart, a manual
     # `heroku ps:scale winston=0`): a new leader must not trust the record and skip the PATCH.
-    conn.execute("INSERT INTO pgdyno.formations (process_type, quantity, known_at) "
-                 "VALUES ('winston', 1, now())")
+    conn.execute(
+        "INSERT INTO pgdyno.formations (process_type, quantity, known_at) "
+        "VALUES ('winston', 1, now())"
+    )
     conn.execute("INSERT INTO pgdyno.jobs (queue, task) VALUES ('reports', 'x')")
     with dispatcher(database_url, heroku, PGDYNO_RECONCILE_INTERVAL="1h") as proc:
         proc.wait_for_output("dispatcher_leading")

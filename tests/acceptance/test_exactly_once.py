@@ -15,15 +15,24 @@ WORKERS = 4
 
 def test_each_job_runs_exactly_once_with_four_competing_workers(effects, database_url):
     with contextlib.ExitStack() as stack:
-        procs = [stack.enter_context(worker(database_url, "q", concurrency=4))
-                 for _ in range(WORKERS)]
+        procs = [
+            stack.enter_context(worker(database_url, "q", concurrency=4)) for _ in range(WORKERS)
+        ]
         wait_for_listeners(effects, WORKERS)  # all four are racing from the first job
         ids = pgdyno.enqueue_many(
-            effects, [{"task": "touch", "args": {"key": str(n)}, "queue": "q"}
-                      for n in range(JOBS)])
-        wait_until(lambda: effects.execute(
-            "SELECT count(*) FROM pgdyno.jobs WHERE status = 'done'").fetchone()[0] == JOBS,
-            timeout=90, interval=0.2, message=f"{JOBS} jobs done")
+            effects, [{"task": "touch", "args": {"key": str(n)}, "queue": "q"} for n in range(JOBS)]
+        )
+        wait_until(
+            lambda: (
+                effects.execute(
+                    "SELECT count(*) FROM pgdyno.jobs WHERE status = 'done'"
+                ).fetchone()[0]
+                == JOBS
+            ),
+            timeout=90,
+            interval=0.2,
+            message=f"{JOBS} jobs done",
+        )
         for proc in procs:
             proc.signal(signal.SIGTERM)
         assert [proc.wait() for proc in procs] == [0] * WORKERS
@@ -31,14 +40,19 @@ def test_each_job_runs_exactly_once_with_four_competing_workers(effects, databas
 
     duplicates = effects.execute(
         "SELECT job_key, count(*) FROM test_effects WHERE kind = 'touch'"
-        " GROUP BY job_key HAVING count(*) <> 1").fetchall()
+        " GROUP BY job_key HAVING count(*) <> 1"
+    ).fetchall()
     assert duplicates == []
-    assert effects.execute(
-        "SELECT count(DISTINCT job_key) FROM test_effects WHERE kind = 'touch'"
-    ).fetchone()[0] == JOBS
+    assert (
+        effects.execute(
+            "SELECT count(DISTINCT job_key) FROM test_effects WHERE kind = 'touch'"
+        ).fetchone()[0]
+        == JOBS
+    )
     states = effects.execute(
-        "SELECT status::text, attempts, count(*) FROM pgdyno.jobs WHERE id = ANY(%s)"
-        " GROUP BY 1, 2", (ids,)).fetchall()
+        "SELECT status::text, attempts, count(*) FROM pgdyno.jobs WHERE id = ANY(%s) GROUP BY 1, 2",
+        (ids,),
+    ).fetchall()
     assert states == [("done", 1, JOBS)]
     pids = effects.execute("SELECT count(DISTINCT pid) FROM test_effects").fetchone()[0]
     assert pids >= 2, "the workers did not compete: one process ran every job"

@@ -49,7 +49,8 @@ def own_database_url(own_server) -> str:
         conn.execute(
             "CREATE TABLE test_effects (id bigserial PRIMARY KEY, kind text NOT NULL,"
             " job_key text NOT NULL, pid int NOT NULL, extra jsonb,"
-            " at timestamptz NOT NULL DEFAULT clock_timestamp())")
+            " at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        )
     return url
 
 
@@ -63,22 +64,36 @@ def _connect_when_up(url: str) -> psycopg.Connection:
     return wait_until(attempt, timeout=30, interval=0.1, message="Postgres to accept connections")
 
 
-def test_idle_worker_reconnects_after_postgres_restart_and_runs_new_job(own_server,
-                                                                         own_database_url):
+def test_idle_worker_reconnects_after_postgres_restart_and_runs_new_job(
+    own_server, own_database_url
+):
     url = own_database_url
     with worker(url, "q", extra=["--poll-interval", "0.5s"]) as proc:
         with psycopg.connect(url, autocommit=True) as conn:
             wait_for_listeners(conn, 1)
             before = pgdyno.enqueue(conn, "noop", queue="q")
-            wait_until(lambda: conn.execute("SELECT status::text FROM pgdyno.jobs WHERE id = %s",
-                                            (before,)).fetchone()[0] == "done",
-                       message="the first job to be done")
+            wait_until(
+                lambda: (
+                    conn.execute(
+                        "SELECT status::text FROM pgdyno.jobs WHERE id = %s", (before,)
+                    ).fetchone()[0]
+                    == "done"
+                ),
+                message="the first job to be done",
+            )
         own_server.restart()
         with _connect_when_up(url) as conn:
             after = pgdyno.enqueue(conn, "noop", queue="q")
-            wait_until(lambda: conn.execute("SELECT status::text FROM pgdyno.jobs WHERE id = %s",
-                                            (after,)).fetchone()[0] == "done",
-                       timeout=30, message="the job enqueued after the restart to be done")
+            wait_until(
+                lambda: (
+                    conn.execute(
+                        "SELECT status::text FROM pgdyno.jobs WHERE id = %s", (after,)
+                    ).fetchone()[0]
+                    == "done"
+                ),
+                timeout=30,
+                message="the job enqueued after the restart to be done",
+            )
             wait_for_listeners(conn, 1)  # LISTENing again, not only polling
         assert proc.proc.poll() is None, "the worker exited instead of reconnecting"
         proc.signal(signal.SIGTERM)
@@ -90,7 +105,8 @@ def test_idle_worker_reconnects_after_postgres_restart_and_runs_new_job(own_serv
 
 
 def test_job_running_through_a_postgres_restart_completes_once_without_a_new_attempt(
-        own_server, own_database_url):
+    own_server, own_database_url
+):
     url = own_database_url
     with psycopg.connect(url, autocommit=True) as conn:
         job_id = pgdyno.enqueue(conn, "gate", {"key": "k"}, queue="q")

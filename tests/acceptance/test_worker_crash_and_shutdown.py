@@ -23,8 +23,10 @@ import pgdyno
 
 
 def _wait_until_running(conn, key: str, attempt: int = 1) -> None:
-    wait_until(lambda: len(effects_of(conn, key, "start")) >= attempt,
-               message=f"attempt {attempt} of job {key!r} to start")
+    wait_until(
+        lambda: len(effects_of(conn, key, "start")) >= attempt,
+        message=f"attempt {attempt} of job {key!r} to start",
+    )
 
 
 def test_job_of_killed_worker_is_rescued_after_its_lease(effects, database_url):
@@ -44,7 +46,9 @@ def test_job_of_killed_worker_is_rescued_after_its_lease(effects, database_url):
     assert row["last_error"].startswith(f"LeaseExpired: worker {killed['worker']} stopped")
     starts = effects_of(effects, "k", "start")
     assert [(s["pid"], s["extra"]["attempt"]) for s in starts] == [
-        (doomed.pid, 1), (rescuer.pid, 2)]
+        (doomed.pid, 1),
+        (rescuer.pid, 2),
+    ]
     assert starts[1]["at"] > killed["lease_expires_at"]  # not one moment before the lease ended
     assert [d["pid"] for d in effects_of(effects, "k", "done")] == [rescuer.pid]
 
@@ -64,8 +68,9 @@ def test_sigterm_during_a_short_job_lets_it_complete_and_exits_0(effects, databa
     assert effects_of(effects, "later") == []
 
 
-def test_sigterm_during_a_long_job_hands_it_back_uncounted_for_another_worker(effects,
-                                                                              database_url):
+def test_sigterm_during_a_long_job_hands_it_back_uncounted_for_another_worker(
+    effects, database_url
+):
     job_id = pgdyno.enqueue(effects, "gate", {"key": "long"}, queue="q")
     with worker(database_url, "q", extra=["--grace", "1s"]) as stopping:
         _wait_until_running(effects, "long")
@@ -100,16 +105,21 @@ def test_second_sigint_stops_at_once_and_hands_the_job_back(effects, database_ur
     assert (row["status"], row["attempts"]) == ("ready", 0)
 
 
-def test_job_longer_than_its_lease_is_not_rescued_while_its_worker_heartbeats(effects,
-                                                                               database_url):
+def test_job_longer_than_its_lease_is_not_rescued_while_its_worker_heartbeats(
+    effects, database_url
+):
     job_id = pgdyno.enqueue(effects, "gate", {"key": "long"}, queue="q")
     with worker(database_url, "q", extra=["--lease", "1s"]) as owner:
         _wait_until_running(effects, "long")
         # A second worker looks for expired leases ten times a second.
         with worker(database_url, "q", extra=["--poll-interval", "0.1s"]) as rescuer:
-            wait_until(lambda: effects.execute(
-                "SELECT now() - started_at > interval '3 s' FROM pgdyno.jobs WHERE id = %s",
-                (job_id,)).fetchone()[0], message="the job to outlast its lease three times")
+            wait_until(
+                lambda: effects.execute(
+                    "SELECT now() - started_at > interval '3 s' FROM pgdyno.jobs WHERE id = %s",
+                    (job_id,),
+                ).fetchone()[0],
+                message="the job to outlast its lease three times",
+            )
             row = job_row(effects, job_id)
             assert (row["status"], row["attempts"]) == ("running", 1)
             assert row["lease_expires_at"] > row["started_at"] + timedelta(seconds=2)

@@ -33,10 +33,21 @@ def test_job_inserted_by_psql_is_executed(effects, database_url):
     with worker(database_url, "reports") as proc:
         wait_for_listeners(effects, 1)
         result = subprocess.run(
-            [psql_binary(), database_url, "-v", "ON_ERROR_STOP=1", "-qtA", "-c",
-             "INSERT INTO pgdyno.jobs (queue, task, args)"
-             " VALUES ('reports', 'record', '{\"key\": \"from-psql\"}') RETURNING id"],
-            capture_output=True, text=True, timeout=30, check=True)
+            [
+                psql_binary(),
+                database_url,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qtA",
+                "-c",
+                "INSERT INTO pgdyno.jobs (queue, task, args)"
+                " VALUES ('reports', 'record', '{\"key\": \"from-psql\"}') RETURNING id",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         job_id = int(result.stdout.split()[0])
         row = wait_for_status(effects, job_id, "done")
         proc.signal(15)
@@ -74,26 +85,33 @@ def test_scheduled_job_runs_when_due_without_waiting_for_the_next_poll(effects, 
 def test_higher_priority_runs_first_then_earlier_run_at_then_lower_id(effects, database_url):
     due = datetime.now(UTC) - timedelta(minutes=1)
     keys = {  # key: (priority, run_at); "mid-early-2" differs from "mid-early" only by id
-        "low": (-5, due - timedelta(seconds=30)), "mid-late": (0, due),
-        "mid-early": (0, due - timedelta(seconds=20)), "high": (10, due),
+        "low": (-5, due - timedelta(seconds=30)),
+        "mid-late": (0, due),
+        "mid-early": (0, due - timedelta(seconds=20)),
+        "high": (10, due),
         "mid-early-2": (0, due - timedelta(seconds=20)),
     }
     for key, (priority, run_at) in keys.items():
-        pgdyno.enqueue(effects, "record", {"key": key}, queue="q", priority=priority,
-                       run_at=run_at)
+        pgdyno.enqueue(effects, "record", {"key": key}, queue="q", priority=priority, run_at=run_at)
     with worker(database_url, "q", burst=True) as proc:
         assert proc.wait() == 0
-    order = [r[0] for r in effects.execute(
-        "SELECT job_key FROM test_effects WHERE kind = 'start' ORDER BY id")]
+    order = [
+        r[0]
+        for r in effects.execute(
+            "SELECT job_key FROM test_effects WHERE kind = 'start' ORDER BY id"
+        )
+    ]
     assert order == ["high", "mid-early", "mid-early-2", "mid-late", "low"]
 
 
 def test_failing_job_retries_with_growing_backoff_and_fails_after_max_attempts(
-        effects, database_url):
+    effects, database_url
+):
     base = 0.2
     job_id = pgdyno.enqueue(effects, "boom", {"message": "flaky"}, queue="q", max_attempts=4)
-    with worker(database_url, "q", PGDYNO_RETRY_BASE=str(base),
-                extra=["--poll-interval", "30s"]) as proc:
+    with worker(
+        database_url, "q", PGDYNO_RETRY_BASE=str(base), extra=["--poll-interval", "30s"]
+    ) as proc:
         row = wait_for_status(effects, job_id, "failed", timeout=20)
         proc.signal(15)
         assert proc.wait() == 0
@@ -116,8 +134,7 @@ def test_failing_job_retries_with_growing_backoff_and_fails_after_max_attempts(
     assert len(log_fields(output, "job_failed")) == 1
 
 
-def test_unknown_task_fails_at_once_naming_the_task_and_imported_modules(effects,
-                                                                         database_url):
+def test_unknown_task_fails_at_once_naming_the_task_and_imported_modules(effects, database_url):
     job_id = pgdyno.enqueue(effects, "no_such_task", queue="q")
     with worker(database_url, "q", burst=True) as proc:
         assert proc.wait() == 0
@@ -148,8 +165,10 @@ def test_job_whose_args_the_task_cannot_take_fails_without_retry(effects, databa
 
 
 def test_burst_worker_exits_0_once_its_queues_are_drained(effects, database_url):
-    ids = [pgdyno.enqueue(effects, "record", {"key": f"k{n}"}, queue=q)
-           for n, q in enumerate(["a", "b", "a", "b", "a"])]
+    ids = [
+        pgdyno.enqueue(effects, "record", {"key": f"k{n}"}, queue=q)
+        for n, q in enumerate(["a", "b", "a", "b", "a"])
+    ]
     other = pgdyno.enqueue(effects, "record", {"key": "other"}, queue="elsewhere")
     with worker(database_url, "a", "b", concurrency=2, burst=True) as proc:
         assert proc.wait() == 0
@@ -173,8 +192,9 @@ def test_idle_worker_uses_almost_no_cpu(effects, database_url):
         job_id = pgdyno.enqueue(effects, "noop", queue="q")
         wait_for_status(effects, job_id, "done")
         before, started = cpu_seconds(proc.pid), time.monotonic()
-        wait_until(lambda: time.monotonic() - started >= 2.0, interval=0.1,
-                   message="two idle seconds")
+        wait_until(
+            lambda: time.monotonic() - started >= 2.0, interval=0.1, message="two idle seconds"
+        )
         used = cpu_seconds(proc.pid) - before
         proc.signal(15)
         assert proc.wait() == 0
@@ -186,11 +206,15 @@ def test_task_sees_its_own_job_through_current_job(effects, database_url):
     with worker(database_url, "q", burst=True) as proc:
         assert proc.wait() == 0
     assert job_row(effects, job_id)["result"] == {
-        "id": job_id, "queue": "q", "task": "whoami", "attempt": 1, "max_attempts": 3}
+        "id": job_id,
+        "queue": "q",
+        "task": "whoami",
+        "attempt": 1,
+        "max_attempts": 3,
+    }
 
 
-def test_result_that_json_cannot_hold_fails_the_job_and_the_worker_goes_on(effects,
-                                                                           database_url):
+def test_result_that_json_cannot_hold_fails_the_job_and_the_worker_goes_on(effects, database_url):
     bad = pgdyno.enqueue(effects, "not_a_number", queue="q", priority=1)
     good = pgdyno.enqueue(effects, "record", {"key": "after"}, queue="q")
     with worker(database_url, "q", burst=True) as proc:
@@ -216,11 +240,18 @@ def test_worker_logs_each_job_as_one_logfmt_line(effects, database_url):
 def test_worker_runs_up_to_its_concurrency_at_once_and_no_more(effects, database_url):
     ids = [pgdyno.enqueue(effects, "gate", {"key": f"g{n}"}, queue="q") for n in range(4)]
     with worker(database_url, "q", concurrency=3) as proc:
-        wait_until(lambda: effects.execute(
-            "SELECT count(*) FROM test_effects WHERE kind = 'start'").fetchone()[0] == 3,
-            message="three jobs running together")
-        states = effects.execute("SELECT status::text, count(*) FROM pgdyno.jobs GROUP BY 1"
-                                 " ORDER BY 1").fetchall()
+        wait_until(
+            lambda: (
+                effects.execute(
+                    "SELECT count(*) FROM test_effects WHERE kind = 'start'"
+                ).fetchone()[0]
+                == 3
+            ),
+            message="three jobs running together",
+        )
+        states = effects.execute(
+            "SELECT status::text, count(*) FROM pgdyno.jobs GROUP BY 1 ORDER BY 1"
+        ).fetchall()
         assert states == [("ready", 1), ("running", 3)]
         for n in range(4):
             open_gate(effects, f"g{n}")
@@ -228,5 +259,6 @@ def test_worker_runs_up_to_its_concurrency_at_once_and_no_more(effects, database
             wait_for_status(effects, job_id, "done")
         proc.signal(15)
         assert proc.wait() == 0
-    assert effects.execute("SELECT count(*) FROM test_effects WHERE kind = 'done'"
-                           ).fetchone()[0] == 4
+    assert (
+        effects.execute("SELECT count(*) FROM test_effects WHERE kind = 'done'").fetchone()[0] == 4
+    )

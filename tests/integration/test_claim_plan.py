@@ -44,11 +44,21 @@ def busy_queue(conn: psycopg.Connection) -> psycopg.Connection:
 
 
 def _params(conn: psycopg.Connection, queues: list[str], limit: int) -> dict[str, Any]:
-    running = [r[0] for r in conn.execute(
-        "SELECT id FROM pgdyno.jobs WHERE status = 'running' AND worker = 'w1' LIMIT %s",
-        (limit,))]
-    return {"done_ids": running, "done_results": [None] * len(running), "queues": queues,
-            "limit": limit, "worker": "w1", "lease": timedelta(seconds=30)}
+    running = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM pgdyno.jobs WHERE status = 'running' AND worker = 'w1' LIMIT %s",
+            (limit,),
+        )
+    ]
+    return {
+        "done_ids": running,
+        "done_results": [None] * len(running),
+        "queues": queues,
+        "limit": limit,
+        "worker": "w1",
+        "lease": timedelta(seconds=30),
+    }
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -66,15 +76,21 @@ def _assert_uses_the_claim_index(explained: Any, case: object) -> None:
 
 
 #: (queues, limit): one queue or several, one free slot or many, a queue with no jobs.
-CASES = [(["reports"], 1), (["reports"], 8), (["reports", "mail", "slow"], 4),
-         (["empty"], 4), (["reports", "mail"], 200)]
+CASES = [
+    (["reports"], 1),
+    (["reports"], 8),
+    (["reports", "mail", "slow"], 4),
+    (["empty"], 4),
+    (["reports", "mail"], 200),
+]
 
 
 def test_claim_plan_uses_the_claim_index_and_no_seq_scan(busy_queue):
     for queues, limit in CASES:
         params = _params(busy_queue, queues, limit)
         explained = busy_queue.execute(
-            "EXPLAIN (FORMAT JSON) " + sql.query("job_complete_and_claim"), params).fetchone()[0]
+            "EXPLAIN (FORMAT JSON) " + sql.query("job_complete_and_claim"), params
+        ).fetchone()[0]
         _assert_uses_the_claim_index(explained, (queues, limit))
 
 
@@ -84,7 +100,8 @@ def test_prepared_claim_uses_the_claim_index_in_its_generic_plan(busy_queue):
     queue.complete_and_claim(busy_queue, worker="nobody", queues=["none"], limit=0, lease=30)
     [(name, param_types)] = busy_queue.execute(
         "SELECT name, parameter_types::text[] FROM pg_prepared_statements"
-        " WHERE statement LIKE '%%WITH finished AS%%'").fetchall()
+        " WHERE statement LIKE '%%WITH finished AS%%'"
+    ).fetchall()
     order = _placeholder_order(sql.query("job_complete_and_claim"))
     assert len(order) == len(param_types)
     for queues, limit in CASES:
@@ -93,10 +110,13 @@ def test_prepared_claim_uses_the_claim_index_in_its_generic_plan(busy_queue):
             pgsql.Identifier(name),
             pgsql.SQL(", ").join(
                 pgsql.SQL("{}::{}").format(pgsql.Literal(params[key]), pgsql.SQL(type_name))
-                for key, type_name in zip(order, param_types, strict=True)))
+                for key, type_name in zip(order, param_types, strict=True)
+            ),
+        )
         plan = busy_queue.execute(explain).fetchone()[0]
-        assert busy_queue.execute("SELECT generic_plans > 0 FROM pg_prepared_statements"
-                                  " WHERE name = %s", (name,)).fetchone()[0]
+        assert busy_queue.execute(
+            "SELECT generic_plans > 0 FROM pg_prepared_statements WHERE name = %s", (name,)
+        ).fetchone()[0]
         _assert_uses_the_claim_index(plan, (queues, limit))
 
 

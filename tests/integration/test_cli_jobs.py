@@ -18,9 +18,11 @@ def cli(database_url):
     runner = CliRunner()
 
     def invoke(*args: str, env: dict[str, str] | None = None):
-        return runner.invoke(main, [*args, "--database-url", database_url],
-                             env={"DATABASE_URL": None, "PGDYNO_LOG_LEVEL": "WARNING",
-                                  **(env or {})})
+        return runner.invoke(
+            main,
+            [*args, "--database-url", database_url],
+            env={"DATABASE_URL": None, "PGDYNO_LOG_LEVEL": "WARNING", **(env or {})},
+        )
 
     return invoke
 
@@ -31,28 +33,52 @@ def _finished(conn, state: str, queue_name: str = "q", days_ago: float = 0) -> i
         "INSERT INTO pgdyno.jobs (queue, task, status, attempts, last_error, finished_at)"
         " VALUES (%s, 't', %s::pgdyno.job_status, 1, %s, now() - %s * interval '1 day')"
         " RETURNING id",
-        (queue_name, state, "ValueError: bad\nline two" if state == "failed" else None,
-         days_ago)).fetchone()[0]
+        (queue_name, state, "ValueError: bad\nline two" if state == "failed" else None, days_ago),
+    ).fetchone()[0]
 
 
 # --- enqueue ------------------------------------------------------------------------------------
 
+
 def test_enqueue_prints_the_new_job_id(cli, conn):
-    result = cli("enqueue", "send_invoice", "--queue", "mail", "--args", '{"id": 7}',
-                 "--priority", "3", "--max-attempts", "2", "--delay", "60")
+    result = cli(
+        "enqueue",
+        "send_invoice",
+        "--queue",
+        "mail",
+        "--args",
+        '{"id": 7}',
+        "--priority",
+        "3",
+        "--max-attempts",
+        "2",
+        "--delay",
+        "60",
+    )
     assert result.exit_code == 0, result.output
     row = job_row(conn, int(result.stdout))
     assert (row["task"], row["queue"], row["args"], row["priority"], row["max_attempts"]) == (
-        "send_invoice", "mail", {"id": 7}, 3, 2)
+        "send_invoice",
+        "mail",
+        {"id": 7},
+        3,
+        2,
+    )
     assert (row["run_at"] - row["created_at"]).total_seconds() == 60
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ("{id: 7}", "not valid JSON (Expecting property name enclosed in double quotes at column 2)"),
-    ('{"id": 7', "not valid JSON"),
-    ("[1, 2]", 'must be a JSON object such as {"id": 7}, got list: [1, 2]'),
-    ('"x"', "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            "{id: 7}",
+            "not valid JSON (Expecting property name enclosed in double quotes at column 2)",
+        ),
+        ('{"id": 7', "not valid JSON"),
+        ("[1, 2]", 'must be a JSON object such as {"id": 7}, got list: [1, 2]'),
+        ('"x"', "must be a JSON object"),
+    ],
+)
 def test_enqueue_with_invalid_json_exits_2_saying_what_is_wrong(cli, conn, args, message):
     result = cli("enqueue", "t", "--args", args)
     assert result.exit_code == 2
@@ -68,11 +94,14 @@ def test_enqueue_process_with_invalid_json_exits_2(database_url, conn):
     assert conn.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 0
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--priority", "5000"], "priority must be between -1000 and 1000"),
-    (["--max-attempts", "0"], "max_attempts must be between 1 and 1000"),
-    (["--queue", ""], "queue must be a non-empty name"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--priority", "5000"], "priority must be between -1000 and 1000"),
+        (["--max-attempts", "0"], "max_attempts must be between 1 and 1000"),
+        (["--queue", ""], "queue must be a non-empty name"),
+    ],
+)
 def test_enqueue_refused_by_the_database_exits_1_with_its_message(cli, conn, flags, message):
     result = cli("enqueue", "t", *flags)
     assert result.exit_code == 1
@@ -89,17 +118,31 @@ def test_command_without_a_database_url_says_how_to_set_one():
 
 # --- status -------------------------------------------------------------------------------------
 
+
 def test_status_json_has_exactly_the_documented_shape(cli, conn):
     for _ in range(3):
         _finished(conn, "done", "reports")
     result = cli("status", "--json")
     assert result.exit_code == 0, result.output
     parsed = json.loads(result.stdout)
-    assert parsed["queues"] == {"reports": {
-        "ready": 0, "running": 0, "done": 3, "failed": 0, "cancelled": 0,
-        "oldest_ready_age_s": None}}
+    assert parsed["queues"] == {
+        "reports": {
+            "ready": 0,
+            "running": 0,
+            "done": 3,
+            "failed": 0,
+            "cancelled": 0,
+            "oldest_ready_age_s": None,
+        }
+    }
     assert list(parsed["queues"]["reports"]) == [
-        "ready", "running", "done", "failed", "cancelled", "oldest_ready_age_s"]
+        "ready",
+        "running",
+        "done",
+        "failed",
+        "cancelled",
+        "oldest_ready_age_s",
+    ]
 
 
 def test_status_counts_every_status_and_the_age_of_the_oldest_due_job(cli, conn):
@@ -122,8 +165,16 @@ def test_status_counts_every_status_and_the_age_of_the_oldest_due_job(cli, conn)
 def test_status_prints_a_table(cli, conn):
     pgdyno.enqueue(conn, "t", queue="reports", run_at=-2)
     lines = cli("status").stdout.splitlines()
-    assert lines[0].split() == ["queue", "ready", "running", "done", "failed", "cancelled",
-                                "oldest", "ready"]
+    assert lines[0].split() == [
+        "queue",
+        "ready",
+        "running",
+        "done",
+        "failed",
+        "cancelled",
+        "oldest",
+        "ready",
+    ]
     assert lines[1].split()[:6] == ["reports", "1", "0", "0", "0", "0"]
     assert lines[1].endswith("s")
 
@@ -135,6 +186,7 @@ def test_status_of_an_empty_queue(cli):
 
 # --- jobs list / show ---------------------------------------------------------------------------
 
+
 def test_jobs_list_shows_newest_first_and_filters_by_queue_and_status(cli, conn):
     first = pgdyno.enqueue(conn, "alpha", queue="a")
     second = pgdyno.enqueue(conn, "beta", queue="b")
@@ -142,9 +194,12 @@ def test_jobs_list_shows_newest_first_and_filters_by_queue_and_status(cli, conn)
     listed = json.loads(cli("jobs", "list", "--json").stdout)
     assert [row["id"] for row in listed] == [failed, second, first]
     assert [r["id"] for r in json.loads(cli("jobs", "list", "--json", "-q", "a").stdout)] == [
-        failed, first]
-    assert [r["id"] for r in json.loads(
-        cli("jobs", "list", "--json", "--status", "failed").stdout)] == [failed]
+        failed,
+        first,
+    ]
+    assert [
+        r["id"] for r in json.loads(cli("jobs", "list", "--json", "--status", "failed").stdout)
+    ] == [failed]
     assert len(json.loads(cli("jobs", "list", "--json", "-n", "1").stdout)) == 1
     text = cli("jobs", "list").stdout.splitlines()
     assert text[0].split()[:5] == ["id", "queue", "task", "status", "tries"]
@@ -163,12 +218,23 @@ def test_jobs_show_prints_every_field_and_the_whole_error(cli, conn):
     assert f"id:               {job_id}" in lines
     assert "status:           failed" in lines
     at = lines.index("last_error:")
-    assert lines[at + 1:at + 3] == ["  ValueError: bad", "  line two"]
+    assert lines[at + 1 : at + 3] == ["  ValueError: bad", "  line two"]
     shown = json.loads(cli("jobs", "show", str(job_id), "--json").stdout)
     assert (shown["id"], shown["status"], shown["attempts"]) == (job_id, "failed", 1)
     assert shown["last_error"] == "ValueError: bad\nline two"
-    assert set(shown) >= {"queue", "task", "args", "priority", "run_at", "max_attempts",
-                          "created_at", "started_at", "finished_at", "result", "progress"}
+    assert set(shown) >= {
+        "queue",
+        "task",
+        "args",
+        "priority",
+        "run_at",
+        "max_attempts",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "result",
+        "progress",
+    }
 
 
 def test_jobs_show_of_a_missing_job_exits_1(cli):
@@ -179,6 +245,7 @@ def test_jobs_show_of_a_missing_job_exits_1(cli):
 
 # --- jobs retry / cancel ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("state", ["failed", "cancelled"])
 def test_jobs_retry_makes_a_finished_job_ready_with_a_fresh_attempt_budget(cli, conn, state):
     job_id = _finished(conn, state)
@@ -187,8 +254,10 @@ def test_jobs_retry_makes_a_finished_job_ready_with_a_fresh_attempt_budget(cli, 
     assert result.stdout == f"job {job_id} is ready again\n"
     row = job_row(conn, job_id)
     assert (row["status"], row["attempts"], row["finished_at"]) == ("ready", 0, None)
-    assert [job.id for job in queue.complete_and_claim(
-        conn, worker="w", queues=["q"], limit=1, lease=30)] == [job_id]
+    assert [
+        job.id
+        for job in queue.complete_and_claim(conn, worker="w", queues=["q"], limit=1, lease=30)
+    ] == [job_id]
 
 
 @pytest.mark.parametrize("state", ["ready", "done"])
@@ -197,7 +266,8 @@ def test_jobs_retry_of_a_job_that_has_not_failed_exits_1(cli, conn, state):
     result = cli("jobs", "retry", str(job_id))
     assert result.exit_code == 1
     assert f"job {job_id} is {state}: only failed or cancelled jobs can be retried" in (
-        result.output)
+        result.output
+    )
     assert job_row(conn, job_id)["status"] == state
 
 
@@ -222,6 +292,7 @@ def test_jobs_cancel_of_a_running_or_finished_job_exits_1_saying_why(cli, conn):
 
 
 # --- prune, migrate, worker flags --------------------------------------------------------------
+
 
 def test_prune_deletes_only_finished_jobs_older_than_the_given_age(cli, conn):
     old = [_finished(conn, state, days_ago=8) for state in ("done", "failed", "cancelled")]

@@ -27,8 +27,9 @@ def backend(request, tmp_path) -> Iterator[FormationBackend]:
     else:
         procfile = tmp_path / "Procfile"
         procfile.write_text("winston: sleep 600\n")
-        platform = LocalPlatform(procfile, "postgresql://unused", output=io.StringIO(),
-                                 kill_timeout=2)
+        platform = LocalPlatform(
+            procfile, "postgresql://unused", output=io.StringIO(), kill_timeout=2
+        )
         platform.start()
         try:
             yield HerokuFormation(platform.app, platform.token, platform.url)
@@ -73,12 +74,15 @@ def test_negative_quantity_is_rejected_with_422(backend):
 def test_local_platform_runs_as_many_processes_as_the_quantity(tmp_path):
     procfile = tmp_path / "Procfile"
     procfile.write_text("winston: sleep 600\n")
-    with LocalPlatform(procfile, "postgresql://unused", output=io.StringIO(),
-                       kill_timeout=2) as platform:
+    with LocalPlatform(
+        procfile, "postgresql://unused", output=io.StringIO(), kill_timeout=2
+    ) as platform:
         client = HerokuFormation(platform.app, platform.token, platform.url)
         client.scale("winston", 3)
         assert platform.dynos.running("winston") == ["winston.1", "winston.2", "winston.3"]
         client.scale("winston", 1)
         assert platform.dynos.running("winston") == ["winston.1"]
-        wait_until(lambda: platform.dynos.alive("winston") == ["winston.1"],
-                   message="stopped dynos to exit after SIGTERM")
+        wait_until(
+            lambda: platform.dynos.alive("winston") == ["winston.1"],
+            message="stopped dynos to exit after SIGTERM",
+        )

@@ -76,8 +76,14 @@ def test_persistent_5xx_gives_up_after_max_attempts_with_unavailable(heroku):
 
 
 def test_unreachable_api_raises_unavailable():
-    formation = HerokuFormation("my-app", TOKEN, "http://127.0.0.1:9", sleep=lambda _: None,
-                                max_attempts=2, timeout=(0.5, 0.5))
+    formation = HerokuFormation(
+        "my-app",
+        TOKEN,
+        "http://127.0.0.1:9",
+        sleep=lambda _: None,
+        max_attempts=2,
+        timeout=(0.5, 0.5),
+    )
     with pytest.raises(FormationUnavailable, match="cannot reach"):
         formation.scale("winston", 1)
 
@@ -89,12 +95,15 @@ def test_long_retry_after_ends_the_call_instead_of_holding_the_lock(heroku):
     assert len(heroku.requests) == 1
 
 
-@pytest.mark.parametrize(("status", "hint"), [
-    (401, "HEROKU_API_KEY"),
-    (403, "operate permission"),
-    (404, "HEROKU_APP_NAME"),
-    (422, "--scale rule"),
-])
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (401, "HEROKU_API_KEY"),
+        (403, "operate permission"),
+        (404, "HEROKU_APP_NAME"),
+        (422, "--scale rule"),
+    ],
+)
 def test_client_errors_are_not_retried_and_say_what_to_do(heroku, status, hint):
     heroku.fail_next(Scripted(status, message="nope"))
     formation = client(heroku)
@@ -125,8 +134,9 @@ def test_token_never_appears_in_logs_or_errors(heroku, caplog):
     with pytest.raises(FormationRejected) as info:
         formation.scale("winston", 1)
     assert TOKEN not in str(info.value) and TOKEN not in repr(formation)
-    text = "\n".join(record.getMessage() + str(getattr(record, "logfmt", ""))
-                     for record in caplog.records)
+    text = "\n".join(
+        record.getMessage() + str(getattr(record, "logfmt", "")) for record in caplog.records
+    )
     assert "formation_api" in text and "request_id" in text
     assert TOKEN not in text
 

@@ -43,14 +43,16 @@ def test_10000_row_insert_sends_one_notification_per_queue(conn, listener):
         "INSERT INTO pgdyno.jobs (queue, task, args)"
         " SELECT CASE WHEN n % 2 = 0 THEN 'reports' ELSE 'mail' END, 'noop',"
         "        jsonb_build_object('n', n)"
-        "   FROM generate_series(1, 10000) AS n")
+        "   FROM generate_series(1, 10000) AS n"
+    )
     assert received(listener, conn) == {"reports": 1, "mail": 1}
     assert conn.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 10000
 
 
 def test_bulk_enqueue_with_copy_sends_one_notification_per_queue(conn, listener):
-    ids = pgdyno.enqueue_many(conn, [{"task": "noop", "queue": ("a", "b", "c")[n % 3]}
-                                     for n in range(3000)])
+    ids = pgdyno.enqueue_many(
+        conn, [{"task": "noop", "queue": ("a", "b", "c")[n % 3]} for n in range(3000)]
+    )
     assert len(ids) == 3000
     assert received(listener, conn) == {"a": 1, "b": 1, "c": 1}
 
@@ -63,22 +65,28 @@ def test_each_enqueue_statement_notifies_its_queue(conn, listener):
 
 def test_job_scheduled_in_the_future_sends_no_notification(conn, listener):
     pgdyno.enqueue(conn, "noop", queue="later", run_at=60)
-    conn.execute("INSERT INTO pgdyno.jobs (queue, task, run_at)"
-                 " VALUES ('later', 'noop', now() + interval '1 minute')")
+    conn.execute(
+        "INSERT INTO pgdyno.jobs (queue, task, run_at)"
+        " VALUES ('later', 'noop', now() + interval '1 minute')"
+    )
     assert received(listener, conn) == {}
 
 
 def test_mixed_insert_notifies_only_the_queue_with_a_job_due_now(conn, listener):
-    conn.execute("INSERT INTO pgdyno.jobs (queue, task, run_at) VALUES"
-                 " ('later', 'noop', now() + interval '1 hour'), ('now', 'noop', now())")
+    conn.execute(
+        "INSERT INTO pgdyno.jobs (queue, task, run_at) VALUES"
+        " ('later', 'noop', now() + interval '1 hour'), ('now', 'noop', now())"
+    )
     assert received(listener, conn) == {"now": 1}
 
 
 def test_skip_notify_setting_silences_a_bulk_load(conn, listener):
     with conn.transaction():
         conn.execute("SET LOCAL pgdyno.skip_notify = on")
-        conn.execute("INSERT INTO pgdyno.jobs (queue, task)"
-                     " SELECT 'bulk', 'noop' FROM generate_series(1, 100)")
+        conn.execute(
+            "INSERT INTO pgdyno.jobs (queue, task)"
+            " SELECT 'bulk', 'noop' FROM generate_series(1, 100)"
+        )
     assert received(listener, conn) == {}
     conn.execute("SET pgdyno.skip_notify = on")
     pgdyno.enqueue(conn, "noop", queue="bulk")
@@ -89,7 +97,8 @@ def test_skip_notify_setting_silences_a_bulk_load(conn, listener):
 
 
 def test_notification_is_sent_only_when_the_enqueuing_transaction_commits(
-        conn, listener, database_url):
+    conn, listener, database_url
+):
     with psycopg.connect(database_url) as app:  # not autocommit: the app's own transaction
         pgdyno.enqueue(app, "noop", queue="reports")
         assert received(listener, conn) == {}

@@ -16,26 +16,39 @@ from pgdyno import queue
 
 
 def claim(conn, worker="w1", queues=("q",), limit=10, lease=30.0, done=()):
-    return queue.complete_and_claim(conn, worker=worker, queues=list(queues), limit=limit,
-                                    lease=lease, done=list(done))
+    return queue.complete_and_claim(
+        conn, worker=worker, queues=list(queues), limit=limit, lease=lease, done=list(done)
+    )
 
 
 def expire_lease(conn, job_id):
     """Stand-in for the clock running past the lease (the lease length is not under test)."""
-    conn.execute("UPDATE pgdyno.jobs SET lease_expires_at = now() - interval '1 s'"
-                 " WHERE id = %s", (job_id,))
+    conn.execute(
+        "UPDATE pgdyno.jobs SET lease_expires_at = now() - interval '1 s' WHERE id = %s", (job_id,)
+    )
 
 
 # --- claim ------------------------------------------------------------------------------------
 
+
 def test_claim_takes_higher_priority_then_earlier_run_at_then_lower_id(conn):
     ids = {}
-    for name, priority, ago in [("old-low", -1, 60), ("new-high", 5, 0), ("mid-a", 0, 30),
-                                ("mid-b", 0, 10), ("mid-c", 0, 10), ("high", 5, 1)]:
-        ids[name] = pgdyno.enqueue(conn, "t", queue="q", priority=priority,
-                                   run_at=timedelta(seconds=-ago))
-    conn.execute("UPDATE pgdyno.jobs SET run_at = (SELECT run_at FROM pgdyno.jobs WHERE id = %s)"
-                 " WHERE id = %s", (ids["mid-b"], ids["mid-c"]))  # a tie only the id breaks
+    for name, priority, ago in [
+        ("old-low", -1, 60),
+        ("new-high", 5, 0),
+        ("mid-a", 0, 30),
+        ("mid-b", 0, 10),
+        ("mid-c", 0, 10),
+        ("high", 5, 1),
+    ]:
+        ids[name] = pgdyno.enqueue(
+            conn, "t", queue="q", priority=priority, run_at=timedelta(seconds=-ago)
+        )
+    conn.execute(
+        "UPDATE pgdyno.jobs SET run_at = (SELECT run_at FROM pgdyno.jobs WHERE id = %s)"
+        " WHERE id = %s",
+        (ids["mid-b"], ids["mid-c"]),
+    )  # a tie only the id breaks
     order = [job.id for _ in ids for job in claim(conn, limit=1)]
     assert order == [ids[n] for n in ["high", "new-high", "mid-a", "mid-b", "mid-c", "old-low"]]
 
@@ -53,8 +66,7 @@ def test_claim_merges_several_queues_in_claim_order_and_ignores_other_queues(con
 def test_claim_never_takes_a_job_before_its_run_at(conn):
     later = pgdyno.enqueue(conn, "t", queue="q", run_at=3600)
     assert claim(conn) == []
-    conn.execute("UPDATE pgdyno.jobs SET run_at = now() - interval '1 ms' WHERE id = %s",
-                 (later,))
+    conn.execute("UPDATE pgdyno.jobs SET run_at = now() - interval '1 ms' WHERE id = %s", (later,))
     assert [job.id for job in claim(conn)] == [later]
 
 
@@ -97,6 +109,7 @@ def test_two_workers_claiming_at_once_get_disjoint_jobs(conn, database_url):
 
 
 # --- finish, fail -----------------------------------------------------------------------------
+
 
 def test_completing_a_job_stores_its_result_and_moves_it_to_the_finished_jobs(conn):
     job_id = pgdyno.enqueue(conn, "t", queue="q")
@@ -158,6 +171,7 @@ def test_failure_that_retrying_cannot_help_fails_the_job_with_attempts_left(conn
 
 # --- lease, hand-back, rescue -----------------------------------------------------------------
 
+
 def test_heartbeat_extends_the_lease_of_the_jobs_still_held(conn):
     held, other = pgdyno.enqueue_many(conn, [{"task": "t", "queue": "q"}] * 2)
     claim(conn, lease=1)
@@ -174,7 +188,11 @@ def test_hand_back_makes_the_job_ready_at_once_without_counting_the_attempt(conn
     assert queue.release(conn, worker="w1", ids=[job_id]) == [job_id]
     row = job_row(conn, job_id)
     assert (row["status"], row["attempts"], row["worker"], row["progress"]) == (
-        "ready", 0, None, None)
+        "ready",
+        0,
+        None,
+        None,
+    )
     assert [job.id for job in claim(conn, worker="w2")] == [job_id]
 
 
@@ -195,7 +213,8 @@ def test_job_whose_lease_expired_is_rescued_with_the_attempt_counted(conn):
     row = job_row(conn, job_id)
     assert (row["status"], row["attempts"], row["worker"]) == ("ready", 1, None)
     assert row["last_error"] == (
-        "LeaseExpired: worker dead.1 stopped renewing its lease during attempt 1")
+        "LeaseExpired: worker dead.1 stopped renewing its lease during attempt 1"
+    )
     [job] = claim(conn, worker="w2")
     assert job.attempts == 2
 
@@ -221,6 +240,7 @@ def test_worker_whose_job_was_rescued_cannot_complete_it_over_the_new_owner(conn
 
 
 # --- scheduling helpers -----------------------------------------------------------------------
+
 
 def test_next_due_in_is_the_wait_for_the_earliest_scheduled_job_of_the_queues(conn):
     assert queue.next_due_in(conn, ["q"]) is None

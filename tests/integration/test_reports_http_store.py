@@ -38,8 +38,9 @@ class Receiver(BaseHTTPRequestHandler):
             length = int(headers.get("content-length", 0))
             body = self.rfile.read(length)
             body = body if len(body) == length else None
-        self.server.requests.append({"path": self.path, "headers": headers,
-                                     "complete": body is not None})
+        self.server.requests.append(
+            {"path": self.path, "headers": headers, "complete": body is not None}
+        )
         if body is None:
             self.close_connection = True
             return
@@ -101,14 +102,25 @@ def server() -> Iterator[ReceivingServer]:
 def run_report(tmp_path: Path, database_url: str):
     folder = tmp_path / "reports"
     write_report(folder, "series", SERIES)
-    write_report(folder, "fails_late", """
+    write_report(
+        folder,
+        "fails_late",
+        """
         SELECT g, md5(g::text) AS a, md5(g::text || 'x') AS b, 1 / (g - 150000) AS boom
           FROM generate_series(1, 200000) AS g
-    """)
+    """,
+    )
 
     def run(name: str, **store: Any) -> dict:
-        return runner.run(Settings(reports_dir=str(folder)), job_id=next(_job_ids),
-                          database_url=database_url, name=name, store="http", **store)
+        return runner.run(
+            Settings(reports_dir=str(folder)),
+            job_id=next(_job_ids),
+            database_url=database_url,
+            name=name,
+            store="http",
+            **store,
+        )
+
     return run
 
 
@@ -152,8 +164,7 @@ def test_a_server_error_is_worth_another_attempt(server, run_report):
         run_report("series", url=f"{server.base}/busy")
 
 
-def test_an_unreachable_server_is_worth_another_attempt_and_keeps_the_signature_secret(
-        run_report):
+def test_an_unreachable_server_is_worth_another_attempt_and_keeps_the_signature_secret(run_report):
     url = f"http://127.0.0.1:{free_port()}/bucket/x?{SECRET}"
     with pytest.raises(ReportFailed) as caught:
         run_report("series", url=url)

@@ -36,20 +36,27 @@ def _peak_rss(pid: int) -> int:
 def test_a_two_million_row_report_runs_in_under_150_mb(conn, database_url, tmp_path):
     folder = tmp_path / "reports"
     write_report(folder, "big", "-- param: rows integer\n" + BIG)
-    job_id = pgdyno.enqueue(conn, "report", {"name": "big", "params": {"rows": ROWS}},
-                            queue="reports")
+    job_id = pgdyno.enqueue(
+        conn, "report", {"name": "big", "params": {"rows": ROWS}}, queue="reports"
+    )
     with worker(database_url, "reports", imports=(), PGDYNO_REPORTS_DIR=str(folder)) as proc:
-        wait_until(lambda: job(conn, job_id)["status"] in ("done", "failed"), timeout=120,
-                   interval=0.2, message="the big report to finish")
+        wait_until(
+            lambda: job(conn, job_id)["status"] in ("done", "failed"),
+            timeout=120,
+            interval=0.2,
+            message="the big report to finish",
+        )
         peak = _peak_rss(proc.pid)  # the worker is still running: read it from outside
         proc.signal(15)
         assert proc.wait() == 0
     result = job(conn, job_id)["result"]
     assert result is not None, job(conn, job_id)["last_error"]
-    print(f"\nworker peak RSS {peak / 2**20:.1f} MiB (VmHWM from /proc), in-job figure "
-          f"{result['worker_peak_rss_bytes'] / 2**20:.1f} MiB; {result['rows']:,} rows, "
-          f"{result['csv_bytes'] / 1e6:.0f} MB CSV, {result['stored_bytes'] / 1e6:.0f} MB "
-          f"stored, {result['duration_s']:.1f}s")
+    print(
+        f"\nworker peak RSS {peak / 2**20:.1f} MiB (VmHWM from /proc), in-job figure "
+        f"{result['worker_peak_rss_bytes'] / 2**20:.1f} MiB; {result['rows']:,} rows, "
+        f"{result['csv_bytes'] / 1e6:.0f} MB CSV, {result['stored_bytes'] / 1e6:.0f} MB "
+        f"stored, {result['duration_s']:.1f}s"
+    )
     assert result["rows"] == ROWS
     assert result["csv_bytes"] > 200e6
     assert peak < LIMIT_BYTES

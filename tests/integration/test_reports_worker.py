@@ -25,8 +25,9 @@ BY_DAY = """
       FROM generate_series(%(since)s::timestamp, %(since)s::timestamp + interval '99 days',
                            interval '1 day') AS d
 """
-BY_DAY_PSQL = BY_DAY.split("-- param: since date")[1].replace("%%", "%").replace(
-    "%(since)s", "'2026-01-01'")
+BY_DAY_PSQL = (
+    BY_DAY.split("-- param: since date")[1].replace("%%", "%").replace("%(since)s", "'2026-01-01'")
+)
 
 
 @pytest.fixture
@@ -43,44 +44,72 @@ def folder(tmp_path: Path) -> Path:
 
 
 def _cli(database_url: str, folder: Path, *args: str):
-    return CliRunner().invoke(main, list(args), env={
-        "DATABASE_URL": database_url, "PGDYNO_REPORTS_DIR": str(folder)})
+    return CliRunner().invoke(
+        main, list(args), env={"DATABASE_URL": database_url, "PGDYNO_REPORTS_DIR": str(folder)}
+    )
 
 
 BAD_INPUT = {
-    "unknown report": ({"name": "nope"}, "InvalidReport: unknown report 'nope': there is no "
-                                         "nope.sql in "),
-    "missing param": ({"name": "by_day"}, "InvalidReport: report 'by_day': missing parameter "
-                                          "'since' (date) (it takes: since date)"),
-    "extra param": ({"name": "by_day", "params": {"since": "2026-01-01", "until": "2026-02-01"}},
-                    "InvalidReport: report 'by_day': unknown parameter 'until'"),
-    "wrong type": ({"name": "by_day", "params": {"since": "last tuesday"}},
-                   "parameter 'since' must be of type date, got 'last tuesday'"),
-    "path escape": ({"name": "../secret"}, "InvalidReport: report name '../secret' escapes the "
-                                           "reports folder"),
-    "failing SQL": ({"name": "divide"}, "InvalidReport: report 'divide' failed in Postgres: "
-                                        "division by zero"),
+    "unknown report": (
+        {"name": "nope"},
+        "InvalidReport: unknown report 'nope': there is no nope.sql in ",
+    ),
+    "missing param": (
+        {"name": "by_day"},
+        "InvalidReport: report 'by_day': missing parameter 'since' (date) (it takes: since date)",
+    ),
+    "extra param": (
+        {"name": "by_day", "params": {"since": "2026-01-01", "until": "2026-02-01"}},
+        "InvalidReport: report 'by_day': unknown parameter 'until'",
+    ),
+    "wrong type": (
+        {"name": "by_day", "params": {"since": "last tuesday"}},
+        "parameter 'since' must be of type date, got 'last tuesday'",
+    ),
+    "path escape": (
+        {"name": "../secret"},
+        "InvalidReport: report name '../secret' escapes the reports folder",
+    ),
+    "failing SQL": (
+        {"name": "divide"},
+        "InvalidReport: report 'divide' failed in Postgres: division by zero",
+    ),
     "not read-only": ({"name": "deletes"}, "starts with DELETE, so it is not a read-only query"),
     "two statements": ({"name": "two"}, "holds 2 statements"),
-    "writing CTE": ({"name": "cte_delete"}, "report 'cte_delete' is not read-only: its plan "
-                                            "writes (Delete on x)"),
-    "bad store": ({"name": "by_day", "params": {"since": "2026-01-01"}, "store": "ftp"},
-                  "unknown store 'ftp'"),
-    "unknown argument": ({"name": "by_day", "colour": "red"},
-                         "InvalidArguments: task 'report' cannot take args"),
+    "writing CTE": (
+        {"name": "cte_delete"},
+        "report 'cte_delete' is not read-only: its plan writes (Delete on x)",
+    ),
+    "bad store": (
+        {"name": "by_day", "params": {"since": "2026-01-01"}, "store": "ftp"},
+        "unknown store 'ftp'",
+    ),
+    "unknown argument": (
+        {"name": "by_day", "colour": "red"},
+        "InvalidArguments: task 'report' cannot take args",
+    ),
 }
 
 
 def test_bad_input_fails_at_once_with_a_message_saying_which(conn, database_url, folder):
-    conn.execute("CREATE TABLE x (name text); INSERT INTO x VALUES ('kept');"
-                 "CREATE TABLE busy (a int)")
-    ids = {case: pgdyno.enqueue(conn, "report", args, queue="reports")
-           for case, (args, _) in BAD_INPUT.items()}
+    conn.execute(
+        "CREATE TABLE x (name text); INSERT INTO x VALUES ('kept');CREATE TABLE busy (a int)"
+    )
+    ids = {
+        case: pgdyno.enqueue(conn, "report", args, queue="reports")
+        for case, (args, _) in BAD_INPUT.items()
+    }
     retryable = pgdyno.enqueue(conn, "report", {"name": "locked"}, queue="reports")
     with psycopg.connect(database_url) as holder:
         holder.execute("LOCK TABLE busy IN ACCESS EXCLUSIVE MODE")
-        with worker(database_url, "reports", burst=True, imports=(),
-                    PGDYNO_REPORTS_DIR=str(folder), PGDYNO_RETRY_BASE="60s") as proc:
+        with worker(
+            database_url,
+            "reports",
+            burst=True,
+            imports=(),
+            PGDYNO_REPORTS_DIR=str(folder),
+            PGDYNO_RETRY_BASE="60s",
+        ) as proc:
             assert proc.wait(60) == 0, proc.output()[-3000:]
     for case, (_, message) in BAD_INPUT.items():
         row = job(conn, ids[case])
@@ -95,14 +124,25 @@ def test_bad_input_fails_at_once_with_a_message_saying_which(conn, database_url,
 
 def test_run_wait_show_fetch_through_the_cli(conn, database_url, folder, tmp_path):
     assert _cli(database_url, folder, "report", "list").output.startswith(
-        "by_day(since date)\n    Orders per day from a date on.\n")
+        "by_day(since date)\n    Orders per day from a date on.\n"
+    )
     refused = _cli(database_url, folder, "report", "run", "by_day", "--param", "since=soon")
     assert refused.exit_code == 2
     assert "parameter 'since' must be of type date, got 'soon'" in refused.output
 
     with worker(database_url, "reports", imports=(), PGDYNO_REPORTS_DIR=str(folder)) as proc:
-        ran = _cli(database_url, folder, "report", "run", "by_day", "--param",
-                   "since=2026-01-01", "--wait", "--timeout", "60")
+        ran = _cli(
+            database_url,
+            folder,
+            "report",
+            "run",
+            "by_day",
+            "--param",
+            "since=2026-01-01",
+            "--wait",
+            "--timeout",
+            "60",
+        )
         assert ran.exit_code == 0, ran.output
         job_id = int(ran.stdout.strip())
         assert f"job {job_id} done: 100 rows" in ran.stderr
@@ -110,15 +150,22 @@ def test_run_wait_show_fetch_through_the_cli(conn, database_url, folder, tmp_pat
 
         failed = _cli(database_url, folder, "report", "run", "divide", "--wait", "--timeout", "60")
         assert failed.exit_code == 1
-        assert "failed: InvalidReport: report 'divide' failed in Postgres: division by zero" \
+        assert (
+            "failed: InvalidReport: report 'divide' failed in Postgres: division by zero"
             in failed.stderr
+        )
         proc.signal(15)
         assert proc.wait() == 0
 
     shown = _cli(database_url, folder, "report", "show", str(job_id))
     assert shown.exit_code == 0, shown.output
-    for expected in ("report:      by_day  since=2026-01-01", "status:      done (attempt 1/5",
-                     "rows:        100", "peak memory: ", f"pgdyno.report_results/{job_id}"):
+    for expected in (
+        "report:      by_day  since=2026-01-01",
+        "status:      done (attempt 1/5",
+        "rows:        100",
+        "peak memory: ",
+        f"pgdyno.report_results/{job_id}",
+    ):
         assert expected in shown.output
     reference = psql_copy(database_url, BY_DAY_PSQL)
     assert _cli(database_url, folder, "report", "fetch", str(job_id)).stdout_bytes == reference
@@ -152,36 +199,52 @@ SLOW = """
 """
 
 
-def test_worker_killed_mid_report_is_retried_and_stores_one_whole_result(conn, database_url,
-                                                                        folder):
+def test_worker_killed_mid_report_is_retried_and_stores_one_whole_result(
+    conn, database_url, folder
+):
     write_report(folder, "slow", SLOW)
     job_id = pgdyno.enqueue(conn, "report", {"name": "slow"}, queue="reports")
     options = ["--lease", "2s", "--poll-interval", "0.5s"]
-    store_session = ("SELECT backend_xid IS NOT NULL FROM pg_stat_activity "
-                     "WHERE application_name = %s")
-    with worker(database_url, "reports", imports=(), extra=options,
-                PGDYNO_REPORTS_DIR=str(folder)) as first:
+    store_session = (
+        "SELECT backend_xid IS NOT NULL FROM pg_stat_activity WHERE application_name = %s"
+    )
+    with worker(
+        database_url, "reports", imports=(), extra=options, PGDYNO_REPORTS_DIR=str(folder)
+    ) as first:
         # Mid-report: rows streamed, and chunks written in the store's open transaction.
-        wait_until(lambda: (job(conn, job_id)["progress"] or {}).get("rows", 0) > 0,
-                   timeout=30, message="progress of the first run")
-        wait_until(lambda: (conn.execute(store_session, (f"pgdyno report store {job_id}",))
-                            .fetchone() or (False,))[0], timeout=30,
-                   message="the first run to write chunks")
+        wait_until(
+            lambda: (job(conn, job_id)["progress"] or {}).get("rows", 0) > 0,
+            timeout=30,
+            message="progress of the first run",
+        )
+        wait_until(
+            lambda: (
+                conn.execute(store_session, (f"pgdyno report store {job_id}",)).fetchone()
+                or (False,)
+            )[0],
+            timeout=30,
+            message="the first run to write chunks",
+        )
         first.kill()
-    with worker(database_url, "reports", imports=(), extra=options,
-                PGDYNO_REPORTS_DIR=str(folder)) as second:
-        wait_until(lambda: job(conn, job_id)["status"] == "done", timeout=60,
-                   message="the retried report to finish")
+    with worker(
+        database_url, "reports", imports=(), extra=options, PGDYNO_REPORTS_DIR=str(folder)
+    ) as second:
+        wait_until(
+            lambda: job(conn, job_id)["status"] == "done",
+            timeout=60,
+            message="the retried report to finish",
+        )
         second.signal(15)
         assert second.wait() == 0
     row = job(conn, job_id)
     assert row["attempts"] == 2
     assert "LeaseExpired" in row["last_error"]
-    assert fetched_csv(conn, job_id) == psql_copy(
-        database_url, SLOW.replace("%%", "%"))
+    assert fetched_csv(conn, job_id) == psql_copy(database_url, SLOW.replace("%%", "%"))
     run_id, chunks = conn.execute(
-        "SELECT run_id, chunks FROM pgdyno.report_results WHERE job_id = %s", (job_id,)).fetchone()
+        "SELECT run_id, chunks FROM pgdyno.report_results WHERE job_id = %s", (job_id,)
+    ).fetchone()
     assert row["result"]["run_id"] == run_id and row["result"]["rows"] == 600000
     # Only the final run's chunks exist: the killed run's died with its transaction.
-    assert conn.execute("SELECT run_id, count(*) FROM pgdyno.report_chunks GROUP BY run_id"
-                        ).fetchall() == [(run_id, chunks)]
+    assert conn.execute(
+        "SELECT run_id, count(*) FROM pgdyno.report_chunks GROUP BY run_id"
+    ).fetchall() == [(run_id, chunks)]

@@ -30,11 +30,13 @@ def empty_database_url(pg_admin_url: str) -> Iterator[str]:
         admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
     yield make_conninfo(pg_admin_url, dbname=name)
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            pgsql.Identifier(name)))
+        admin.execute(
+            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
+        )
 
 
 # --- migrations --------------------------------------------------------------------------------
+
 
 def test_migrate_again_applies_nothing_and_records_each_version_once(conn):
     versions = [version for version, _, _ in sql.migrations()]
@@ -50,10 +52,17 @@ def test_two_migrate_processes_at_once_apply_each_migration_exactly_once(empty_d
         procs = [PgdynoProcess(["migrate"], empty_database_url) for _ in range(2)]
         try:
             # Both are now queued behind the same lock: they truly run at the same time.
-            wait_until(lambda: holder.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            ).fetchone()[0] == 2, message="both migrate processes to wait for the lock")
+            wait_until(
+                lambda: (
+                    holder.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                        " AND database ="
+                        " (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    ).fetchone()[0]
+                    == 2
+                ),
+                message="both migrate processes to wait for the lock",
+            )
             holder.execute("SELECT pg_advisory_unlock(%s)", (lock_key,))
             assert [proc.wait() for proc in procs] == [0, 0]
             outputs = sorted(proc.output() for proc in procs)
@@ -65,7 +74,8 @@ def test_two_migrate_processes_at_once_apply_each_migration_exactly_once(empty_d
         assert "schema is up to date" in outputs[1]
         assert holder.execute(
             "SELECT version, count(*) FROM pgdyno.schema_migrations GROUP BY version"
-            " ORDER BY version").fetchall() == [(version, 1) for version in versions]
+            " ORDER BY version"
+        ).fetchall() == [(version, 1) for version in versions]
 
 
 def test_migrations_apply_and_every_statement_runs_on_postgres_15():
@@ -99,8 +109,9 @@ def _exercise_every_statement(conn: psycopg.Connection) -> None:
     assert queue.fail(conn, worker="w", job_id=first, error="E", retry_in=None) == "failed"
     queue.retry_job(conn, first)
     queue.complete_and_claim(conn, worker="w", queues=["q"], limit=1, lease=30)
-    queue.complete_and_claim(conn, worker="w", queues=["q"], limit=0, lease=30,
-                             done=[(first, '{"ok": true}')])
+    queue.complete_and_claim(
+        conn, worker="w", queues=["q"], limit=0, lease=30, done=[(first, '{"ok": true}')]
+    )
     assert queue.rescue_expired(conn) == []
     assert 59 < (queue.next_due_in(conn, ["q"]) or 0) <= 60
     queue.cancel_job(conn, later)
@@ -112,12 +123,14 @@ def _exercise_every_statement(conn: psycopg.Connection) -> None:
 
 # --- what a plain SQL client gets ---------------------------------------------------------------
 
+
 def test_plain_insert_fills_every_other_column_and_returns_a_bigint_id(conn):
     row = conn.execute(
         "INSERT INTO pgdyno.jobs (queue, task, args)"
         " VALUES ('reports', 'report', '{\"name\": \"x\"}')"
         " RETURNING id, pg_typeof(id)::text, status::text, priority, run_at <= now(), attempts,"
-        " max_attempts, last_error, created_at = now(), started_at, finished_at").fetchone()
+        " max_attempts, last_error, created_at = now(), started_at, finished_at"
+    ).fetchone()
     job_id, *rest = row
     assert isinstance(job_id, int)
     assert rest == ["bigint", "ready", 0, True, 0, 5, None, True, None, None]
@@ -127,10 +140,8 @@ def test_active_and_finished_jobs_live_in_separate_partitions(conn):
     done = pgdyno.enqueue(conn, "t", queue="q")
     waiting = pgdyno.enqueue(conn, "t", queue="q")
     queue.complete_and_claim(conn, worker="w", queues=["q"], limit=1, lease=30)
-    queue.complete_and_claim(conn, worker="w", queues=["q"], limit=0, lease=30,
-                             done=[(done, None)])
-    where = dict(conn.execute(
-        "SELECT id, tableoid::regclass::text FROM pgdyno.jobs").fetchall())
+    queue.complete_and_claim(conn, worker="w", queues=["q"], limit=0, lease=30, done=[(done, None)])
+    where = dict(conn.execute("SELECT id, tableoid::regclass::text FROM pgdyno.jobs").fetchall())
     assert where == {done: "pgdyno.jobs_finished", waiting: "pgdyno.jobs_active"}
 
 
@@ -155,20 +166,28 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("column", "value", "constraint"), BAD_INPUTS,
-                         ids=[f"{c}={v!r}"[:40] for c, v, _ in BAD_INPUTS])
-def test_database_refuses_bad_job_with_a_message_naming_the_rule(conn, column, value,
-                                                                  constraint):
-    values = {"queue": "q", "task": "t", "args": "{}", "priority": 0, "max_attempts": 3,
-              column: value}
+@pytest.mark.parametrize(
+    ("column", "value", "constraint"), BAD_INPUTS, ids=[f"{c}={v!r}"[:40] for c, v, _ in BAD_INPUTS]
+)
+def test_database_refuses_bad_job_with_a_message_naming_the_rule(conn, column, value, constraint):
+    values = {
+        "queue": "q",
+        "task": "t",
+        "args": "{}",
+        "priority": 0,
+        "max_attempts": 3,
+        column: value,
+    }
     with pytest.raises(psycopg.errors.CheckViolation) as refused:
         conn.execute(
             "INSERT INTO pgdyno.jobs (queue, task, args, priority, max_attempts)"
             " VALUES (%(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s)",
-            values)
+            values,
+        )
     assert refused.value.diag.constraint_name == constraint
     assert refused.value.diag.message_primary == (
-        f'new row for relation "jobs_active" violates check constraint "{constraint}"')
+        f'new row for relation "jobs_active" violates check constraint "{constraint}"'
+    )
     assert conn.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 0
 
 
@@ -176,8 +195,11 @@ def test_database_refuses_bad_job_with_a_message_naming_the_rule(conn, column, v
 def test_database_refuses_a_null_name_or_args(conn, column):
     values = {"queue": "q", "task": "t", "args": "{}", column: None}
     with pytest.raises(psycopg.errors.NotNullViolation) as refused:
-        conn.execute("INSERT INTO pgdyno.jobs (queue, task, args)"
-                     " VALUES (%(queue)s, %(task)s, %(args)s::jsonb)", values)
+        conn.execute(
+            "INSERT INTO pgdyno.jobs (queue, task, args)"
+            " VALUES (%(queue)s, %(task)s, %(args)s::jsonb)",
+            values,
+        )
     assert f'null value in column "{column}"' in refused.value.diag.message_primary
 
 
@@ -187,6 +209,7 @@ def test_database_refuses_invalid_json_args(conn):
 
 
 # --- least privilege ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def enqueue_only_url(conn: psycopg.Connection, database_url: str) -> Iterator[str]:
@@ -199,20 +222,24 @@ def enqueue_only_url(conn: psycopg.Connection, database_url: str) -> Iterator[st
     try:
         yield make_conninfo(database_url, user=name)
     finally:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                     " WHERE usename = %s", (name,))
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+        )
         conn.execute(pgsql.SQL("DROP OWNED BY {}").format(role))
         with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):
             conn.execute(pgsql.SQL("DROP ROLE {}").format(role))
 
 
-def test_role_with_only_insert_can_enqueue_but_cannot_read_or_change_jobs(conn,
-                                                                         enqueue_only_url):
+def test_role_with_only_insert_can_enqueue_but_cannot_read_or_change_jobs(conn, enqueue_only_url):
     with psycopg.connect(enqueue_only_url, autocommit=True) as client:
-        client.execute("INSERT INTO pgdyno.jobs (queue, task, args)"
-                       " VALUES ('reports', 'report', '{\"name\": \"revenue\"}')")
-        client.execute("INSERT INTO pgdyno.jobs (queue, task, args, priority, run_at)"
-                       " VALUES ('reports', 'report', '{}', 5, now() + interval '1 hour')")
+        client.execute(
+            "INSERT INTO pgdyno.jobs (queue, task, args)"
+            " VALUES ('reports', 'report', '{\"name\": \"revenue\"}')"
+        )
+        client.execute(
+            "INSERT INTO pgdyno.jobs (queue, task, args, priority, run_at)"
+            " VALUES ('reports', 'report', '{}', 5, now() + interval '1 hour')"
+        )
         for statement in (
             "SELECT * FROM pgdyno.jobs",
             "SELECT count(*) FROM pgdyno.jobs_active",
@@ -224,22 +251,28 @@ def test_role_with_only_insert_can_enqueue_but_cannot_read_or_change_jobs(conn,
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 client.execute(statement)
-    rows = conn.execute("SELECT queue, task, args, status::text, priority FROM pgdyno.jobs"
-                        " ORDER BY id").fetchall()
-    assert rows == [("reports", "report", {"name": "revenue"}, "ready", 0),
-                    ("reports", "report", {}, "ready", 5)]
+    rows = conn.execute(
+        "SELECT queue, task, args, status::text, priority FROM pgdyno.jobs ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        ("reports", "report", {"name": "revenue"}, "ready", 0),
+        ("reports", "report", {}, "ready", 5),
+    ]
 
 
 def test_enqueue_role_granted_select_on_id_gets_the_new_id_and_can_use_pgdyno_enqueue(
-        conn, enqueue_only_url):
+    conn, enqueue_only_url
+):
     role = psycopg.conninfo.conninfo_to_dict(enqueue_only_url)["user"]
-    conn.execute(pgsql.SQL("GRANT SELECT (id) ON pgdyno.jobs TO {}").format(
-        pgsql.Identifier(role)))
+    conn.execute(pgsql.SQL("GRANT SELECT (id) ON pgdyno.jobs TO {}").format(pgsql.Identifier(role)))
     with psycopg.connect(enqueue_only_url, autocommit=True) as client:
-        returned = client.execute("INSERT INTO pgdyno.jobs (queue, task) VALUES ('q', 't')"
-                                  " RETURNING id").fetchone()[0]
+        returned = client.execute(
+            "INSERT INTO pgdyno.jobs (queue, task) VALUES ('q', 't') RETURNING id"
+        ).fetchone()[0]
         enqueued = pgdyno.enqueue(client, "t", {"n": 1}, queue="q")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             client.execute("SELECT args FROM pgdyno.jobs")
     assert [r[0] for r in conn.execute("SELECT id FROM pgdyno.jobs ORDER BY id")] == [
-        returned, enqueued]
+        returned,
+        enqueued,
+    ]

@@ -8,10 +8,22 @@ from pgdyno.config import Settings, parse_duration
 from pgdyno.errors import ConfigError
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("30s", 30.0), ("15m", 900.0), ("7d", 604800.0), ("250ms", 0.25), ("1.5h", 5400.0),
-    ("2w", 1209600.0), ("10", 10.0), (" 3 s ", 3.0), ("0", 0.0), (4, 4.0), (0.5, 0.5),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30.0),
+        ("15m", 900.0),
+        ("7d", 604800.0),
+        ("250ms", 0.25),
+        ("1.5h", 5400.0),
+        ("2w", 1209600.0),
+        ("10", 10.0),
+        (" 3 s ", 3.0),
+        ("0", 0.0),
+        (4, 4.0),
+        (0.5, 0.5),
+    ],
+)
 def test_parse_duration_reads_a_number_with_an_optional_unit(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -32,11 +44,18 @@ def test_defaults_keep_the_grace_period_under_herokus_30_seconds():
 
 
 def test_environment_variables_are_read_and_converted():
-    settings = Settings.from_env({
-        "DATABASE_URL": "postgresql://u@h/db", "DYNO": "winston.1",
-        "PGDYNO_CONCURRENCY": "8", "PGDYNO_LEASE": "2m", "PGDYNO_GRACE": "10s",
-        "PGDYNO_POLL_INTERVAL": "500ms", "PGDYNO_RETRY_BASE": "1", "PGDYNO_LOG_LEVEL": "debug",
-    })
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://u@h/db",
+            "DYNO": "winston.1",
+            "PGDYNO_CONCURRENCY": "8",
+            "PGDYNO_LEASE": "2m",
+            "PGDYNO_GRACE": "10s",
+            "PGDYNO_POLL_INTERVAL": "500ms",
+            "PGDYNO_RETRY_BASE": "1",
+            "PGDYNO_LOG_LEVEL": "debug",
+        }
+    )
     assert (settings.database_url, settings.dyno) == ("postgresql://u@h/db", "winston.1")
     assert (settings.concurrency, settings.lease, settings.grace) == (8, 120.0, 10.0)
     assert (settings.poll_interval, settings.retry_base) == (0.5, 1.0)
@@ -54,14 +73,17 @@ def test_empty_environment_variables_count_as_unset():
     assert Settings.from_env({"PGDYNO_CONCURRENCY": "", "DATABASE_URL": ""}) == Settings()
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"PGDYNO_CONCURRENCY": "many"}, "PGDYNO_CONCURRENCY must be a whole number, got 'many'"),
-    ({"PGDYNO_CONCURRENCY": "0"}, "concurrency must be at least 1"),
-    ({"PGDYNO_LEASE": "0"}, "lease must be positive"),
-    ({"PGDYNO_POLL_INTERVAL": "0s"}, "poll_interval must be positive"),
-    ({"PGDYNO_GRACE": "forever"}, "PGDYNO_GRACE 'forever' is not a duration"),
-    ({"PGDYNO_LOG_LEVEL": "loud"}, "PGDYNO_LOG_LEVEL must be one of"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PGDYNO_CONCURRENCY": "many"}, "PGDYNO_CONCURRENCY must be a whole number, got 'many'"),
+        ({"PGDYNO_CONCURRENCY": "0"}, "concurrency must be at least 1"),
+        ({"PGDYNO_LEASE": "0"}, "lease must be positive"),
+        ({"PGDYNO_POLL_INTERVAL": "0s"}, "poll_interval must be positive"),
+        ({"PGDYNO_GRACE": "forever"}, "PGDYNO_GRACE 'forever' is not a duration"),
+        ({"PGDYNO_LOG_LEVEL": "loud"}, "PGDYNO_LOG_LEVEL must be one of"),
+    ],
+)
 def test_invalid_settings_are_refused_saying_which_and_why(env, message):
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
         Settings.from_env(env)
@@ -80,4 +102,5 @@ def test_require_database_url_says_how_to_set_it():
     with pytest.raises(ConfigError, match="DATABASE_URL is not set: export DATABASE_URL="):
         Settings.from_env({}).require_database_url()
     assert Settings.from_env({"DATABASE_URL": "postgresql://x"}).require_database_url() == (
-        "postgresql://x")
+        "postgresql://x"
+    )

@@ -49,8 +49,14 @@ def give_up() -> None:
 def context() -> dict:
     job = pgdyno.current_job()
     job.set_progress(step=2, of=3)
-    return {"id": job.id, "attempt": job.attempt, "max": job.max_attempts, "worker": job.worker,
-            "task": job.task, "queue": job.queue}
+    return {
+        "id": job.id,
+        "attempt": job.attempt,
+        "max": job.max_attempts,
+        "worker": job.worker,
+        "task": job.task,
+        "queue": job.queue,
+    }
 
 
 @pgdyno.task("unit.returns")
@@ -66,8 +72,11 @@ def bad_progress() -> None:
 @pytest.fixture(autouse=True)
 def bound_thread():
     progress_seen.clear()
-    execution.bind_thread("winston.1:1:ab", "postgresql://unused",
-                          lambda job_id, fields: progress_seen.append((job_id, fields)))
+    execution.bind_thread(
+        "winston.1:1:ab",
+        "postgresql://unused",
+        lambda job_id, fields: progress_seen.append((job_id, fields)),
+    )
 
 
 def job(task: str, args: dict | None = None, attempts: int = 1) -> ClaimedJob:
@@ -88,7 +97,8 @@ def test_values_json_lacks_are_stored_as_text():
     from datetime import date
 
     assert execution.run(job("unit.returns", {"value": date(2026, 1, 2)})).result == (
-        '"2026-01-02"')
+        '"2026-01-02"'
+    )
 
 
 def test_exception_is_retryable_and_keeps_type_message_and_a_trimmed_traceback():
@@ -104,7 +114,9 @@ def test_exception_is_retryable_and_keeps_type_message_and_a_trimmed_traceback()
 def test_permanent_job_error_is_not_retryable_and_has_no_traceback():
     outcome = execution.run(job("unit.give_up"))
     assert (outcome.retryable, outcome.error) == (
-        False, "PermanentJobError: the invoice was deleted")
+        False,
+        "PermanentJobError: the invoice was deleted",
+    )
 
 
 def test_unknown_task_is_not_retryable_and_names_the_task_and_modules():
@@ -117,15 +129,19 @@ def test_unknown_task_is_not_retryable_and_names_the_task_and_modules():
     assert "--import MODULE" in outcome.error
 
 
-@pytest.mark.parametrize(("args", "why"), [
-    ({}, "missing a required argument: 'a'"),
-    ({"a": 1, "c": 2}, "got an unexpected keyword argument 'c'"),
-])
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        ({}, "missing a required argument: 'a'"),
+        ({"a": 1, "c": 2}, "got an unexpected keyword argument 'c'"),
+    ],
+)
 def test_args_the_function_cannot_take_fail_without_retry(args, why):
     outcome = execution.run(job("unit.add", args))
     assert not outcome.retryable
     assert outcome.error == (
-        f"InvalidArguments: task 'unit.add' cannot take args {sorted(args)}: {why}")
+        f"InvalidArguments: task 'unit.add' cannot take args {sorted(args)}: {why}"
+    )
 
 
 def test_type_error_raised_inside_the_task_is_an_ordinary_retryable_failure():
@@ -150,7 +166,8 @@ def test_task_reads_its_job_and_publishes_progress_through_current_job():
     assert outcome.error is None
     assert outcome.result == (
         '{"id": 7, "attempt": 3, "max": 5, "worker": "winston.1:1:ab", "task": "unit.context",'
-        ' "queue": "q"}')
+        ' "queue": "q"}'
+    )
     assert progress_seen == [(7, {"step": 2, "of": 3})]
 
 
@@ -180,6 +197,7 @@ def _current_job_error() -> str | None:
 
 # --- the registry -------------------------------------------------------------------------------
 
+
 def test_task_name_defaults_to_the_function_name():
     @pgdyno.task()
     def unit_default_name() -> None: ...
@@ -189,8 +207,10 @@ def test_task_name_defaults_to_the_function_name():
 
 def test_registering_another_function_under_a_taken_name_is_an_error():
     with pytest.raises(ConfigError, match=r"task 'unit\.add' is already registered by"):
+
         @pgdyno.task("unit.add")
         def other_add() -> None: ...
+
     pgdyno.task("unit.add")(add)  # the same function again is fine (a module imported twice)
 
 

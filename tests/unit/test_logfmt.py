@@ -10,20 +10,33 @@ import pytest
 from pgdyno.logfmt import LogfmtFormatter, configure, format_value, log_event, redact_dsn, render
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (42, "42"), ("reports", "reports"), (None, ""), (True, "true"), (False, "false"),
-    (12.5, "12.5"), (0.1234567, "0.123"), (3.0, "3"), ("two words", '"two words"'),
-    ('say "hi"', '"say \\"hi\\""'), ("a=b", '"a=b"'), ("line\nbreak", '"line\\nbreak"'),
-    ("back\\slash x", '"back\\\\slash x"'), ("", '""'),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (42, "42"),
+        ("reports", "reports"),
+        (None, ""),
+        (True, "true"),
+        (False, "false"),
+        (12.5, "12.5"),
+        (0.1234567, "0.123"),
+        (3.0, "3"),
+        ("two words", '"two words"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("a=b", '"a=b"'),
+        ("line\nbreak", '"line\\nbreak"'),
+        ("back\\slash x", '"back\\\\slash x"'),
+        ("", '""'),
+    ],
+)
 def test_values_are_bare_when_safe_and_quoted_otherwise(value, text):
     assert format_value(value) == text
 
 
 def test_render_puts_the_event_first_and_keeps_field_order():
-    assert render("job_done", {"job": 42, "task": "report", "queue": "reports",
-                               "duration_ms": 12}) == (
-        "event=job_done job=42 task=report queue=reports duration_ms=12")
+    assert render(
+        "job_done", {"job": 42, "task": "report", "queue": "reports", "duration_ms": 12}
+    ) == ("event=job_done job=42 task=report queue=reports duration_ms=12")
 
 
 def _logger(stream: io.StringIO, level: int = logging.DEBUG) -> logging.Logger:
@@ -38,11 +51,17 @@ def _logger(stream: io.StringIO, level: int = logging.DEBUG) -> logging.Logger:
 
 def test_log_event_writes_one_line_with_the_level():
     stream = io.StringIO()
-    log_event(_logger(stream), "db_unavailable", logging.WARNING, attempt=2,
-              error="connection refused\nis the server running?")
+    log_event(
+        _logger(stream),
+        "db_unavailable",
+        logging.WARNING,
+        attempt=2,
+        error="connection refused\nis the server running?",
+    )
     assert stream.getvalue() == (
         'at=warn event=db_unavailable attempt=2 error="connection refused\\nis the server'
-        ' running?"\n')
+        ' running?"\n'
+    )
 
 
 def test_events_below_the_level_are_not_written():
@@ -61,7 +80,8 @@ def test_plain_log_messages_and_exceptions_stay_on_one_line():
     assert stream.getvalue().count("\n") == 1
     assert stream.getvalue() == (
         f'at=error event=log logger={logger.name} msg="it broke: really"'
-        ' error="ValueError: bad\\nvalue"\n')
+        ' error="ValueError: bad\\nvalue"\n'
+    )
 
 
 def test_configure_installs_a_single_handler_however_often_it_is_called():
@@ -75,20 +95,33 @@ def test_configure_installs_a_single_handler_however_often_it_is_called():
     assert stream.getvalue() == "at=warn event=worker_stopped worker=w\n"
 
 
-@pytest.mark.parametrize(("dsn", "safe"), [
-    ("postgresql://app:s3cret@db.example.com:5432/prod",
-     "postgresql://app:***@db.example.com:5432/prod"),
-    ("postgres://:s3cret@host/db", "postgres://:***@host/db"),
-    ("postgresql://app:p%40ss%3Aword@host/db?sslmode=require",
-     "postgresql://app:***@host/db?sslmode=require"),
-    ("host=db user=app password=s3cret dbname=prod", "host=db user=app password=*** dbname=prod"),
-    ("host=db PASSWORD = s3cret", "host=db PASSWORD = ***"),
-    ("host=db password='s3 cret' dbname=prod", "host=db password=*** dbname=prod"),
-    ("host=db password='it\\'s secret' port=5432", "host=db password=*** port=5432"),
-    ("postgresql://host/db?user=app&password=s3cret", "postgresql://host/db?user=app&password=***"),
-    ("postgresql://app@host/db", "postgresql://app@host/db"),
-    ("postgresql://host:5432/db", "postgresql://host:5432/db"),
-])
+@pytest.mark.parametrize(
+    ("dsn", "safe"),
+    [
+        (
+            "postgresql://app:s3cret@db.example.com:5432/prod",
+            "postgresql://app:***@db.example.com:5432/prod",
+        ),
+        ("postgres://:s3cret@host/db", "postgres://:***@host/db"),
+        (
+            "postgresql://app:p%40ss%3Aword@host/db?sslmode=require",
+            "postgresql://app:***@host/db?sslmode=require",
+        ),
+        (
+            "host=db user=app password=s3cret dbname=prod",
+            "host=db user=app password=*** dbname=prod",
+        ),
+        ("host=db PASSWORD = s3cret", "host=db PASSWORD = ***"),
+        ("host=db password='s3 cret' dbname=prod", "host=db password=*** dbname=prod"),
+        ("host=db password='it\\'s secret' port=5432", "host=db password=*** port=5432"),
+        (
+            "postgresql://host/db?user=app&password=s3cret",
+            "postgresql://host/db?user=app&password=***",
+        ),
+        ("postgresql://app@host/db", "postgresql://app@host/db"),
+        ("postgresql://host:5432/db", "postgresql://host:5432/db"),
+    ],
+)
 def test_redact_dsn_hides_the_password_and_keeps_the_rest(dsn, safe):
     assert redact_dsn(dsn) == safe
     assert "s3" not in redact_dsn(dsn) and "secret" not in redact_dsn(dsn)

@@ -13,11 +13,14 @@ def test_parse_keeps_order_and_skips_comments():
     assert parse(text) == {"release": "pgdyno migrate", "julia": "pgdyno dispatcher --scale a=b"}
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("julia pgdyno dispatcher", "expected 'type: command'"),
-    ("a: x\na: y", "defined twice"),
-    ("# nothing\n", "defines no process types"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("julia pgdyno dispatcher", "expected 'type: command'"),
+        ("a: x\na: y", "defined twice"),
+        ("# nothing\n", "defines no process types"),
+    ],
+)
 def test_parse_errors(text, message):
     with pytest.raises(ConfigError, match=message):
         parse(text)

@@ -12,13 +12,18 @@ def policy(*rules: Rule):
     return next(iter(policies(rules).values()))
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("reports=winston", Rule("reports", "winston")),
-    ("reports=winston,max=3,per=2,size=performance-l,linger=45s",
-     Rule("reports", "winston", 3, 2, "performance-l", 45.0)),
-    ("reports=winston,linger=0", Rule("reports", "winston", linger_s=0.0)),
-    (" reports = winston , max=2 ", Rule("reports", "winston", max_quantity=2)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("reports=winston", Rule("reports", "winston")),
+        (
+            "reports=winston,max=3,per=2,size=performance-l,linger=45s",
+            Rule("reports", "winston", 3, 2, "performance-l", 45.0),
+        ),
+        ("reports=winston,linger=0", Rule("reports", "winston", linger_s=0.0)),
+        (" reports = winston , max=2 ", Rule("reports", "winston", max_quantity=2)),
+    ],
+)
 def test_parse_rule(text, expected):
     assert parse_rule(text) == expected
 
@@ -27,16 +32,19 @@ def test_parse_rule_uses_the_default_linger_when_none_is_given():
     assert parse_rule("reports=winston", default_linger=5.0).linger_s == 5.0
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("reports", "QUEUE=TYPE"),
-    ("=winston", "QUEUE=TYPE"),
-    ("reports=win ston", "QUEUE=TYPE"),
-    ("reports=winston,max=0", "max must be at least 1"),
-    ("reports=winston,per=x", "per must be a whole number"),
-    ("reports=winston,color=red", "unknown option 'color'"),
-    ("reports=winston,max", "needs a value"),
-    ("reports=winston,linger=soon", "not a duration"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("reports", "QUEUE=TYPE"),
+        ("=winston", "QUEUE=TYPE"),
+        ("reports=win ston", "QUEUE=TYPE"),
+        ("reports=winston,max=0", "max must be at least 1"),
+        ("reports=winston,per=x", "per must be a whole number"),
+        ("reports=winston,color=red", "unknown option 'color'"),
+        ("reports=winston,max", "needs a value"),
+        ("reports=winston,linger=soon", "not a duration"),
+    ],
+)
 def test_bad_rules_say_what_is_wrong(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_rule(text)
@@ -44,8 +52,12 @@ def test_bad_rules_say_what_is_wrong(text, message):
 
 def test_queues_of_one_type_must_agree_on_size():
     with pytest.raises(ConfigError, match="different sizes"):
-        policies([Rule("a", "winston", dyno_size="performance-l"),
-                  Rule("b", "winston", dyno_size="standard-2x")])
+        policies(
+            [
+                Rule("a", "winston", dyno_size="performance-l"),
+                Rule("b", "winston", dyno_size="standard-2x"),
+            ]
+        )
 
 
 def test_a_queue_may_have_only_one_rule():
@@ -53,19 +65,22 @@ def test_a_queue_may_have_only_one_rule():
         policies([Rule("a", "winston"), Rule("a", "other")])
 
 
-@pytest.mark.parametrize(("max_q", "per", "ready", "running", "current", "expected"), [
-    (1, 1, 0, 0, 0, None),      # nothing to do
-    (1, 1, 1, 0, 0, 1),         # spin up from zero
-    (1, 1, 5, 0, 0, 1),         # capped by max
-    (3, 1, 2, 0, 0, 2),         # one per job
-    (3, 2, 5, 0, 0, 3),         # ceil(5 / 2)
-    (3, 2, 1, 0, 0, 1),         # at least one
-    (3, 1, 0, 3, 3, None),      # already enough
-    (3, 1, 1, 0, 2, None),      # never scale down to a smaller non-zero number
-    (3, 1, 0, 1, 0, 1),         # a running job with no dyno (rescued soon): keep one
-    (3, 1, 2, 1, 1, 3),         # ready and running both count
-    (3, 1, 1, 0, None, 1),      # unknown current quantity
-])
+@pytest.mark.parametrize(
+    ("max_q", "per", "ready", "running", "current", "expected"),
+    [
+        (1, 1, 0, 0, 0, None),  # nothing to do
+        (1, 1, 1, 0, 0, 1),  # spin up from zero
+        (1, 1, 5, 0, 0, 1),  # capped by max
+        (3, 1, 2, 0, 0, 2),  # one per job
+        (3, 2, 5, 0, 0, 3),  # ceil(5 / 2)
+        (3, 2, 1, 0, 0, 1),  # at least one
+        (3, 1, 0, 3, 3, None),  # already enough
+        (3, 1, 1, 0, 2, None),  # never scale down to a smaller non-zero number
+        (3, 1, 0, 1, 0, 1),  # a running job with no dyno (rescued soon): keep one
+        (3, 1, 2, 1, 1, 3),  # ready and running both count
+        (3, 1, 1, 0, None, 1),  # unknown current quantity
+    ],
+)
 def test_scale_up_target(max_q, per, ready, running, current, expected):
     p = policy(Rule("reports", "winston", max_q, per))
     assert scale_up_target(p, {"reports": Load(ready, running)}, current) == expected
@@ -76,9 +91,14 @@ def test_several_queues_of_one_type_add_up():
     assert scale_up_target(p, {"a": Load(3, 0), "b": Load(1, 0)}, 0) == 3  # ceil(1.5 + 1)
 
 
-@pytest.mark.parametrize(("ready", "running", "expected"), [
-    (0, 0, True), (1, 0, False), (0, 1, False),
-])
+@pytest.mark.parametrize(
+    ("ready", "running", "expected"),
+    [
+        (0, 0, True),
+        (1, 0, False),
+        (0, 1, False),
+    ],
+)
 def test_scale_to_zero_only_when_nothing_is_ready_or_running(ready, running, expected):
     p = policy(Rule("a", "winston"), Rule("b", "winston"))
     assert may_scale_to_zero(p, {"a": Load(0, 0), "b": Load(ready, running)}) is expected

@@ -38,8 +38,14 @@ def test_every_statement_the_code_asks_for_exists():
 
 
 def test_statements_bind_parameters_by_name_only():
-    for name in ("job_insert", "job_complete_and_claim", "job_fail", "job_rescue_expired",
-                 "job_list", "job_prune"):
+    for name in (
+        "job_insert",
+        "job_complete_and_claim",
+        "job_fail",
+        "job_rescue_expired",
+        "job_list",
+        "job_prune",
+    ):
         statement = sql.query(name)
         assert not re.search(r"(?<!%)%[sbt]|\{\w*\}", statement), name
         assert not statement.rstrip().endswith(";")
