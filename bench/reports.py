@@ -176,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import psycopg
 
-    from pgdyno.embedded import EmbeddedPostgres
+    from pgdyno.demo import shop as demo
     from pgdyno.migrate import migrate
-    from pgdyno.reports import demo
+    from pgdyno.platform.postgres import EmbeddedPostgres
 
     started = datetime.now(UTC)
     runs: list[Run] = []

@@ -25,9 +25,9 @@ from typing import Any
 import psycopg
 import requests
 
-from pgdyno.embedded import EmbeddedPostgres
 from pgdyno.migrate import migrate
 from pgdyno.platform import LocalPlatform
+from pgdyno.platform.postgres import EmbeddedPostgres
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"decision_p99_ms": 100.0, "scale_down_s": 1.0, "dispatcher_rss_mb": 60.0}

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgdyno.embedded import EmbeddedPostgres
+from pgdyno.platform.postgres import EmbeddedPostgres
 
 #: What issue 5 fixes for the benchmark server. Everything else is the Postgres default
 #: (autovacuum included: the steady-state workload measures bloat under default autovacuum).

@@ -18,9 +18,9 @@ from pgdyno.errors import (
     PgdynoError,
     UnknownTask,
 )
-from pgdyno.execution import JobContext, current_job
 from pgdyno.queue import JobSpec, enqueue, enqueue_many
 from pgdyno.tasks import task
+from pgdyno.worker.executor import JobContext, current_job
 
 __all__ = [
     "ConfigError",

@@ -1,4 +1,4 @@
-"""Applies the migrations in sql/migrations, once each, under an advisory lock.
+"""Applies the migrations in pgdyno/sql/migrations, once each, under an advisory lock.
 
 Safe to run from several processes at once (a Heroku release phase and a developer, say): the
 second waits for the first and then finds nothing left to do.
@@ -22,33 +22,29 @@ MIGRATION_LOCK_KEY = 0x706764796E6F01
 def migrate(conn: psycopg.Connection) -> list[int]:
     """Apply pending migrations; return the versions applied now (empty when up to date)."""
     applied_now: list[int] = []
-    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    key = {"key": MIGRATION_LOCK_KEY}
+    conn.execute(sql.query("migration_lock"), key)
     try:
         with conn.transaction():
-            conn.execute("CREATE SCHEMA IF NOT EXISTS pgdyno")
-            conn.execute(
-                """CREATE TABLE IF NOT EXISTS pgdyno.schema_migrations (
-                       version integer PRIMARY KEY,
-                       name text NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
-        done = {row[0] for row in conn.execute("SELECT version FROM pgdyno.schema_migrations")}
+            conn.execute(sql.query("schema_create"))
+            conn.execute(sql.query("schema_migrations_create"))
+        done = set(applied_versions(conn))
         for version, name, text in sql.migrations():
             if version in done:
                 continue
             with conn.transaction():
                 conn.execute(text)
                 conn.execute(
-                    "INSERT INTO pgdyno.schema_migrations (version, name) VALUES (%s, %s)",
-                    (version, name),
+                    sql.query("schema_migration_record"), {"version": version, "name": name}
                 )
             log_event(log, "migration_applied", version=version, name=name)
             applied_now.append(version)
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute(sql.query("migration_unlock"), key)
     return applied_now
 
 
 def applied_versions(conn: psycopg.Connection) -> list[int]:
-    rows = conn.execute("SELECT version FROM pgdyno.schema_migrations ORDER BY version").fetchall()
+    """The migration versions recorded in pgdyno.schema_migrations, in order."""
+    rows = conn.execute(sql.query("schema_migrations_applied")).fetchall()
     return [row[0] for row in rows]

@@ -33,7 +33,7 @@ def pg_admin_url() -> Iterator[str]:
     if url:
         yield url
         return
-    from pgdyno.embedded import EmbeddedPostgres
+    from pgdyno.platform.postgres import EmbeddedPostgres
 
     server = EmbeddedPostgres(
         Path(tempfile.mkdtemp(prefix="pgdyno-test-")) / "pg",

@@ -18,7 +18,7 @@ from pgdyno.reports import results
 def psql_binary() -> str:
     """The psql shipped with the embedded server (same major version), else the system one."""
     try:
-        from pgdyno.embedded import EmbeddedPostgres
+        from pgdyno.platform.postgres import EmbeddedPostgres
 
         candidate = EmbeddedPostgres(Path(tempfile.gettempdir()) / "unused").binary("psql")
         if Path(candidate).exists():

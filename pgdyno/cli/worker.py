@@ -1,4 +1,4 @@
-"""`pgdyno migrate` and `pgdyno worker`."""
+"""`pgdyno worker`: runs jobs, and scales its own process type to zero when drained."""
 
 from __future__ import annotations
 
@@ -7,21 +7,8 @@ import sys
 import click
 
 from pgdyno import tasks
-from pgdyno.cli.common import connection, database_option
+from pgdyno.cli.common import database_option
 from pgdyno.config import Settings
-from pgdyno.migrate import migrate as apply_migrations
-
-
-@click.command()
-@database_option
-def migrate(database_url: str | None) -> None:
-    """Apply pending schema migrations (idempotent, safe to run concurrently)."""
-    with connection(database_url) as conn:
-        applied = apply_migrations(conn)
-    if applied:
-        click.echo(f"applied migrations: {', '.join(str(v) for v in applied)}")
-    else:
-        click.echo("schema is up to date")
 
 
 @click.command()
@@ -81,8 +68,8 @@ def worker(
     the formation API scales its type to zero once the type's queues are drained and the
     rule's linger has passed.
     """
-    from pgdyno import scale_down
-    from pgdyno.worker import Worker
+    from pgdyno.scaling import idle as scale_down
+    from pgdyno.worker.loop import Worker
 
     settings = Settings.from_env(
         database_url=database_url,
@@ -102,5 +89,4 @@ def worker(
 
 
 def register(group: click.Group) -> None:
-    group.add_command(migrate)
     group.add_command(worker)

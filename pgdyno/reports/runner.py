@@ -28,13 +28,14 @@ from psycopg import sql as pgsql
 from pgdyno import db, sql
 from pgdyno.config import Settings
 from pgdyno.errors import InvalidReport, ReportFailed
-from pgdyno.execution import current_job
 from pgdyno.logfmt import log_event
-from pgdyno.reports import catalog, memory
+from pgdyno.reports import catalog
+from pgdyno.reports import rss as memory
 from pgdyno.reports.catalog import Report
 from pgdyno.reports.store import open_store
 from pgdyno.reports.stream import GzipStream, Progress
 from pgdyno.tasks import task
+from pgdyno.worker.executor import current_job
 
 log = logging.getLogger(__name__)
 

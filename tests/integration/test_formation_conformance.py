@@ -11,10 +11,10 @@ from fake_heroku import FakeHeroku
 from helpers import wait_until
 
 from pgdyno.errors import FormationRejected
-from pgdyno.formation.base import FormationBackend
-from pgdyno.formation.heroku import HerokuFormation
-from pgdyno.formation.memory import MemoryFormation
 from pgdyno.platform import LocalPlatform
+from pgdyno.scaling.formation.base import FormationBackend
+from pgdyno.scaling.formation.heroku import HerokuFormation
+from pgdyno.scaling.formation.memory import MemoryFormation
 
 
 @pytest.fixture(params=["memory", "heroku-contract", "local-platform"])

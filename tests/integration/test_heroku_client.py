@@ -8,7 +8,7 @@ import pytest
 from fake_heroku import FakeHeroku, Scripted
 
 from pgdyno.errors import FormationRejected, FormationUnavailable
-from pgdyno.formation.heroku import HerokuFormation
+from pgdyno.scaling.formation.heroku import HerokuFormation
 
 TOKEN = "secret-token-123"
 

@@ -15,8 +15,8 @@ from helpers import wait_until
 from reports_support import psql_copy, write_report
 
 from pgdyno.config import Settings
-from pgdyno.embedded import free_port
 from pgdyno.errors import InvalidReport, PermanentJobError, ReportFailed
+from pgdyno.platform.postgres import free_port
 from pgdyno.reports import runner
 
 _job_ids = itertools.count(5000)

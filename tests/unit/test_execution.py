@@ -7,9 +7,10 @@ import math
 import pytest
 
 import pgdyno
-from pgdyno import execution, tasks
+from pgdyno import tasks
 from pgdyno.errors import ConfigError, PgdynoError
 from pgdyno.queue import ClaimedJob
+from pgdyno.worker import executor as execution
 
 progress_seen: list[tuple[int, dict]] = []
 

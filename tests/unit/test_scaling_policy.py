@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from pgdyno.errors import ConfigError
-from pgdyno.scaling import Load, Rule, may_scale_to_zero, parse_rule, policies, scale_up_target
+from pgdyno.scaling.policy import (
+    Load,
+    Rule,
+    may_scale_to_zero,
+    parse_rule,
+    policies,
+    scale_up_target,
+)
 
 
 def policy(*rules: Rule):

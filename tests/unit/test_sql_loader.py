@@ -62,6 +62,10 @@ def test_migrations_are_numbered_and_in_order():
 def test_a_migration_file_without_a_number_is_an_error(tmp_path, monkeypatch):
     (tmp_path / "migrations").mkdir()
     (tmp_path / "migrations" / "first_schema.sql").write_text("SELECT 1")
-    monkeypatch.setattr(sql, "SQL_DIR", tmp_path)
     with pytest.raises(ConfigError, match=r"must be named NNNN_name\.sql"):
-        sql.migrations()
+        sql.migrations(tmp_path / "migrations")
+
+
+def test_an_empty_migrations_folder_is_an_error_that_says_to_reinstall(tmp_path):
+    with pytest.raises(ConfigError, match="installation is incomplete"):
+        sql.migrations(tmp_path)

@@ -4,6 +4,6 @@ base.py holds the FormationBackend protocol; heroku.py talks to the Heroku Platf
 pointed at `pgdyno dev`, to the local platform); memory.py is the in-process fake for tests.
 """
 
-from pgdyno.formation.base import Formation, FormationBackend, backend_from_settings
+from pgdyno.scaling.formation.base import Formation, FormationBackend, backend_from_settings
 
 __all__ = ["Formation", "FormationBackend", "backend_from_settings"]

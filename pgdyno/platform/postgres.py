@@ -177,3 +177,14 @@ class EmbeddedPostgres:
         with contextlib.suppress(ConfigError):
             self.stop("immediate")
         shutil.rmtree(self.datadir, ignore_errors=True)
+
+
+def start_embedded_postgres() -> str:
+    """The embedded server in .pgdyno/postgres, started and migrated; returns its URL."""
+    from pgdyno.db import connect
+    from pgdyno.migrate import migrate
+
+    url = EmbeddedPostgres(Path(".pgdyno") / "postgres").start()
+    with connect(url) as conn:
+        migrate(conn)
+    return url

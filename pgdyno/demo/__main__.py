@@ -18,23 +18,13 @@ from pathlib import Path
 
 import psycopg
 
-import pgdyno
-from pgdyno.cli.scaling import start_embedded_postgres
-from pgdyno.embedded import EmbeddedPostgres
+from pgdyno.demo import shop as reports_demo
 from pgdyno.platform import LocalPlatform
-from pgdyno.reports import demo as reports_demo
+from pgdyno.platform.postgres import EmbeddedPostgres, start_embedded_postgres
 
 TIMEOUT_S = 180
 #: The demo shortens the linger (normally 30 s, about one dyno boot) so it ends quickly.
 DEMO_LINGER = "3s"
-
-
-@pgdyno.task("demo.greet")
-def greet(name: str, pause: float = 0.5) -> dict[str, str]:
-    """A tiny task for trying the queue by hand and for the scaling benchmark
-    (`PGDYNO_IMPORT=pgdyno.demo`); returns a greeting, stored as the job's result."""
-    time.sleep(pause)
-    return {"greeting": f"hello, {name}"}
 
 
 def say(text: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from pgdyno.errors import FormationRejected
-from pgdyno.formation.base import Formation
+from pgdyno.scaling.formation.base import Formation
 
 
 class MemoryFormation:

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 
 import psycopg
 
-from pgdyno import scaling, sql
+from pgdyno import sql
 from pgdyno.errors import FormationError
-from pgdyno.formation.base import FormationBackend
 from pgdyno.logfmt import log_event
-from pgdyno.scaling import Load, Rule, TypePolicy
+from pgdyno.scaling import policy as scaling
+from pgdyno.scaling.formation.base import FormationBackend
+from pgdyno.scaling.policy import Load, TypePolicy
+from pgdyno.scaling.state import load_of
 
 log = logging.getLogger(__name__)
 
@@ -39,82 +41,6 @@ class Decision:
     reason: str
     ok: bool
     outcome: str
-
-
-# --- rules in the database ---------------------------------------------------------------------
-
-
-def record_rules(conn: psycopg.Connection, rules: list[Rule]) -> None:
-    """Replace the recorded rules with `rules` (the acting dispatcher's command line)."""
-    with conn.transaction():
-        conn.execute(sql.query("rules_clear"), {})
-        for rule in rules:
-            conn.execute(
-                sql.query("rule_upsert"),
-                {
-                    "queue": rule.queue,
-                    "process_type": rule.process_type,
-                    "max_quantity": rule.max_quantity,
-                    "jobs_per_dyno": rule.jobs_per_dyno,
-                    "dyno_size": rule.dyno_size,
-                    "linger_s": rule.linger_s,
-                },
-            )
-        for process_type in {rule.process_type for rule in rules}:
-            conn.execute(sql.query("formation_ensure"), {"process_type": process_type})
-
-
-def recorded_rules(conn: psycopg.Connection) -> list[Rule]:
-    rows = conn.execute(sql.query("rules_all"), {}).fetchall()
-    return [
-        Rule(queue, process_type, max_q, per, size, float(linger))
-        for queue, process_type, max_q, per, size, linger in rows
-    ]
-
-
-def scaling_status(conn: psycopg.Connection) -> dict[str, dict[str, object]]:
-    """Per process type: its rules, last known quantity, last API failure and last action."""
-    types: dict[str, dict[str, object]] = {}
-    for name, policy in scaling.policies(recorded_rules(conn)).items():
-        types[name] = {
-            "queues": list(policy.queues),
-            "max": policy.max_quantity,
-            "per": dict(policy.per_queue),
-            "size": policy.dyno_size,
-            "linger_s": policy.linger_s,
-            "quantity": None,
-            "last_error": None,
-            "last_error_at": None,
-            "last_event": None,
-        }
-    for name, quantity, _size, _known_at, error, error_at in conn.execute(
-        sql.query("formations_all"), {}
-    ).fetchall():
-        if name in types:
-            types[name].update(
-                quantity=quantity,
-                last_error=error,
-                last_error_at=error_at.isoformat() if error_at else None,
-            )
-    for row in conn.execute(
-        sql.query("scale_events_recent"), {"process_type": None, "limit": 50}
-    ).fetchall():
-        entry = types.get(row[2])
-        if entry is not None and entry["last_event"] is None:
-            entry["last_event"] = {
-                "at": row[1].isoformat(),
-                "from": row[3],
-                "to": row[4],
-                "reason": row[5],
-                "actor": row[6],
-                "outcome": row[7],
-            }
-    return types
-
-
-def load_of(conn: psycopg.Connection, policy: TypePolicy) -> dict[str, Load]:
-    rows = conn.execute(sql.query("queue_load"), {"queues": list(policy.queues)}).fetchall()
-    return {name: Load(int(ready), int(running), float(age)) for name, ready, running, age in rows}
 
 
 def describe_load(load: dict[str, Load]) -> str:

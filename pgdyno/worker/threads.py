@@ -14,9 +14,10 @@ from collections import deque
 from collections.abc import Callable
 from queue import SimpleQueue
 
-from pgdyno import db, execution
-from pgdyno.execution import Outcome
+from pgdyno import db
 from pgdyno.queue import ClaimedJob
+from pgdyno.worker import executor as execution
+from pgdyno.worker.executor import Outcome
 
 
 class Wakeup:

@@ -23,13 +23,14 @@ from typing import Any
 
 import psycopg
 
-from pgdyno import backoff, db, execution, queue
+from pgdyno import backoff, db, queue
 from pgdyno.config import Settings
-from pgdyno.execution import Outcome
-from pgdyno.executor import ExecutorPool, Wakeup
 from pgdyno.logfmt import log_event
-from pgdyno.maintenance import HotTableVacuum
 from pgdyno.queue import ClaimedJob
+from pgdyno.worker import executor as execution
+from pgdyno.worker.executor import Outcome
+from pgdyno.worker.threads import ExecutorPool, Wakeup
+from pgdyno.worker.vacuum import HotTableVacuum
 
 log = logging.getLogger(__name__)
 

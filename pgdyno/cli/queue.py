@@ -1,4 +1,4 @@
-"""`pgdyno enqueue`, `status`, `jobs list|show|retry|cancel` and `prune`."""
+"""`pgdyno migrate`, `enqueue`, `status`, `jobs list|show|retry|cancel` and `prune`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,19 @@ from pgdyno import queue
 from pgdyno.cli.common import connection, database_option, echo_json
 from pgdyno.config import parse_duration
 from pgdyno.errors import ConfigError
+from pgdyno.migrate import migrate as apply_migrations
+
+
+@click.command()
+@database_option
+def migrate(database_url: str | None) -> None:
+    """Apply pending schema migrations (idempotent, safe to run concurrently)."""
+    with connection(database_url) as conn:
+        applied = apply_migrations(conn)
+    if applied:
+        click.echo(f"applied migrations: {', '.join(str(v) for v in applied)}")
+    else:
+        click.echo("schema is up to date")
 
 
 def _json_object(_ctx: click.Context, _param: click.Parameter, value: str) -> dict[str, Any]:
@@ -83,7 +96,7 @@ def enqueue(
 @database_option
 def status(as_json: bool, database_url: str | None) -> None:
     """Jobs per queue and status, the age of the oldest ready job, and scaling state."""
-    from pgdyno.scaler import scaling_status
+    from pgdyno.scaling.state import scaling_status
 
     with connection(database_url) as conn:
         queues = queue.status(conn)
@@ -210,5 +223,5 @@ def prune(older_than: str, database_url: str | None) -> None:
 
 
 def register(group: click.Group) -> None:
-    for command in (enqueue, status, jobs, prune):
+    for command in (migrate, enqueue, status, jobs, prune):
         group.add_command(command)

@@ -37,7 +37,7 @@ class FormationBackend(Protocol):
 
 def backend_from_settings(settings: Settings) -> FormationBackend:
     """The Heroku client, configured from HEROKU_API_KEY, HEROKU_APP_NAME, HEROKU_API_URL."""
-    from pgdyno.formation.heroku import HerokuFormation
+    from pgdyno.scaling.formation.heroku import HerokuFormation
 
     missing = [
         name

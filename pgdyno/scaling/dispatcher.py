@@ -21,12 +21,14 @@ from types import FrameType
 
 import psycopg
 
-from pgdyno import backoff, db, queue, scaling
+from pgdyno import backoff, db, queue, sql
 from pgdyno.config import Settings
-from pgdyno.formation.base import FormationBackend
 from pgdyno.logfmt import log_event
-from pgdyno.scaler import Scaler, record_rules
-from pgdyno.scaling import Rule
+from pgdyno.scaling import policy as scaling
+from pgdyno.scaling.formation.base import FormationBackend
+from pgdyno.scaling.policy import Rule
+from pgdyno.scaling.scaler import Scaler
+from pgdyno.scaling.state import record_rules
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,7 @@ class Dispatcher:
         assert self._conn is not None
         for attempt in itertools.count():
             row = self._conn.execute(
-                "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)
+                sql.query("leader_try_lock"), {"key": LEADER_LOCK_KEY}
             ).fetchone()
             if row and row[0]:
                 log_event(log, "dispatcher_leading", actor=self.actor)

@@ -1,8 +1,8 @@
 """The reports demo: a small shop (customers, orders) and the report jobs `make run` enqueues.
 
-    from pgdyno.reports import demo
-    demo.seed(conn, customers=2_000, orders=200_000)   # a second or two
-    job_ids = demo.enqueue_reports(conn)               # the queue "reports", run by winston
+    from pgdyno.demo import shop
+    shop.seed(conn, customers=2_000, orders=200_000)   # a second or two
+    job_ids = shop.enqueue_reports(conn)               # the queue "reports", run by winston
 
 The data is generated inside Postgres (generate_series, no random()), so seeding a million
 orders takes seconds and every run produces the same reports. The reports themselves are the
@@ -29,7 +29,7 @@ DEMO_REPORTS: list[dict[str, Any]] = [
 
 def install(conn: psycopg.Connection) -> None:
     """Create the demo schema, tables and seed function (idempotent)."""
-    conn.execute(sql.query("demo_install"))
+    conn.execute(sql.load("pgdyno.demo", "shop.sql")["demo_install"])
 
 
 def seed(conn: psycopg.Connection, *, customers: int = 2_000, orders: int = 200_000) -> None:
@@ -38,7 +38,10 @@ def seed(conn: psycopg.Connection, *, customers: int = 2_000, orders: int = 200_
         raise ValueError("the demo needs at least one customer and no negative orders")
     install(conn)
     with conn.transaction():
-        conn.execute(sql.query("demo_seed"), {"customers": customers, "orders": orders})
+        conn.execute(
+            sql.load("pgdyno.demo", "shop.sql")["demo_seed"],
+            {"customers": customers, "orders": orders},
+        )
 
 
 def enqueue_reports(

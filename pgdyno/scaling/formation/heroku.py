@@ -18,8 +18,8 @@ import requests
 
 from pgdyno import backoff
 from pgdyno.errors import FormationRejected, FormationUnavailable
-from pgdyno.formation.base import Formation
 from pgdyno.logfmt import log_event
+from pgdyno.scaling.formation.base import Formation
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import psycopg
 
-from pgdyno import scaling
 from pgdyno.config import Settings
 from pgdyno.errors import ConfigError
-from pgdyno.formation.base import FormationBackend, backend_from_settings
 from pgdyno.logfmt import log_event
-from pgdyno.scaler import Scaler, recorded_rules
+from pgdyno.scaling import policy as scaling
+from pgdyno.scaling.formation.base import FormationBackend, backend_from_settings
+from pgdyno.scaling.scaler import Scaler
+from pgdyno.scaling.state import recorded_rules
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,61 @@
+"""`pgdyno dispatcher`: scales process types up as jobs arrive (on the always-on dyno)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pgdyno.cli.common import database_option
+from pgdyno.config import Settings
+from pgdyno.errors import ConfigError
+
+
+@click.command()
+@click.option(
+    "--scale",
+    "scale_rules",
+    multiple=True,
+    required=True,
+    metavar="QUEUE=TYPE[,max=N][,per=N][,size=NAME][,linger=SECONDS]",
+    help="Scale TYPE for jobs in QUEUE (repeatable). max: most dynos (1); per: jobs "
+    "per dyno (1); size: dyno size; linger: idle time before zero (30s).",
+)
+@click.option(
+    "--reconcile-interval",
+    default=None,
+    help="Safety-net reconcile period, e.g. 5s [env PGDYNO_RECONCILE_INTERVAL].",
+)
+@click.option(
+    "--debounce",
+    default=None,
+    help="Coalescing period for notification bursts, e.g. 0.5s [env PGDYNO_DEBOUNCE].",
+)
+@database_option
+def dispatcher(
+    scale_rules: tuple[str, ...],
+    reconcile_interval: str | None,
+    debounce: str | None,
+    database_url: str | None,
+) -> None:
+    """Spin process types up the instant jobs arrive (run it on the always-on dyno)."""
+    from pgdyno.scaling.dispatcher import Dispatcher
+    from pgdyno.scaling.formation import backend_from_settings
+    from pgdyno.scaling.policy import parse_rule, policies
+
+    settings = Settings.from_env(
+        database_url=database_url, reconcile_interval=reconcile_interval, debounce=debounce
+    )
+    try:
+        rules = [parse_rule(text, settings.linger) for text in scale_rules]
+        policies(rules)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scale") from None
+    settings.require_database_url()
+    runner = Dispatcher(settings, rules, backend_from_settings(settings))
+    runner.install_signal_handlers()
+    sys.exit(runner.run())
+
+
+def register(group: click.Group) -> None:
+    group.add_command(dispatcher)

@@ -1,0 +1,18 @@
+"""The worker runtime: claim jobs, run them, report outcomes, and drain on SIGTERM.
+
+- `loop.py`: `Worker`, the loop that wakes on NOTIFY or a poll, claims in batches, heartbeats
+  and hands jobs back on shutdown; the only part of the worker that talks to Postgres;
+- `executor.py`: runs one claimed job's task and turns what happened into an `Outcome`;
+  `current_job()` and `JobContext` for the running task;
+- `threads.py`: the executor threads and the self-pipe that wakes the loop;
+- `vacuum.py`: `HotTableVacuum`, which keeps the ready/running partition small.
+
+The worker knows nothing of scaling: scale-to-zero reaches it as an `IdleCallback`
+(pgdyno.scaling.idle).
+"""
+
+from __future__ import annotations
+
+from pgdyno.worker.loop import IdleCallback, Worker, worker_id
+
+__all__ = ["IdleCallback", "Worker", "worker_id"]
