@@ -1,12 +1,13 @@
 """Settings: the only code that reads the environment.
 
 Every setting resolves the same way: command-line flag, then environment variable, then the
-default written here. Durations are seconds.
+default written here. Durations are seconds, parsed by parse_duration.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -15,22 +16,52 @@ from typing import Any
 
 from pgdyno.errors import ConfigError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)?\s*$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_UNIT_SECONDS = {
+    "ms": 0.001,
+    "s": 1,
+    "sec": 1,
+    "m": 60,
+    "min": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 604800,
+    None: 1,
+}
+#: The longest duration accepted anywhere (100 years): past it, datetime arithmetic overflows.
+MAX_DURATION_S = 100 * 365 * 86400
+DURATION_SYNTAX = "250ms, 30s, 5m (or 5min), 2h, 7d, 2w, or plain seconds"
 
 
 def parse_duration(text: str | float | int, what: str = "duration") -> float:
-    """'30s', '15m', '7d', '250ms' or a bare number of seconds -> seconds."""
+    """'250ms', '30s', '5m'/'5min', '2h', '7d', '2w' or a bare number of seconds -> seconds.
+
+    The one duration syntax of pgdyno: flags, environment variables, `--scale` rules, report
+    headers (`-- set: statement_timeout = 5min`), `enqueue --delay` and `report run --timeout`.
+    Raises ConfigError, naming `what`, for anything else: other units, exponents, negative,
+    infinite or NaN values, and durations over 100 years.
+    """
+    if isinstance(text, bool):
+        raise ConfigError(f"{what} {text!r} is not a duration: {DURATION_SYNTAX}")
     if isinstance(text, int | float):
-        return float(text)
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(
-            f"{what} {text!r} is not a duration: write a number with an optional unit "
-            "(ms, s, m, h, d, w), for example 30s or 7d"
-        )
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = float(text)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ConfigError(
+                f"{what} {text!r} is not a duration: it must be a finite number of seconds, "
+                "0 or more"
+            )
+    else:
+        match = _DURATION.match(text) if isinstance(text, str) else None
+        if not match:
+            raise ConfigError(
+                f"{what} {text!r} is not a duration: write a number with an optional unit "
+                f"(ms, s, m or min, h, d, w), for example {DURATION_SYNTAX}"
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_DURATION_S:
+        raise ConfigError(f"{what} {text!r} is too long: at most 100 years")
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,15 @@ class DatabaseUnavailable(PgdynoError):
     """Postgres cannot be reached; callers retry with backoff."""
 
 
+class SchemaNotMigrated(DatabaseUnavailable):
+    """The database's pgdyno schema is missing or behind this pgdyno's migrations.
+
+    Commands stop with its one-line message (which says to run `pgdyno migrate`); a worker or
+    dispatcher started before the release phase finished treats it as "not ready yet" and
+    retries with backoff, as for an unreachable database.
+    """
+
+
 class JobNotFound(PgdynoError):
     """No job has that id (it may have been pruned)."""
 

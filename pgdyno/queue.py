@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -16,9 +16,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pgdyno import sql
-from pgdyno.config import Settings
+from pgdyno.config import Settings, parse_duration
 from pgdyno.db import connect, retry_on_conflict
-from pgdyno.errors import InvalidJob, InvalidJobState, JobNotFound
+from pgdyno.errors import ConfigError, InvalidJob, InvalidJobState, JobNotFound
 
 STATUSES = ("ready", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
@@ -69,13 +69,36 @@ def _resolve_conn(conn: psycopg.Connection | str | None) -> tuple[psycopg.Connec
     return connect(dsn), True
 
 
+#: Why a naive datetime is refused, said the way a user fixes it.
+NAIVE_DATETIME = (
+    "a naive datetime has no time zone, so it would run hours early or late depending on "
+    "the client's and the database's zones; pass an aware datetime "
+    "(datetime.now(timezone.utc) + ..., or one with tzinfo) or a delay (timedelta or seconds)"
+)
+
+
 def _when(run_at: RunAt) -> tuple[datetime | None, timedelta | None]:
-    """run_at as (absolute time, delay from the database's now())."""
-    if run_at is None or isinstance(run_at, datetime):
+    """run_at as (absolute time, delay from the database's now()).
+
+    The one rule for `enqueue`, `enqueue_many` and `pgdyno enqueue`: a datetime must be aware
+    (InvalidJob otherwise); a delay is a timedelta or seconds, finite and at most 100 years.
+    """
+    if run_at is None:
+        return None, None
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None or run_at.utcoffset() is None:
+            raise InvalidJob(f"run_at {run_at.isoformat()} refused: {NAIVE_DATETIME}")
         return run_at, None
-    if isinstance(run_at, timedelta):
-        return None, run_at
-    return None, timedelta(seconds=float(run_at))
+    if isinstance(run_at, bool) or not isinstance(run_at, timedelta | int | float):
+        raise InvalidJob(
+            f"run_at {run_at!r} refused: give an aware datetime, a timedelta or seconds"
+        )
+    seconds = run_at.total_seconds() if isinstance(run_at, timedelta) else run_at
+    try:
+        parse_duration(seconds, "run_at delay")
+    except ConfigError as exc:
+        raise InvalidJob(f"{exc} (a delay is a timedelta or seconds, 0 or more)") from None
+    return None, run_at if isinstance(run_at, timedelta) else timedelta(seconds=float(seconds))
 
 
 def refused(exc: psycopg.errors.IntegrityError | psycopg.errors.DataError) -> InvalidJob:
@@ -99,11 +122,12 @@ def enqueue(
     """Enqueue one job and return its id.
 
     Given a connection, the job is part of the caller's transaction: it is visible to workers,
-    and notified, only when that transaction commits. `run_at` is a datetime, or a delay
-    (timedelta or seconds) counted from the database's clock.
+    and notified, only when that transaction commits. `run_at` is an aware datetime, or a
+    delay (timedelta or seconds) counted from the database's clock; a naive datetime, a
+    negative, infinite or NaN delay raise InvalidJob, as does a job the database refuses.
     """
-    connection, owned = _resolve_conn(conn)
     at, delay = _when(run_at)
+    connection, owned = _resolve_conn(conn)
     params = {
         "queue": queue,
         "task": task,
@@ -145,7 +169,17 @@ def _atomic(connection: psycopg.Connection) -> contextlib.AbstractContextManager
 
 
 def _spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
-    return job if isinstance(job, JobSpec) else JobSpec(**job)
+    if isinstance(job, JobSpec):
+        return job
+    unknown = sorted(set(job) - {f.name for f in fields(JobSpec)})
+    if unknown:
+        raise InvalidJob(
+            f"job {dict(job)!r} refused: unknown field {', '.join(map(repr, unknown))} "
+            "(a job has task, args, queue, priority, run_at, max_attempts)"
+        )
+    if "task" not in job:
+        raise InvalidJob(f"job {dict(job)!r} refused: it has no task")
+    return JobSpec(**job)
 
 
 def enqueue_many(
@@ -153,12 +187,14 @@ def enqueue_many(
 ) -> list[int]:
     """Enqueue many jobs with one COPY and return their ids, in order.
 
-    All or nothing: one bad job refuses the batch. The enqueue trigger still sends one
-    notification per queue for the whole batch.
+    All or nothing: one bad job refuses the batch (InvalidJob), and a `run_at` is checked as
+    by `enqueue` before anything is sent. The enqueue trigger still sends one notification
+    per queue for the whole batch.
     """
     specs = [_spec(job) for job in jobs]
     if not specs:
         return []
+    whens = [_when(spec.run_at) for spec in specs]
     connection, owned = _resolve_conn(conn)
     try:
         with _atomic(connection):
@@ -167,8 +203,7 @@ def enqueue_many(
             ).fetchone()
             with connection.cursor().copy(sql.query("job_copy_in")) as copy:
                 copy.set_types(["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4"])
-                for job_id, spec in zip(ids, specs, strict=True):
-                    at, delay = _when(spec.run_at)
+                for job_id, spec, (at, delay) in zip(ids, specs, whens, strict=True):
                     copy.write_row(
                         (
                             job_id,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
 from pgdyno import queue
-from pgdyno.cli.common import connection, database_option, echo_json
-from pgdyno.config import parse_duration
-from pgdyno.errors import ConfigError
+from pgdyno.cli.common import DURATION, connection, database_option, echo_json
 from pgdyno.migrate import migrate as apply_migrations
 
 
@@ -19,7 +17,7 @@ from pgdyno.migrate import migrate as apply_migrations
 @database_option
 def migrate(database_url: str | None) -> None:
     """Apply pending schema migrations (idempotent, safe to run concurrently)."""
-    with connection(database_url) as conn:
+    with connection(database_url, migrated=False) as conn:
         applied = apply_migrations(conn)
     if applied:
         click.echo(f"applied migrations: {', '.join(str(v) for v in applied)}")
@@ -39,6 +37,24 @@ def _json_object(_ctx: click.Context, _param: click.Parameter, value: str) -> di
             f'must be a JSON object such as {{"id": 7}}, got {type(parsed).__name__}: {value}'
         )
     return parsed
+
+
+def _aware_datetime(value: str | datetime) -> datetime:
+    """--run-at: an ISO 8601 time with its UTC offset; naive times are refused (queue.NAIVE)."""
+    if isinstance(value, datetime):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time such as 2026-03-01T09:00:00+01:00"
+        ) from None
+    if parsed.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no UTC offset: {queue.NAIVE_DATETIME}")
+    return parsed
+
+
+_aware_datetime.__name__ = "datetime"
 
 
 @click.command()
@@ -62,9 +78,16 @@ def _json_object(_ctx: click.Context, _param: click.Parameter, value: str) -> di
 )
 @click.option(
     "--delay",
-    type=click.FloatRange(min=0),
+    type=DURATION,
     default=None,
-    help="Seconds to wait before the job may run.",
+    help="Wait this long before the job may run, on the database's clock (30s, 5m, 2h).",
+)
+@click.option(
+    "--run-at",
+    type=_aware_datetime,
+    default=None,
+    metavar="ISO8601",
+    help="Run at this time, with its UTC offset, e.g. 2026-03-01T09:00:00+01:00.",
 )
 @click.option("--max-attempts", type=int, default=None, help="Attempts before it fails.")
 @database_option
@@ -74,10 +97,13 @@ def enqueue(
     args: dict[str, Any],
     priority: int,
     delay: float | None,
+    run_at: datetime | None,
     max_attempts: int | None,
     database_url: str | None,
 ) -> None:
     """Enqueue TASK and print the new job's id."""
+    if delay is not None and run_at is not None:
+        raise click.UsageError("give --delay or --run-at, not both")
     with connection(database_url) as conn:
         job_id = queue.enqueue(
             conn,
@@ -86,7 +112,7 @@ def enqueue(
             queue=queue_name,
             priority=priority,
             max_attempts=max_attempts,
-            run_at=timedelta(seconds=delay) if delay else None,
+            run_at=run_at if run_at is not None else timedelta(seconds=delay) if delay else None,
         )
     click.echo(job_id)
 
@@ -121,8 +147,10 @@ def status(as_json: bool, database_url: str | None) -> None:
 
 def _echo_scaling(types: dict[str, dict[str, Any]]) -> None:
     for name, entry in types.items():
+        quantity = entry["quantity"]
+        known = "not known yet (no formation call so far)" if quantity is None else quantity
         line = (
-            f"process type {name}: quantity {entry['quantity']}, queues "
+            f"process type {name}: quantity {known}, queues "
             f"{','.join(entry['queues'])}, max {entry['max']}, linger {entry['linger_s']:g}s"
         )
         click.echo(line)
@@ -209,16 +237,17 @@ def cancel(job_id: int, database_url: str | None) -> None:
 
 
 @click.command()
-@click.option("--older-than", required=True, help="Age of finished jobs to delete, e.g. 7d, 12h.")
+@click.option(
+    "--older-than",
+    required=True,
+    type=DURATION,
+    help="Age of finished jobs to delete, e.g. 7d, 12h.",
+)
 @database_option
-def prune(older_than: str, database_url: str | None) -> None:
+def prune(older_than: float, database_url: str | None) -> None:
     """Delete finished jobs (done, failed, cancelled) older than the given age."""
-    try:
-        seconds = parse_duration(older_than, "--older-than")
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--older-than") from None
     with connection(database_url) as conn:
-        count = queue.prune(conn, seconds)
+        count = queue.prune(conn, older_than)
     click.echo(f"pruned {count} finished jobs")
 
 

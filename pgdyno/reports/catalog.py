@@ -9,7 +9,11 @@ parameters are written %(name)s. The comment lines at the top of the file form i
     -- set: statement_timeout = 10min          a setting for this report's transaction only
     SELECT ... WHERE ordered_at >= %(since)s
 
-A placeholder the header does not declare is a required text parameter. A report name is
+A value ends at a trailing `--` comment outside quotes (`-- set: work_mem = 64MB  -- sorts`).
+Time settings (statement_timeout, lock_timeout, idle_in_transaction_session_timeout) take
+pgdyno's duration syntax (config.parse_duration: 250ms, 30s, 5m or 5min, 2h) and are passed
+to Postgres in milliseconds. A placeholder the header does not declare is a required text
+parameter. A report name is
 checked before any path is built from it, so a job can never read a file outside the folder.
 """
 
@@ -21,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgdyno.errors import InvalidReport
+from pgdyno.config import parse_duration
+from pgdyno.errors import ConfigError, InvalidReport
 from pgdyno.reports import params as types
 from pgdyno.reports import sqltext
 
@@ -55,6 +60,12 @@ ALLOWED_SETTINGS = frozenset(
         "intervalstyle",
         "extra_float_digits",
     }
+)
+
+
+#: Settings whose value is a duration: read with parse_duration, sent in milliseconds.
+DURATION_SETTINGS = frozenset(
+    {"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"}
 )
 
 
@@ -192,6 +203,28 @@ def load(folder: Path, name: Any) -> Report:
         raise InvalidReport(f"report {name!r}: cannot read {path}: {exc}") from None
 
 
+def _strip_comment(text: str) -> str:
+    """`5min   -- also work_mem` -> `5min`: a header value ends at a `--` outside quotes."""
+    quoted = False
+    for index, char in enumerate(text):
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and text.startswith("--", index):
+            return text[:index].rstrip()
+    return text.strip()
+
+
+def _setting_value(name: str, raw: str, number: int) -> str:
+    value = _unquote(_strip_comment(raw))
+    if name not in DURATION_SETTINGS:
+        return value
+    try:
+        seconds = parse_duration(value, f"{name} (line {number})")
+    except ConfigError as exc:
+        raise InvalidReport(str(exc)) from None
+    return f"{round(seconds * 1000)}ms"
+
+
 def _unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] == "'":
         return text[1:-1].replace("''", "'")
@@ -211,6 +244,8 @@ def parse(name: str, path: Path, text: str) -> Report:
             break
         header_lines = number
         comment = stripped[2:].strip()
+        if comment.startswith(("param:", "set:")):
+            comment = _strip_comment(comment)
         if param_line := _PARAM_LINE.match(comment):
             param = _declared_param(param_line, number)
             if param.name in declared:
@@ -223,7 +258,7 @@ def parse(name: str, path: Path, text: str) -> Report:
                     f"setting {set_line['name']!r} (line {number}) may not be set by a report; "
                     f"allowed: {', '.join(sorted(ALLOWED_SETTINGS))}"
                 )
-            settings[setting] = _unquote(set_line["value"])
+            settings[setting] = _setting_value(setting, set_line["value"], number)
         elif comment.startswith(("param:", "set:")):
             raise InvalidReport(
                 f"cannot read header line {number}: {comment!r}; write "
@@ -250,8 +285,12 @@ def parse(name: str, path: Path, text: str) -> Report:
 
 def _declared_param(match: re.Match[str], number: int) -> Param:
     name, type_name = match["name"], types.canonical_type(match["type"])
-    default = match["default"]
-    if default is None:
+    default = None if match["default"] is None else _strip_comment(match["default"])
+    if not default:
+        if match["default"] is not None:
+            raise InvalidReport(
+                f"parameter {name!r} (line {number}) has '=' but no default; write a value or null"
+            )
         return Param(name, type_name)
     if default.lower() == "null":
         return Param(name, type_name, None)

@@ -92,6 +92,62 @@ _ALIASES = {
 }
 
 
+def array_items(value: Any) -> list[Any]:
+    """A JSON list, a Postgres array literal `{SE,DE}` / `{"a b","c"}`, or a comma-separated
+    string `SE,DE` (as `--param countries=SE,DE` gives) -> its items; ValueError otherwise."""
+    if isinstance(value, list):
+        return value
+    if not isinstance(value, str):
+        raise ValueError
+    text = value.strip()
+    if not text.startswith("{") and not text.endswith("}"):
+        return text.split(",")
+    if not (text.startswith("{") and text.endswith("}")) or len(text) < 2:
+        raise ValueError
+    return _array_literal(text[1:-1])
+
+
+def _array_literal(body: str) -> list[Any]:
+    """The items of a one-dimensional Postgres array literal's body (between the braces):
+    elements separated by commas, double-quoted ones with backslash escapes; unquoted NULL is
+    a null element. Nested arrays are refused (ValueError)."""
+    items: list[Any] = []
+    index, size = 0, len(body)
+    if not body.strip():
+        return items
+    while True:
+        while index < size and body[index].isspace():
+            index += 1
+        if index < size and body[index] == '"':
+            index += 1
+            chars: list[str] = []
+            while index < size and body[index] != '"':
+                if body[index] == "\\" and index + 1 < size:
+                    index += 1
+                chars.append(body[index])
+                index += 1
+            if index >= size:
+                raise ValueError  # an unterminated quote
+            index += 1
+            item: Any = "".join(chars)
+        else:
+            end = body.find(",", index)
+            end = size if end < 0 else end
+            raw = body[index:end].strip()
+            if "{" in raw or "}" in raw or '"' in raw or not raw:
+                raise ValueError
+            item = None if raw.upper() == "NULL" else raw
+            index = end
+        items.append(item)
+        while index < size and body[index].isspace():
+            index += 1
+        if index >= size:
+            return items
+        if body[index] != ",":
+            raise ValueError
+        index += 1
+
+
 def canonical_type(name: str) -> str:
     """'BIGINT' -> 'integer', 'text[]' -> 'text[]'; InvalidReport for a type we cannot bind."""
     base = name.strip().lower()
@@ -108,13 +164,14 @@ def canonical_type(name: str) -> str:
 
 def convert(param: str, type_name: str, value: Any) -> Any:
     """`value` as the Python value for `type_name`; InvalidReport naming `param` if it does
-    not fit. Arrays take a JSON list or a comma-separated string (as `--param a=x,y` gives)."""
+    not fit. Arrays take a JSON list, a Postgres array literal `{SE,DE}` or a comma-separated
+    string (as `--param a=x,y` gives); null elements are refused."""
     base = type_name.removesuffix("[]")
     converter, example = _SCALARS[base]
     try:
         if type_name.endswith("[]"):
-            items = value.split(",") if isinstance(value, str) else value
-            if not isinstance(items, list):
+            items = array_items(value)
+            if any(item is None for item in items):
                 raise ValueError
             return [
                 converter(item.strip() if isinstance(item, str) else item)
@@ -124,7 +181,9 @@ def convert(param: str, type_name: str, value: Any) -> Any:
         return converter(value)
     except ValueError:
         shown = (
-            f"[{example}, ...] or a comma-separated string" if type_name.endswith("[]") else example
+            f"[{example}, ...], a Postgres array such as {{SE,DE}} or a comma-separated string"
+            if type_name.endswith("[]")
+            else example
         )
         raise InvalidReport(
             f"parameter {param!r} must be of type {type_name}, got {value!r} (for example {shown})"

@@ -26,3 +26,7 @@ INSERT INTO pgdyno.schema_migrations (version, name) VALUES (%(version)s, %(name
 -- name: leader_try_lock
 -- The acting dispatcher holds this session lock; standbys try it every second.
 SELECT pg_try_advisory_lock(%(key)s);
+
+-- name: schema_migrations_exists
+-- Whether `pgdyno migrate` ever ran here: its bookkeeping table exists.
+SELECT to_regclass('pgdyno.schema_migrations') IS NOT NULL;

@@ -18,6 +18,9 @@ from pgdyno.errors import ConfigError
         ("1.5h", 5400.0),
         ("2w", 1209600.0),
         ("10", 10.0),
+        ("5min", 300.0),
+        ("1 min", 60.0),
+        ("2sec", 2.0),
         (" 3 s ", 3.0),
         ("0", 0.0),
         (4, 4.0),
@@ -32,8 +35,44 @@ def test_parse_duration_reads_a_number_with_an_optional_unit(text, seconds):
 def test_parse_duration_refuses_anything_else_naming_the_setting_and_the_units(text):
     with pytest.raises(ConfigError) as refused:
         parse_duration(text, "PGDYNO_LEASE")
-    assert str(refused.value).startswith(f"PGDYNO_LEASE {text!r} is not a duration")
-    assert "(ms, s, m, h, d, w)" in str(refused.value)
+    assert str(refused.value) == (
+        f"PGDYNO_LEASE {text!r} is not a duration: write a number with an optional unit "
+        "(ms, s, m or min, h, d, w), for example 250ms, 30s, 5m (or 5min), 2h, 7d, 2w, "
+        "or plain seconds"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("36600000d", "--delay '36600000d' is too long: at most 100 years"),
+        (1e20, "--delay 1e+20 is too long: at most 100 years"),
+        (-1, "--delay -1 is not a duration: it must be a finite number of seconds, 0 or more"),
+        (
+            float("nan"),
+            "--delay nan is not a duration: it must be a finite number of seconds, 0 or more",
+        ),
+        (
+            float("inf"),
+            "--delay inf is not a duration: it must be a finite number of seconds, 0 or more",
+        ),
+        (
+            True,
+            "--delay True is not a duration: 250ms, 30s, 5m (or 5min), 2h, 7d, 2w, or plain "
+            "seconds",
+        ),
+    ],
+)
+def test_parse_duration_refuses_overflow_negative_and_nan(value, message):
+    with pytest.raises(ConfigError) as refused:
+        parse_duration(value, "--delay")
+    assert str(refused.value) == message
+
+
+def test_settings_take_the_same_durations_as_report_headers():
+    assert Settings.from_env({"PGDYNO_LINGER": "1min", "PGDYNO_LEASE": "2min"}).linger == 60.0
+    with pytest.raises(ConfigError, match=r"^PGDYNO_GRACE '1e20' is not a duration"):
+        Settings.from_env({"PGDYNO_GRACE": "1e20"})
 
 
 def test_defaults_keep_the_grace_period_under_herokus_30_seconds():

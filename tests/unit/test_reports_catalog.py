@@ -16,9 +16,9 @@ REVENUE = """\
     -- Revenue per month, from a date on.
     -- Shows 100% of paid orders.
     -- param: since date = 2025-01-01
-    -- param: country text = null
-    -- param: limit integer
-    -- set: statement_timeout = 5min
+    -- param: country text = null          -- a null default makes it optional
+    -- param: limit integer   -- required
+    -- set: statement_timeout = 5min       -- also work_mem, lock_timeout, search_path, ...
     -- set: work_mem = '64MB'
     SELECT %(since)s AS since, %(country)s AS country, %(region)s AS region, 5 %% 2 AS odd
      LIMIT %(limit)s;
@@ -41,7 +41,9 @@ def test_header_declares_params_defaults_settings_and_description(folder):
         "region text",
     ]
     assert report.params[0].default == date(2025, 1, 1)
-    assert report.settings == (("statement_timeout", "5min"), ("work_mem", "64MB"))
+    assert report.params[1].default is None  # the trailing comment is not the default
+    # Time settings are read with pgdyno's duration syntax and sent in milliseconds.
+    assert report.settings == (("statement_timeout", "300000ms"), ("work_mem", "64MB"))
     assert report.sql.rstrip().endswith("LIMIT %(limit)s")
     assert "-- param" not in report.sql  # header lines are blanked, so % in them is harmless
     assert report.sql.count("\n") == REVENUE.count("\n") - 1  # line numbers still match
@@ -104,6 +106,10 @@ def test_bind_refuses_bad_parameters_naming_which(folder, params, message):
         ),
         ("bigint", "-9000000000", -9000000000),
         ("text[]", "DE, FR", ["DE", "FR"]),
+        ("text[]", "{SE,DE}", ["SE", "DE"]),
+        ("text[]", '{"New York", "a\\"b", x}', ["New York", 'a"b', "x"]),
+        ("text[]", "{}", []),
+        ("integer[]", "{1, 2}", [1, 2]),
         ("integer[]", [1, "2"], [1, 2]),
     ],
 )
@@ -121,6 +127,11 @@ def test_parameter_types_accept_json_and_cli_spellings(folder, type_name, given,
         ("date", "2026-02-30"),
         ("integer", str(2**63)),
         ("integer[]", "1,x"),
+        ("text[]", "{SE,{DE}}"),
+        ("text[]", "{SE,,DE}"),
+        ("text[]", "{NULL}"),
+        ("text[]", '{"SE}'),
+        ("text[]", "{SE"),
         ("timestamptz", 1700000000),
     ],
 )
@@ -180,6 +191,15 @@ def test_missing_folder_says_which_setting_to_fix(tmp_path):
         ("-- param: \nSELECT 1", "cannot read header line 1"),
         ("-- set: role = admin\nSELECT 1", "setting 'role' (line 1) may not be set"),
         ("-- set: default_transaction_read_only = off\nSELECT 1", "may not be set by a report"),
+        (
+            "-- set: statement_timeout = 5 minutes\nSELECT 1",
+            "statement_timeout (line 1) '5 minutes' is not a duration: write a number with an "
+            "optional unit (ms, s, m or min, h, d, w)",
+        ),
+        (
+            "-- param: x text =   -- nothing\nSELECT %(x)s",
+            "parameter 'x' (line 1) has '=' but no default; write a value or null",
+        ),
         ("DELETE FROM orders", "starts with DELETE, so it is not a read-only query"),
         ("SELECT 1; DROP TABLE orders", "holds 2 statements"),
         ("SELECT 100 % 3", "stray '% ' at line 1: write %% for a literal %"),
@@ -197,3 +217,18 @@ def test_invalid_report_files_say_what_to_fix(folder, text, message):
         catalog.load(folder, "r")
     assert message in str(caught.value)
     assert "report 'r' (" in str(caught.value)  # names the file
+
+
+def test_header_values_end_at_a_trailing_comment_outside_quotes(folder):
+    write_report(
+        folder,
+        "dashes",
+        "-- param: sep text = '--' -- a quoted -- is part of the value\n"
+        "-- param: since date = 2025-01-01--no space needed\n"
+        "-- set: lock_timeout = 250ms--short\n"
+        "-- set: search_path = 'demo, public'   -- quoted\n"
+        "SELECT %(sep)s, %(since)s",
+    )
+    report = catalog.load(folder, "dashes")
+    assert [p.default for p in report.params] == ["--", date(2025, 1, 1)]
+    assert report.settings == (("lock_timeout", "250ms"), ("search_path", "demo, public"))
