@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+DEMO_REPORTS = REPO / "pgdyno" / "demo" / "reports"
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (1_000_000, 2_000_000, 5_000_000)
 REPORT = "orders_export"
@@ -68,7 +69,7 @@ def _query(conn: Any, rows: int) -> str:
 
     from pgdyno.reports import catalog
 
-    report = catalog.load(REPO / "reports", REPORT)
+    report = catalog.load(DEMO_REPORTS, REPORT)
     text = psycopg.ClientCursor(conn).mogrify(report.sql, report.bind({"limit": rows}))
     return " ".join(text.split())
 
@@ -103,7 +104,7 @@ def worker_run(conn: Any, url: str, rows: int, store: str, output_dir: Path) -> 
     env = {
         **os.environ,
         "DATABASE_URL": url,
-        "PGDYNO_REPORTS_DIR": str(REPO / "reports"),
+        "PGDYNO_REPORTS_DIR": str(DEMO_REPORTS),
         "PGDYNO_REPORTS_OUTPUT_DIR": str(output_dir),
         "PGDYNO_LOG_LEVEL": "WARNING",
     }

@@ -81,7 +81,8 @@ def _when(run_at: RunAt) -> tuple[datetime | None, timedelta | None]:
     """run_at as (absolute time, delay from the database's now()).
 
     The one rule for `enqueue`, `enqueue_many` and `pgdyno enqueue`: a datetime must be aware
-    (InvalidJob otherwise); a delay is a timedelta or seconds, finite and at most 100 years.
+    (InvalidJob otherwise); a delay is a timedelta or seconds, finite and at most 100 years
+    (a negative one is due at once).
     """
     if run_at is None:
         return None, None
@@ -94,10 +95,13 @@ def _when(run_at: RunAt) -> tuple[datetime | None, timedelta | None]:
             f"run_at {run_at!r} refused: give an aware datetime, a timedelta or seconds"
         )
     seconds = run_at.total_seconds() if isinstance(run_at, timedelta) else run_at
-    try:
-        parse_duration(seconds, "run_at delay")
-    except ConfigError as exc:
-        raise InvalidJob(f"{exc} (a delay is a timedelta or seconds, 0 or more)") from None
+    try:  # a negative delay is a time in the past: the job is due at once
+        parse_duration(abs(seconds), "run_at delay")
+    except ConfigError:
+        raise InvalidJob(
+            f"run_at delay {run_at!r} refused: a delay must be a finite number of seconds "
+            "(or a timedelta) of at most 100 years"
+        ) from None
     return None, run_at if isinstance(run_at, timedelta) else timedelta(seconds=float(seconds))
 
 
@@ -123,8 +127,8 @@ def enqueue(
 
     Given a connection, the job is part of the caller's transaction: it is visible to workers,
     and notified, only when that transaction commits. `run_at` is an aware datetime, or a
-    delay (timedelta or seconds) counted from the database's clock; a naive datetime, a
-    negative, infinite or NaN delay raise InvalidJob, as does a job the database refuses.
+    delay (timedelta or seconds) counted from the database's clock; a naive datetime, an
+    infinite, NaN or over-100-years delay raise InvalidJob, as does a job the database refuses.
     """
     at, delay = _when(run_at)
     connection, owned = _resolve_conn(conn)

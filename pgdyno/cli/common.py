@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from pgdyno.config import DURATION_SYNTAX, Settings, parse_duration
+from pgdyno.config import Settings, parse_duration
 from pgdyno.db import connect
 from pgdyno.errors import ConfigError
 from pgdyno.migrate import require_migrated
@@ -44,7 +44,6 @@ class Duration(click.ParamType):
 
 
 DURATION = Duration()
-DURATION_HELP = f"Durations: {DURATION_SYNTAX}."
 
 
 @contextmanager

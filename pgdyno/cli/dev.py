@@ -1,17 +1,26 @@
-"""`pgdyno dev`: the local platform, the Procfile's process types behind a formation API."""
+"""`pgdyno dev`: the local platform, the Procfile's process types behind a formation API.
+
+Ctrl-C (or SIGTERM) stops every dyno as a scale-down would (SIGTERM, SIGKILL after the kill
+timeout), then the embedded Postgres if this command started it; a second Ctrl-C kills the
+dynos at once.
+"""
 
 from __future__ import annotations
 
 import signal
 import threading
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
-from pgdyno.cli.common import database_option
-from pgdyno.config import Settings, parse_duration
-from pgdyno.errors import ConfigError
-from pgdyno.platform.postgres import start_embedded_postgres
+from pgdyno.cli.common import DURATION, database_option
+from pgdyno.config import Settings
+from pgdyno.platform.postgres import EmbeddedPostgres, start_embedded_postgres
+
+if TYPE_CHECKING:
+    from pgdyno.platform import LocalPlatform
 
 
 @click.command()
@@ -20,37 +29,72 @@ from pgdyno.platform.postgres import start_embedded_postgres
     default="Procfile",
     show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
+    help="Its folder is the app root: each line runs there, as on Heroku.",
 )
 @click.option("--port", type=int, default=0, help="Formation API port (default: any free one).")
 @click.option(
     "--kill-timeout",
+    type=DURATION,
     default="30s",
     show_default=True,
     help="Time between SIGTERM and SIGKILL when a dyno is stopped.",
 )
 @database_option
-def dev(procfile: Path, port: int, kill_timeout: str, database_url: str | None) -> None:
+def dev(procfile: Path, port: int, kill_timeout: float, database_url: str | None) -> None:
     """Run the Procfile locally behind a Heroku-compatible formation API.
 
-    Without DATABASE_URL it starts the embedded Postgres (data in .pgdyno/) and migrates.
-    Ctrl-C stops everything.
+    Without DATABASE_URL it starts the embedded Postgres (data in .pgdyno/ beside the
+    Procfile), migrates, and prints the DATABASE_URL to use from another shell. Ctrl-C stops
+    everything, the embedded Postgres included; a second Ctrl-C kills the dynos at once.
     """
     from pgdyno.platform import LocalPlatform
 
     settings = Settings.from_env(database_url=database_url)
-    url = settings.database_url or start_embedded_postgres()
-    try:
-        platform = LocalPlatform(
-            procfile, url, port=port, kill_timeout=parse_duration(kill_timeout, "--kill-timeout")
+    app_root = procfile.resolve().parent
+    embedded: EmbeddedPostgres | None = None
+    url = settings.database_url
+    if not url:
+        embedded = EmbeddedPostgres(app_root / ".pgdyno" / "postgres")
+        was_running = embedded.is_running()
+        url = start_embedded_postgres(embedded)
+        if was_running:
+            embedded = None  # someone else's (make run, another pgdyno dev): leave it up
+        click.echo(
+            f"{'dev':<10} | embedded Postgres in {app_root / '.pgdyno'}; from another shell:"
         )
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        click.echo(f"{'dev':<10} |   export DATABASE_URL={url}")
+    try:
+        _serve(LocalPlatform(procfile, url, port=port, kill_timeout=kill_timeout))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            click.echo(f"{'dev':<10} | embedded Postgres stopped")
+
+
+def _serve(platform: LocalPlatform) -> None:
+    """Start the platform, wait for Ctrl-C or SIGTERM, stop it; a second one kills at once."""
     stop = threading.Event()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if not stop.is_set():
+            stop.set()
+            platform.dynos.event(
+                "shutdown_requested",
+                signal=name,
+                msg="stopping every dyno; press Ctrl-C again to kill them at once",
+            )
+        else:
+            platform.dynos.event("kill_requested", signal=name, msg="killing every dyno now")
+            platform.dynos.kill_now()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    platform.start()
-    stop.wait()
-    platform.stop()
+        signal.signal(signum, handle)
+    try:
+        platform.start()
+        stop.wait()
+    finally:
+        platform.stop()
 
 
 def register(group: click.Group) -> None:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pgdyno.cli.common import database_option
+from pgdyno.cli.common import DURATION, database_option
 from pgdyno.config import Settings
 from pgdyno.errors import ConfigError
 
@@ -23,19 +23,21 @@ from pgdyno.errors import ConfigError
 )
 @click.option(
     "--reconcile-interval",
+    type=DURATION,
     default=None,
     help="Safety-net reconcile period, e.g. 5s [env PGDYNO_RECONCILE_INTERVAL].",
 )
 @click.option(
     "--debounce",
+    type=DURATION,
     default=None,
     help="Coalescing period for notification bursts, e.g. 0.5s [env PGDYNO_DEBOUNCE].",
 )
 @database_option
 def dispatcher(
     scale_rules: tuple[str, ...],
-    reconcile_interval: str | None,
-    debounce: str | None,
+    reconcile_interval: float | None,
+    debounce: float | None,
     database_url: str | None,
 ) -> None:
     """Spin process types up the instant jobs arrive (run it on the always-on dyno)."""

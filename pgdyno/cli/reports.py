@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from pgdyno import queue
-from pgdyno.cli.common import connection, database_option, echo_json
+from pgdyno.cli.common import DURATION, connection, database_option, echo_json
 from pgdyno.config import Settings
 from pgdyno.errors import InvalidReport
 from pgdyno.reports import catalog, results
@@ -22,10 +22,10 @@ WAIT_POLL = 0.5
 
 
 def _size(count: Any) -> str:
-    """1234567 -> '1.2 MB'."""
+    """1234567 -> '1.2 MiB': binary units, as the worker's logs (peak_rss_mib) use."""
     if count is None:
         return "-"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if count >= scale:
             return f"{count / scale:,.1f} {unit}"
     return f"{count} B"
@@ -145,9 +145,9 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option("--wait", is_flag=True, help="Show progress until the job ends; exit 1 if it fails.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=DURATION,
     default=None,
-    help="With --wait: give up waiting after this many seconds (exit 1).",
+    help="With --wait: give up waiting after this long, e.g. 90s or 10m (exit 1).",
 )
 @click.option(
     "--no-check",
@@ -217,7 +217,7 @@ def _follow(conn: Any, job_id: int, timeout: float | None) -> None:
             shown = line
         if deadline is not None and time.monotonic() >= deadline:
             raise click.ClickException(
-                f"gave up waiting for job {job_id} after {timeout}s; it "
+                f"gave up waiting for job {job_id} after {timeout:g}s; it "
                 f"is {job['status']} (see pgdyno report show {job_id})"
             )
         time.sleep(WAIT_POLL)

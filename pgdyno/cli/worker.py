@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from pgdyno import tasks
-from pgdyno.cli.common import database_option
+from pgdyno.cli.common import DURATION, database_option
 from pgdyno.config import Settings
+
+
+def app_root_importable() -> None:
+    """Put the working directory first on sys.path, so `--import myapp.tasks` finds the app's
+    modules: as `python -m` does, and as on Heroku, where the app root is the working
+    directory (`pgdyno dev` runs each Procfile line in the Procfile's folder)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 @click.command()
@@ -35,12 +45,18 @@ from pgdyno.config import Settings
     help="Jobs run at once [env PGDYNO_CONCURRENCY; default 1].",
 )
 @click.option("--burst", is_flag=True, help="Exit 0 once the queues have no job ready to run.")
-@click.option("--lease", default=None, help="Job lease, e.g. 30s [env PGDYNO_LEASE].")
 @click.option(
-    "--grace", default=None, help="Time running jobs get on SIGTERM, e.g. 25s [env PGDYNO_GRACE]."
+    "--lease", type=DURATION, default=None, help="Job lease, e.g. 30s [env PGDYNO_LEASE]."
+)
+@click.option(
+    "--grace",
+    type=DURATION,
+    default=None,
+    help="Time running jobs get on SIGTERM, e.g. 25s [env PGDYNO_GRACE].",
 )
 @click.option(
     "--poll-interval",
+    type=DURATION,
     default=None,
     help="Fallback poll period, e.g. 2s [env PGDYNO_POLL_INTERVAL].",
 )
@@ -56,9 +72,9 @@ def worker(
     modules: tuple[str, ...],
     concurrency: int | None,
     burst: bool,
-    lease: str | None,
-    grace: str | None,
-    poll_interval: str | None,
+    lease: float | None,
+    grace: float | None,
+    poll_interval: float | None,
     process_type: str | None,
     database_url: str | None,
 ) -> None:
@@ -66,7 +82,8 @@ def worker(
 
     A worker that knows its process type (DYNO=winston.1, or --process-type) and can reach
     the formation API scales its type to zero once the type's queues are drained and the
-    rule's linger has passed.
+    rule's linger has passed. --import modules are found from the working directory (the
+    app root).
     """
     from pgdyno.scaling import idle as scale_down
     from pgdyno.worker.loop import Worker
@@ -80,6 +97,7 @@ def worker(
         process_type=process_type,
     )
     settings.require_database_url()
+    app_root_importable()
     tasks.import_modules([*settings.import_list, *modules])
     runner = Worker(settings, queues, burst=burst)
     if not burst:

@@ -1,7 +1,8 @@
 """`make run`: dynos spinning dynos, end to end, on the embedded Postgres.
 
 Starts the embedded server (data kept in .pgdyno/), migrates, runs the local platform with the
-project's Procfile (julia: the dispatcher, at 1; winston: the worker, at 0), seeds a demo shop,
+demo's Procfile (pgdyno/demo/Procfile; julia: the dispatcher, at 1; winston: the worker, at 0)
+and the demo's reports (pgdyno/demo/reports, found through the package), seeds a demo shop,
 enqueues report jobs with the CLI and with psql, and waits while julia spins winston up, the
 reports run, and winston scales itself back to zero. Ends with a summary and one fetched report;
 exit status 0 when all of that happened.
@@ -10,10 +11,12 @@ exit status 0 when all of that happened.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import psycopg
@@ -23,6 +26,9 @@ from pgdyno.platform import LocalPlatform
 from pgdyno.platform.postgres import EmbeddedPostgres, start_embedded_postgres
 
 TIMEOUT_S = 180
+#: The demo's own Procfile and reports, inside the package: no checkout needed.
+PROCFILE = Path(str(resources.files(__package__) / "Procfile"))
+DEMO_ENV = {"PGDYNO_REPORTS_DIR": str(reports_demo.reports_dir())}
 #: The demo shortens the linger (normally 30 s, about one dyno boot) so it ends quickly.
 DEMO_LINGER = "3s"
 
@@ -57,7 +63,9 @@ def enqueue_demo_jobs(url: str) -> list[int]:
             "--database-url",
             url,
         ]
-        out = subprocess.run(args, check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            args, check=True, capture_output=True, text=True, env={**os.environ, **DEMO_ENV}
+        )
         ids.append(int(out.stdout))
         flags = " ".join("--param " + p for p in params)
         say(f"pgdyno report run {name} {flags} -> job {ids[-1]}")
@@ -72,7 +80,7 @@ def enqueue_demo_jobs(url: str) -> list[int]:
         text=True,
     )
     ids.append(int(out.stdout.split()[0]))
-    say(f'psql -c "{sql}" -> job {ids[-1]}')
+    say(f"{shlex.join(['psql', url, '-c', sql])} -> job {ids[-1]}")
     return ids
 
 
@@ -83,6 +91,7 @@ def show_reports(url: str, ids: list[int]) -> None:
         say(f"pgdyno report show {job_id}")
         out = subprocess.run(
             [cli, "report", "show", str(job_id), "--database-url", url],
+            env={**os.environ, **DEMO_ENV},
             check=True,
             capture_output=True,
             text=True,
@@ -110,11 +119,12 @@ def summary(conn: psycopg.Connection, ids: list[int], first_event: int, t0: floa
     done = sum(1 for row in rows if row[2] == "done")
     say(f"  jobs done: {done}/{len(ids)}")
     for job_id, task, status, attempts, seconds, result in rows:
-        facts = ", ".join(
-            f"{key} {result[key]}"
-            for key in ("name", "rows", "peak_rss_mb")
-            if isinstance(result, dict) and key in result
-        )
+        facts = ""
+        if isinstance(result, dict) and "report" in result:
+            facts = (
+                f"{result['report']}, {result['rows']:,} rows, peak worker memory "
+                f"{result['worker_peak_rss_bytes'] / 2**20:.1f} MiB"
+            )
         say(
             f"    job {job_id} {task} {status} after {attempts} attempt(s), "
             f"ran {seconds}s{': ' + facts if facts else ''}"
@@ -139,10 +149,10 @@ def main() -> int:
             "SELECT coalesce(max(id), 0) FROM pgdyno.scale_events"
         ).fetchone()[0]
         conn.execute("DELETE FROM pgdyno.scale_rules")
-        env = {**os.environ, "PGDYNO_LINGER": DEMO_LINGER}
-        platform = LocalPlatform("Procfile", url, env=env)
+        env = {**os.environ, **DEMO_ENV, "PGDYNO_LINGER": DEMO_LINGER}
+        platform = LocalPlatform(PROCFILE, url, env=env)
         say(
-            "starting the local platform with ./Procfile "
+            f"starting the local platform with {PROCFILE} "
             f"(linger shortened to {DEMO_LINGER} for the demo)"
         )
         platform.start()
@@ -185,7 +195,10 @@ def main() -> int:
             "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status <> 'done'", (ids,)
         ).fetchone()[0]
     EmbeddedPostgres(Path(".pgdyno") / "postgres").stop()
-    say("done; explore further with `pgdyno dev` (Ctrl-C to stop) and `pgdyno status`")
+    say(
+        "done; explore further with `pgdyno dev` in a folder with a Procfile (examples/heroku "
+        "in the repository), `pgdyno status` and `pgdyno report list`"
+    )
     return 1 if failed else 0
 
 

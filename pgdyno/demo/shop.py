@@ -6,12 +6,15 @@
 
 The data is generated inside Postgres (generate_series, no random()), so seeding a million
 orders takes seconds and every run produces the same reports. The reports themselves are the
-files in reports/ (revenue_by_month, top_customers, orders_export).
+files in pgdyno/demo/reports/ (revenue_by_month, top_customers, orders_export), shipped in the
+package: `reports_dir()` is the folder to give workers as PGDYNO_REPORTS_DIR.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,6 +28,11 @@ DEMO_REPORTS: list[dict[str, Any]] = [
     {"name": "top_customers", "params": {"limit": 10, "countries": ["DE", "FR", "NL"]}},
     {"name": "orders_export", "params": {"since": "2025-07-01"}},
 ]
+
+
+def reports_dir() -> Path:
+    """The demo's report files, inside the installed package (PGDYNO_REPORTS_DIR for them)."""
+    return Path(str(resources.files(__package__) / "reports"))
 
 
 def install(conn: psycopg.Connection) -> None:

@@ -48,8 +48,10 @@ class DynoManager:
         kill_timeout: float = 30.0,
         base_port: int = 5100,
         on_event: Callable[[PlatformEvent], None] | None = None,
+        cwd: str | None = None,
     ) -> None:
         self.commands = dict(commands)
+        self.cwd = cwd  # where commands run: the app root (the Procfile's folder)
         self.quantities: dict[str, int] = dict.fromkeys(self.commands, 0)
         self.sizes: dict[str, str] = dict.fromkeys(self.commands, "standard-1X")
         self.env = dict(env)
@@ -133,9 +135,10 @@ class DynoManager:
     def _spawn(self, command: str, name: str) -> subprocess.Popen[bytes]:
         self._port_seq += 1
         env = {**self.env, "DYNO": name, "PORT": str(self._base_port + self._port_seq)}
-        return subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {command}"],
+        return subprocess.Popen(  # as written, through the shell, as Heroku runs Procfile lines
+            ["/bin/sh", "-c", command],
             env=env,
+            cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -161,8 +164,19 @@ class DynoManager:
         timer.daemon = True
         timer.start()
 
+    def kill_now(self) -> None:
+        """SIGKILL every dyno still running or stopping, without waiting (a second Ctrl-C)."""
+        with self._lock:
+            self._closed = True
+            dynos = [*self._dynos.values(), *self._stopping]
+        for dyno in dynos:
+            self.event("dyno_killed", dyno=dyno.name, signal="SIGKILL", msg="killed at once")
+            self._signal(dyno, signal.SIGKILL)
+
     def _kill(self, dyno: Dyno) -> None:
-        if dyno.proc.poll() is None:
+        # The shell may be gone while the command it started still runs: the process group
+        # lives until the dyno's output ends, which is when _watch drops it from _stopping.
+        if dyno in self._stopping:
             self.event(
                 "dyno_killed",
                 dyno=dyno.name,

@@ -2,7 +2,8 @@
 
 What `pgdyno dev` and `make run` start: the release phase first, then the dispatcher's type at
 quantity 1 and every other type at 0, with the Heroku environment a dyno would see (DYNO,
-PORT, DATABASE_URL, HEROKU_APP_NAME, HEROKU_API_URL pointing here, HEROKU_API_KEY).
+PORT, DATABASE_URL, HEROKU_APP_NAME, HEROKU_API_URL pointing here, HEROKU_API_KEY). Each
+command runs as written through /bin/sh, in the Procfile's folder (the app root).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class LocalPlatform:
         on_event: Callable[[PlatformEvent], None] | None = None,
     ) -> None:
         self.commands = procfile.load(procfile_path)
+        #: Where every command runs, as the app root is on Heroku: the Procfile's folder.
+        self.app_root = Path(procfile_path).resolve().parent
         self.app = app
         self.token = secrets.token_urlsafe(24)
         self.events: list[PlatformEvent] = []
@@ -60,6 +63,7 @@ class LocalPlatform:
             output=output or sys.stdout,
             kill_timeout=kill_timeout,
             on_event=record,
+            cwd=str(self.app_root),
         )
         self.server = FormationServer(port, app, self.token, self.dynos)
         self.dynos.env["HEROKU_API_URL"] = self.server.url

@@ -179,12 +179,13 @@ class EmbeddedPostgres:
         shutil.rmtree(self.datadir, ignore_errors=True)
 
 
-def start_embedded_postgres() -> str:
-    """The embedded server in .pgdyno/postgres, started and migrated; returns its URL."""
+def start_embedded_postgres(server: EmbeddedPostgres | None = None) -> str:
+    """The embedded server (default: .pgdyno/postgres under the working directory), started
+    and migrated; returns its URL."""
     from pgdyno.db import connect
     from pgdyno.migrate import migrate
 
-    url = EmbeddedPostgres(Path(".pgdyno") / "postgres").start()
+    url = (server or EmbeddedPostgres(Path(".pgdyno") / "postgres")).start()
     with connect(url) as conn:
         migrate(conn)
     return url

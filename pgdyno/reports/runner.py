@@ -149,7 +149,7 @@ def run(
         csv_bytes=stream.csv_bytes,
         stored_bytes=stream.stored_bytes,
         duration_ms=round(duration * 1000, 1),
-        peak_rss_mb=round(result["worker_peak_rss_bytes"] / 2**20, 1),
+        peak_rss_mib=round(result["worker_peak_rss_bytes"] / 2**20, 1),
     )
     return result
 

@@ -24,6 +24,7 @@ import psycopg
 from pgdyno import backoff, db, queue, sql
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
+from pgdyno.migrate import require_migrated
 from pgdyno.scaling import policy as scaling
 from pgdyno.scaling.formation.base import FormationBackend
 from pgdyno.scaling.policy import Rule
@@ -77,6 +78,7 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 self._conn = db.connect(self._dsn, application_name="pgdyno dispatcher")
+                require_migrated(self._conn)  # before the release phase ran: wait, retry
                 failures = 0
                 if self._wait_for_leadership():
                     self._lead()

@@ -26,6 +26,7 @@ import psycopg
 from pgdyno import backoff, db, queue
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
+from pgdyno.migrate import require_migrated
 from pgdyno.queue import ClaimedJob
 from pgdyno.worker import executor as execution
 from pgdyno.worker.executor import Outcome
@@ -395,6 +396,7 @@ class Worker:
                 return False
             try:
                 self._conn = db.connect(self._dsn, application_name=f"pgdyno worker {self.id}")
+                require_migrated(self._conn)  # before the release phase ran: wait, retry
                 queue.setup_worker_session(self._conn)
                 self._listen = db.connect(self._dsn, application_name=f"pgdyno listen {self.id}")
                 db.listen(self._listen)

@@ -326,7 +326,7 @@ def test_worker_with_a_task_module_that_cannot_be_imported_exits_1(cli):
     assert "--import and PYTHONPATH" in result.output
 
 
-def test_worker_with_an_unreadable_duration_exits_1_naming_the_flag(cli):
+def test_worker_with_an_unreadable_duration_is_a_usage_error_naming_the_flag(cli):
     result = cli("worker", "--queue", "q", "--lease", "forever")
-    assert result.exit_code == 1
-    assert "--lease 'forever' is not a duration" in result.output
+    assert result.exit_code == 2
+    assert "Invalid value for '--lease': --lease 'forever' is not a duration" in result.output

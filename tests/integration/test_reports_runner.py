@@ -109,7 +109,7 @@ DEMO_CASES = {  # params, and the literals psql gets in their place
 @pytest.mark.parametrize("name", DEMO_CASES)
 def test_demo_reports_are_byte_identical_to_psql(name, conn, database_url):
     demo.seed(conn, customers=300, orders=20_000)
-    repo_reports = Path(__file__).resolve().parents[2] / "reports"
+    repo_reports = demo.reports_dir()
     params, literals = DEMO_CASES[name]
     result = runner.run(
         Settings(reports_dir=str(repo_reports)),
@@ -161,12 +161,17 @@ def test_report_settings_apply_inside_a_read_only_transaction(folder, run_report
         """
         -- set: work_mem = 7MB
         -- set: statement_timeout = '42s'
+        -- set: lock_timeout = 1.5m   -- pgdyno's duration syntax, and a trailing comment
         SELECT current_setting('work_mem') AS work_mem,
                current_setting('statement_timeout') AS timeout,
+               current_setting('lock_timeout') AS lock_timeout,
                current_setting('transaction_read_only') AS read_only
     """,
     )
-    assert stored(conn, run_report("knobs")) == b"work_mem,timeout,read_only\n7MB,42s,on\n"
+    assert (
+        stored(conn, run_report("knobs"))
+        == b"work_mem,timeout,lock_timeout,read_only\n7MB,42s,90s,on\n"
+    )
 
 
 @pytest.mark.parametrize(
