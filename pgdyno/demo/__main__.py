@@ -45,6 +45,14 @@ def wait_for(what: str, predicate: Callable[[], object], timeout: float = TIMEOU
         time.sleep(0.1)
 
 
+def shell_quote(text: str) -> str:
+    """`text` as one shell word a user can paste: in double quotes when that needs only `\"`
+    escapes (readable SQL with JSON in it), else shlex's single quotes."""
+    if any(char in text for char in "$`\\!"):
+        return shlex.quote(text)
+    return '"' + text.replace('"', '\\"') + '"'
+
+
 def enqueue_demo_jobs(url: str) -> list[int]:
     """Report jobs: two with `pgdyno report run`, one with psql (a client that knows nothing
     of pgdyno)."""
@@ -80,7 +88,7 @@ def enqueue_demo_jobs(url: str) -> list[int]:
         text=True,
     )
     ids.append(int(out.stdout.split()[0]))
-    say(f"{shlex.join(['psql', url, '-c', sql])} -> job {ids[-1]}")
+    say(f"psql {shlex.quote(url)} -c {shell_quote(sql)} -> job {ids[-1]}")
     return ids
 
 

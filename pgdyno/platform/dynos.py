@@ -146,6 +146,8 @@ class DynoManager:
         )
 
     def _start(self, process_type: str, index: int) -> None:
+        if self._closed:  # a scale-up that arrives while everything stops starts nothing
+            return
         name = f"{process_type}.{index}"
         proc = self._spawn(self.commands[process_type], name)
         dyno = Dyno(process_type, index, proc)
