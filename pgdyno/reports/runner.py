@@ -87,24 +87,26 @@ def run(
     started = time.monotonic()
     report = catalog.load(Path(settings.reports_dir), name)
     values = report.bind(params)
-    target = open_store(
-        store,
-        job_id=job_id,
-        report=report.name,
-        database_url=database_url,
-        output_dir=Path(settings.reports_output_dir),
-        url=url,
-        headers=headers,
-        spool=spool,
-    )
+    store_args: dict[str, Any] = {
+        "job_id": job_id,
+        "report": report.name,
+        "database_url": database_url,
+        "output_dir": Path(settings.reports_output_dir),
+        "url": url,
+        "headers": headers,
+        "spool": spool,
+    }
+    open_store(store, **store_args)  # refuses bad store arguments before connecting
     per_report = memory.reset_peak()
-    log_event(log, "report_started", job=job_id, report=report.name, store=target.kind)
     conn = db.connect(
         database_url,
         autocommit=False,
         application_name=f"pgdyno report {report.name} job {job_id}"[:63],
     )
     conn.read_only = True  # every transaction on it starts with BEGIN READ ONLY
+    # The postgres store writes on this connection once the COPY is over: one per report.
+    target = open_store(store, **store_args, connection=conn)
+    log_event(log, "report_started", job=job_id, report=report.name, store=target.kind)
     stream: GzipStream | None = None
     try:
         statement = _prepare(conn, report, values)

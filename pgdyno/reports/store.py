@@ -5,7 +5,9 @@ a result appear whole or not at all:
 
 - postgres: chunks in pgdyno.report_chunks and the pgdyno.report_results row that points to
   them are written in one transaction, so a failed or killed run leaves nothing behind. Each
-  run has its own id; the newest run of a job wins and deletes the chunks of older runs.
+  run has its own id; the newest run of a job wins and deletes the chunks of older runs. The
+  gzipped pieces are spooled to a temporary file while COPY runs, then written on the report's
+  own connection: one connection per running report, not two (the connection budget).
 - directory: written to a hidden temporary file, fsynced, then renamed into place.
 - http: one PUT of the whole body (chunked transfer, or Content-Length with `spool`); the
   receiving server only keeps a body that arrived complete.
@@ -18,6 +20,7 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +31,7 @@ import psycopg
 from pgdyno import db, sql
 from pgdyno.errors import InvalidReport, PermanentJobError, ReportFailed
 from pgdyno.logfmt import log_event
-from pgdyno.reports.stream import GzipStream
+from pgdyno.reports.stream import PIECE_BYTES, GzipStream
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,12 @@ def open_store(
     url: Any = None,
     headers: Any = None,
     spool: Any = False,
+    connection: psycopg.Connection | None = None,
 ) -> Store:
-    """The store a job asked for; InvalidReport for arguments that cannot work."""
+    """The store a job asked for; InvalidReport for arguments that cannot work.
+
+    `connection`: the report's own connection, which the postgres store writes on once the
+    report's COPY is over (without it, the store opens one of its own)."""
     if kind not in KINDS:
         raise InvalidReport(
             f"unknown store {kind!r}: use postgres (the default), directory or http"
@@ -73,7 +80,7 @@ def open_store(
     if kind != "http" and (url is not None or headers is not None or spool):
         raise InvalidReport(f"url, headers and spool are only used with store http, not {kind}")
     if kind == "postgres":
-        return PostgresStore(database_url, job_id, report)
+        return PostgresStore(database_url, job_id, report, connection)
     if kind == "directory":
         return DirectoryStore(output_dir, job_id, report)
     return HttpStore.checked(url, headers, spool)
@@ -82,19 +89,46 @@ def open_store(
 class PostgresStore:
     kind = "postgres"
 
-    def __init__(self, database_url: str, job_id: int, report: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        job_id: int,
+        report: str,
+        connection: psycopg.Connection | None = None,
+    ) -> None:
         self.database_url = database_url
         self.job_id = job_id
         self.report = report
+        self.connection = connection
 
     def save(self, stream: GzipStream) -> Stored:
-        conn = db.connect(self.database_url, application_name=f"pgdyno report store {self.job_id}")
+        with tempfile.TemporaryFile(prefix="pgdyno-report-") as spool:
+            try:
+                for piece in stream:  # runs the COPY to its end, in flat memory
+                    spool.write(piece)
+                spool.seek(0)
+            except OSError as exc:
+                raise ReportFailed(
+                    f"spooling the result to a temporary file failed: {exc}"
+                ) from exc
+            return self._write(stream, iter(lambda: spool.read(PIECE_BYTES), b""))
+
+    def _write(self, stream: GzipStream, pieces: Iterator[bytes]) -> Stored:
+        conn = self.connection
         try:
+            if conn is None:
+                conn = db.connect(
+                    self.database_url, application_name=f"pgdyno report store {self.job_id}"
+                )
+            else:  # the report's read-only transaction is over: write in one of our own
+                conn.rollback()
+                conn.read_only = False
+                conn.autocommit = True
             run_id = conn.execute(sql.query("report_run_id_next")).fetchone()[0]
             chunks = 0
             with conn.transaction():
                 conn.execute(sql.query("report_store_begin"))
-                for piece in stream:
+                for piece in pieces:
                     conn.execute(
                         sql.query("report_chunk_insert"),
                         {"run_id": run_id, "seq": chunks, "job_id": self.job_id, "data": piece},
@@ -122,13 +156,12 @@ class PostgresStore:
                     {"job_id": self.job_id, "run_id": run_id},
                 )
         except psycopg.Error as exc:
-            if exc is stream.error:
-                raise
             raise ReportFailed(
                 f"storing the result in Postgres failed: {db.first_line(exc)}"
             ) from exc
         finally:
-            conn.close()
+            if self.connection is None and conn is not None:
+                conn.close()
         return Stored(f"pgdyno.report_results/{self.job_id}", {"run_id": run_id})
 
 
