@@ -36,7 +36,7 @@ bench: $(BENCH_STAMP) ## benchmarks vs PgQueuer and Procrastinate: table, JSON i
 	$(BIN)/python -m bench $(ARGS)
 
 stop: $(STAMP) ## stop the embedded Postgres that make run left running
-	$(BIN)/python -c 'from pgdyno.embedded import EmbeddedPostgres as E; E(".pgdyno/postgres").stop()'
+	$(BIN)/python -c 'from pgdyno.platform.postgres import EmbeddedPostgres as E; E(".pgdyno/postgres").stop()'
 
 clean: ## remove the venv and the embedded Postgres data
 	-$(MAKE) stop

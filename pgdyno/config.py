@@ -118,8 +118,9 @@ class Settings:
     pause_before_scale_down: str | None = None
 
     # --- reports ---------------------------------------------------------------------------
-    #: Folder of report files, NAME.sql, relative to the working directory (beside the Procfile)
-    #: unless absolute (PGDYNO_REPORTS_DIR).
+    #: Folder of report files, NAME.sql, relative to the working directory unless absolute
+    #: (PGDYNO_REPORTS_DIR). The working directory is the app root, beside the Procfile, on
+    #: Heroku and under `pgdyno dev`.
     reports_dir: str = "reports"
     #: Folder where the `directory` report store writes NAME-JOB.csv.gz files
     #: (PGDYNO_REPORTS_OUTPUT_DIR). On Heroku the disk is ephemeral: prefer the default store.

@@ -1,7 +1,8 @@
 """The `pgdyno` command: a click group, the composition root that wires the parts together.
 
-Each submodule adds the commands of one area; errors pgdyno raises on purpose become a
-one-line message and exit status 1 (click's usage errors exit 2).
+Each submodule adds the commands of one area; errors pgdyno raises on purpose, and errors
+Postgres answers with (a role without the privilege, say), become a one-line message and exit
+status 1 (click's usage errors exit 2).
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import psycopg
 
 from pgdyno.cli import dev, dispatcher, queue, reports, worker
 from pgdyno.config import Settings
+from pgdyno.db import first_line
 from pgdyno.errors import PgdynoError
 from pgdyno.logfmt import configure
 
@@ -22,6 +25,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except PgdynoError as exc:
             raise click.ClickException(str(exc)) from exc
+        except psycopg.Error as exc:
+            raise click.ClickException(f"Postgres refused: {first_line(exc)}") from exc
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -114,3 +114,14 @@ def test_a_dispatcher_started_before_the_release_phase_waits_then_leads(empty_ur
             migrate(conn)
         proc.wait_for_output("event=dispatcher_leading", timeout=30)
         assert "Traceback" not in proc.output()
+
+
+def test_a_role_without_the_privilege_gets_one_line_not_a_traceback(conn, database_url):
+    conn.execute("CREATE ROLE pgdyno_nobody_cli LOGIN")
+    try:
+        url = make_conninfo(database_url, user="pgdyno_nobody_cli")
+        result = _cli(url, "status")
+        assert result.exit_code == 1
+        assert result.output == "Error: Postgres refused: permission denied for schema pgdyno\n"
+    finally:
+        conn.execute("DROP ROLE pgdyno_nobody_cli")
