@@ -330,3 +330,16 @@ def test_worker_with_an_unreadable_duration_is_a_usage_error_naming_the_flag(cli
     result = cli("worker", "--queue", "q", "--lease", "forever")
     assert result.exit_code == 2
     assert "Invalid value for '--lease': --lease 'forever' is not a duration" in result.output
+
+
+def test_status_before_the_first_formation_call_says_the_quantity_is_not_known(cli, conn):
+    from pgdyno.scaling.policy import parse_rule
+    from pgdyno.scaling.state import record_rules
+
+    record_rules(conn, [parse_rule("reports=winston,max=2")])
+    result = cli("status")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == (
+        "process type winston: quantity not known yet (no formation call so far), queues "
+        "reports, max 2, linger 30s"
+    )
