@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from pgdyno.cli import dev, dispatcher, queue, reports, worker
+from pgdyno.cli import dev, dispatcher, queue, reports, web, worker
 from pgdyno.config import Settings
 from pgdyno.errors import PgdynoError
 from pgdyno.logfmt import configure
@@ -34,5 +34,5 @@ def main() -> None:
         raise click.ClickException(str(exc)) from exc
 
 
-for module in (queue, worker, dispatcher, dev, reports):
+for module in (queue, worker, dispatcher, dev, reports, web):
     module.register(main)

@@ -13,6 +13,7 @@ from pgdyno.cli.common import connection, database_option, echo_json
 from pgdyno.config import parse_duration
 from pgdyno.errors import ConfigError
 from pgdyno.migrate import migrate as apply_migrations
+from pgdyno.web import sampler
 
 
 @click.command()
@@ -219,6 +220,7 @@ def prune(older_than: str, database_url: str | None) -> None:
         raise click.BadParameter(str(exc), param_hint="--older-than") from None
     with connection(database_url) as conn:
         count = queue.prune(conn, seconds)
+        sampler.prune(conn, seconds)  # the dashboard's timeline samples go with the jobs
     click.echo(f"pruned {count} finished jobs")
 
 
