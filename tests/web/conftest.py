@@ -101,3 +101,7 @@ def page(browser: Any) -> Iterator[Page]:
     errors = list(tab.errors)
     context.close()
     assert errors == [], f"console errors in the browser: {errors}"
+
+
+# The local platform running a test Procfile (for the scaling timeline's 0 -> 1 -> 0 cycle).
+from acceptance.conftest import start_platform  # noqa: E402, F401
