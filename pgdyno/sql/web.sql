@@ -126,7 +126,7 @@ SELECT id, queue, task, status::text AS status, priority, attempts, max_attempts
        created_at, started_at, finished_at, worker, left(last_error, 300) AS last_error
   FROM pgdyno.jobs
  WHERE (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-   AND (%(status)s::text IS NULL OR status = %(status)s::pgdyno.job_status)
+   AND (%(status)s::pgdyno.job_status IS NULL OR status = %(status)s::pgdyno.job_status)
    AND (%(task)s::text IS NULL OR task = %(task)s::text)
    AND (%(before)s::bigint IS NULL OR id < %(before)s::bigint)
  ORDER BY id DESC

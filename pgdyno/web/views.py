@@ -21,7 +21,7 @@ from flask import (
     request,
     url_for,
 )
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from pgdyno import db, queue
 from pgdyno.errors import InvalidJobState, JobNotFound, PgdynoError
@@ -172,5 +172,7 @@ def report_csv(job_id: int) -> Response | tuple[str, int]:
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
-    registry = prometheus.registry(connection)
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    """Prometheus text format (or OpenMetrics when the scraper asks for it)."""
+    encoder, content_type = choose_encoder(request.headers.get("Accept"))
+    body = encoder(prometheus.registry(connection))
+    return Response(body, headers={"Content-Type": content_type})

@@ -1,0 +1,129 @@
+"""EXPLAIN guard: with a million finished jobs, the dashboard's queries use indexes (no
+sequential scan of the finished partition), whatever the job list's filters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgdyno import sql
+
+FINISHED_JOBS = 1_000_000
+#: Most finished-job rows one page of the list may read (51 shown).
+MOST_ROWS_READ = 2_000
+#: Most 8 kB pages (index and table) it may touch.
+MOST_PAGES = 600
+FILTERS = [
+    {},
+    {"queue": "mail"},
+    {"status": "failed"},
+    {"status": "cancelled"},
+    {"status": "done"},
+    {"status": "ready"},
+    {"task": "report"},
+    {"queue": "mail", "status": "failed"},
+    {"queue": "default", "task": "send_invoice", "status": "done"},
+    {"before": 500_000},
+    {"queue": "mail", "before": 900_000},
+]
+
+
+def fill(conn: psycopg.Connection, count: int) -> None:
+    """`count` finished jobs over a week: mostly 'default' send_invoice done, a few failures,
+    cancellations, other queues and report jobs; and a few active ones."""
+    conn.execute(
+        """
+        INSERT INTO pgdyno.jobs (queue, task, status, attempts, created_at, started_at,
+                                 finished_at, last_error)
+        SELECT CASE WHEN n %% 7 = 0 THEN 'mail' ELSE 'default' END,
+               CASE WHEN n %% 1000 = 7 THEN 'report' ELSE 'send_invoice' END,
+               (CASE WHEN n %% 500 = 3 THEN 'failed' WHEN n %% 2000 = 5 THEN 'cancelled'
+                     ELSE 'done' END)::pgdyno.job_status,
+               1, t, t, t + interval '20 ms',
+               CASE WHEN n %% 500 = 3 THEN 'ValueError: boom' END
+          FROM generate_series(1, %(count)s) AS n,
+               LATERAL (SELECT now() - interval '7 days' * (1 - n::float8 / %(count)s)) AS s (t)
+        """,
+        {"count": count},
+    )
+    conn.execute(
+        "INSERT INTO pgdyno.jobs (queue, task) SELECT 'default', 'send_invoice'"
+        " FROM generate_series(1, 50)"
+    )
+    conn.execute("VACUUM ANALYZE pgdyno.jobs_finished")
+    conn.execute("ANALYZE pgdyno.jobs_active")
+
+
+@pytest.fixture(scope="module")
+def big_db(pg_admin_url: str, template_db: str) -> Iterator[psycopg.Connection]:
+    name = "pgdyno_web_explain"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    url = psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        fill(conn, FINISHED_JOBS)
+        yield conn
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def plan(
+    conn: psycopg.Connection, statement: str, params: dict[str, Any], analyze: bool = False
+) -> dict[str, Any]:
+    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
+    row = conn.execute(f"EXPLAIN ({options}) {statement}", params, prepare=False).fetchone()
+    text = row[0]
+    return (json.loads(text) if isinstance(text, str) else text)[0]["Plan"]
+
+
+def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from nodes(child)
+
+
+def scans(node: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    return [
+        (n["Node Type"], n.get("Relation Name"), n.get("Index Name"))
+        for n in nodes(node)
+        if "Scan" in n["Node Type"]
+    ]
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=lambda f: ",".join(f) or "none")
+def test_the_jobs_list_uses_indexes_on_a_million_finished_jobs(big_db, filters):
+    """Run for real (EXPLAIN ANALYZE): a page of 51 jobs reads a few hundred pages at most,
+    never the history (without an index on task, 51 report jobs among 1M read 51,000 rows)."""
+    params = {"queue": None, "status": None, "task": None, "before": None, "limit": 51}
+    root = plan(big_db, sql.query("web_jobs_list"), {**params, **filters}, analyze=True)
+    finished = [n for n in nodes(root) if n.get("Relation Name") == "jobs_finished"]
+    assert all(n["Node Type"] != "Seq Scan" for n in finished), scans(root)
+    read = sum(n["Actual Rows"] + n.get("Rows Removed by Filter", 0) for n in finished)
+    assert read <= MOST_ROWS_READ, (read, scans(root))
+    pages = root["Shared Hit Blocks"] + root["Shared Read Blocks"]
+    assert pages <= MOST_PAGES, (pages, scans(root))
+
+
+def test_the_overview_and_timeline_never_scan_the_finished_jobs(big_db):
+    for name, params in (
+        ("web_queue_overview", {}),
+        ("metrics_current", {}),
+        ("metrics_counters_advance", {"settle": timedelta(seconds=10)}),
+        ("web_report_runs", {"limit": 20}),
+        (
+            "web_timeline_samples",
+            {
+                "process_type": "winston",
+                "range": timedelta(days=7),
+                "bucket": timedelta(minutes=28),
+            },
+        ),
+    ):
+        found = scans(plan(big_db, sql.query(name), params))
+        assert ("Seq Scan", "jobs_finished", None) not in found, (name, found)
