@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ from pgdyno.cli.common import database_option
 from pgdyno.config import Settings, parse_duration
 from pgdyno.errors import ConfigError
 from pgdyno.platform.postgres import start_embedded_postgres
+from pgdyno.web.local import start_local
 
 
 @click.command()
@@ -22,6 +24,7 @@ from pgdyno.platform.postgres import start_embedded_postgres
     type=click.Path(dir_okay=False, path_type=Path),
 )
 @click.option("--port", type=int, default=0, help="Formation API port (default: any free one).")
+@click.option("--web-port", type=int, default=0, help="Dashboard port (default: any free one).")
 @click.option(
     "--kill-timeout",
     default="30s",
@@ -29,11 +32,13 @@ from pgdyno.platform.postgres import start_embedded_postgres
     help="Time between SIGTERM and SIGKILL when a dyno is stopped.",
 )
 @database_option
-def dev(procfile: Path, port: int, kill_timeout: str, database_url: str | None) -> None:
+def dev(
+    procfile: Path, port: int, web_port: int, kill_timeout: str, database_url: str | None
+) -> None:
     """Run the Procfile locally behind a Heroku-compatible formation API.
 
     Without DATABASE_URL it starts the embedded Postgres (data in .pgdyno/) and migrates.
-    Ctrl-C stops everything.
+    Serves the dashboard on 127.0.0.1 beside it (its URL is printed). Ctrl-C stops everything.
     """
     from pgdyno.platform import LocalPlatform
 
@@ -49,7 +54,11 @@ def dev(procfile: Path, port: int, kill_timeout: str, database_url: str | None) 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     platform.start()
+    say = functools.partial(platform.dynos.write, "web")
+    dashboard = start_local(url, say, port=web_port, reports_dir=settings.reports_dir)
     stop.wait()
+    if dashboard is not None:
+        dashboard.stop()
     platform.stop()
 
 

@@ -21,6 +21,7 @@ import psycopg
 from pgdyno.demo import shop as reports_demo
 from pgdyno.platform import LocalPlatform
 from pgdyno.platform.postgres import EmbeddedPostgres, start_embedded_postgres
+from pgdyno.web.local import browse_until_interrupted, start_local
 
 TIMEOUT_S = 180
 #: The demo shortens the linger (normally 30 s, about one dyno boot) so it ends quickly.
@@ -146,6 +147,7 @@ def main() -> int:
             f"(linger shortened to {DEMO_LINGER} for the demo)"
         )
         platform.start()
+        dashboard = start_local(url, say)  # watch it live: the timeline, the jobs, the reports
         try:
             wait_for(
                 "julia's dispatcher",
@@ -184,6 +186,7 @@ def main() -> int:
         failed = conn.execute(
             "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status <> 'done'", (ids,)
         ).fetchone()[0]
+    browse_until_interrupted(dashboard, say)
     EmbeddedPostgres(Path(".pgdyno") / "postgres").stop()
     say("done; explore further with `pgdyno dev` (Ctrl-C to stop) and `pgdyno status`")
     return 1 if failed else 0

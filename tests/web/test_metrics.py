@@ -4,14 +4,23 @@ sampler the dispatcher runs (counters, samples, idle queues, failures, prune).""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import psycopg
+import pytest
 import requests
 from click.testing import CliRunner
+from helpers import server_dir
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgdyno import queue
 from pgdyno.cli import main
+from pgdyno.migrate import migrate
+from pgdyno.web import sampler
+from pgdyno.web.app import create_app
 from pgdyno.web.sampler import Sampler
+
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -164,3 +173,42 @@ def test_prune_removes_old_samples_with_the_jobs(conn):
         "SELECT count(*), min(at) > now() - interval '1 day' FROM pgdyno.metrics_samples"
     ).fetchone()
     assert ages == (1, True)
+
+
+def test_every_page_and_the_sampler_run_on_postgres_15():
+    """Heroku Postgres runs 15 too: the dashboard's statements on the system PostgreSQL 15."""
+    if not (PG15_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 binaries are not installed")
+    from pgdyno.platform.postgres import EmbeddedPostgres
+
+    with server_dir() as path:
+        server = EmbeddedPostgres(path / "pg15", bin_dir=PG15_BIN)
+        try:
+            url = server.start()
+            with psycopg.connect(url, autocommit=True) as conn:
+                assert conn.info.server_version // 10000 == 15
+                migrate(conn)
+                conn.execute(
+                    "INSERT INTO pgdyno.scale_rules (queue, process_type) VALUES ('q', 'w')"
+                )
+                job_id = queue.enqueue(conn, "t", queue="q")
+                finish(conn, "q", "failed", 1)
+                assert Sampler(settle=0).tick(conn) == 1
+                sampler.prune(conn, 3600)
+            app = create_app(url)
+            client = app.test_client()
+            for path in (
+                "/",
+                "/types",
+                "/timeline",
+                "/timeline.json?range=week",
+                "/jobs",
+                "/jobs?status=failed&queue=q&task=t",
+                f"/jobs/{job_id}",
+                "/reports",
+                "/metrics",
+            ):
+                assert client.get(path).status_code == 200, path
+            app.extensions["pgdyno_db"].close()
+        finally:
+            server.destroy()

@@ -1,5 +1,6 @@
-"""EXPLAIN guard: with a million finished jobs, the dashboard's queries use indexes (no
-sequential scan of the finished partition), whatever the job list's filters."""
+"""EXPLAIN guard: with a million finished jobs (the history bench/web.py measures pages on),
+the dashboard's queries use indexes (no sequential scan of the finished partition), whatever
+the job list's filters."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from bench.web import FINISHED_JOBS, fill_history
 from pgdyno import sql
 
-FINISHED_JOBS = 1_000_000
 #: Most finished-job rows one page of the list may read (51 shown).
 MOST_ROWS_READ = 2_000
 #: Most 8 kB pages (index and table) it may touch.
@@ -33,32 +34,6 @@ FILTERS = [
 ]
 
 
-def fill(conn: psycopg.Connection, count: int) -> None:
-    """`count` finished jobs over a week: mostly 'default' send_invoice done, a few failures,
-    cancellations, other queues and report jobs; and a few active ones."""
-    conn.execute(
-        """
-        INSERT INTO pgdyno.jobs (queue, task, status, attempts, created_at, started_at,
-                                 finished_at, last_error)
-        SELECT CASE WHEN n %% 7 = 0 THEN 'mail' ELSE 'default' END,
-               CASE WHEN n %% 1000 = 7 THEN 'report' ELSE 'send_invoice' END,
-               (CASE WHEN n %% 500 = 3 THEN 'failed' WHEN n %% 2000 = 5 THEN 'cancelled'
-                     ELSE 'done' END)::pgdyno.job_status,
-               1, t, t, t + interval '20 ms',
-               CASE WHEN n %% 500 = 3 THEN 'ValueError: boom' END
-          FROM generate_series(1, %(count)s) AS n,
-               LATERAL (SELECT now() - interval '7 days' * (1 - n::float8 / %(count)s)) AS s (t)
-        """,
-        {"count": count},
-    )
-    conn.execute(
-        "INSERT INTO pgdyno.jobs (queue, task) SELECT 'default', 'send_invoice'"
-        " FROM generate_series(1, 50)"
-    )
-    conn.execute("VACUUM ANALYZE pgdyno.jobs_finished")
-    conn.execute("ANALYZE pgdyno.jobs_active")
-
-
 @pytest.fixture(scope="module")
 def big_db(pg_admin_url: str, template_db: str) -> Iterator[psycopg.Connection]:
     name = "pgdyno_web_explain"
@@ -67,7 +42,7 @@ def big_db(pg_admin_url: str, template_db: str) -> Iterator[psycopg.Connection]:
         admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     url = psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
     with psycopg.connect(url, autocommit=True) as conn:
-        fill(conn, FINISHED_JOBS)
+        fill_history(conn, FINISHED_JOBS)
         yield conn
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -10,7 +10,7 @@
 
   function clock(seconds, span) {
     const d = new Date(seconds * 1000);
-    const hm = d.toISOString().slice(11, 16);
+    const hm = d.toISOString().slice(11, span < 600 ? 19 : 16);
     return span > 86400 ? d.toISOString().slice(5, 10) + " " + hm : hm;
   }
 
@@ -42,6 +42,15 @@
     ];
   }
 
+  // The window's start: the range's, or the first sample or event when the history is
+  // shorter (a fresh install, a short demo), so the chart is not a sliver at its right edge.
+  function start(data, type) {
+    const times = type.points.map((p) => p.t).concat(type.events.map((e) => e.t));
+    const first = times.length ? Math.min(...times) : data.now;
+    const pad = Math.max((data.now - first) * 0.05, 5);
+    return Math.max(data.now - data.span_s, first - pad);
+  }
+
   function options(data, type) {
     return {
       animation: false,
@@ -49,8 +58,9 @@
       parsing: true,
       interaction: { mode: "nearest", intersect: true },
       scales: {
-        x: { type: "linear", min: data.now - data.span_s, max: data.now,
-             ticks: { maxTicksLimit: 12, callback: (v) => clock(v, data.span_s) } },
+        x: { type: "linear", min: start(data, type), max: data.now,
+             ticks: { maxTicksLimit: 12, callback: (v, i, ticks) => clock(v,
+               ticks.length > 1 ? ticks[ticks.length - 1].value - ticks[0].value : data.span_s) } },
         dynos: { position: "left", beginAtZero: true, suggestedMax: Math.max(type.max, 1),
                  ticks: { precision: 0 }, title: { display: true, text: "dynos" } },
         jobs: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false },
@@ -133,7 +143,7 @@
             ds.borderColor = fresh[i].borderColor;
           }
         });
-        entry.chart.options.scales.x.min = data.now - data.span_s;
+        entry.chart.options.scales.x.min = start(data, type);
         entry.chart.options.scales.x.max = data.now;
         entry.chart.update("none");
       }
