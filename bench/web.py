@@ -57,8 +57,8 @@ def fill_history(conn: psycopg.Connection, count: int = FINISHED_JOBS) -> None:
 
 
 def fill_timeline(conn: psycopg.Connection) -> None:
-    """A week of samples every 5 s for winston's queue (busy: every tick differs) and 2,000
-    scale events."""
+    """A week of samples every 5 s for winston's queue (busy: every tick differs), their
+    per-minute rollup, and 2,000 scale events."""
     conn.execute(
         "INSERT INTO pgdyno.scale_rules (queue, process_type, max_quantity)"
         " VALUES ('default', 'winston', 4)"
@@ -75,6 +75,14 @@ def fill_timeline(conn: psycopg.Connection) -> None:
     )
     conn.execute(
         """
+        INSERT INTO pgdyno.metrics_minutes (process_type, minute, quantity, depth)
+        SELECT 'winston', date_trunc('minute', at), max(quantity), max(ready + running)
+          FROM pgdyno.metrics_samples
+         GROUP BY 2
+        """
+    )
+    conn.execute(
+        """
         INSERT INTO pgdyno.scale_events (at, process_type, from_quantity, to_quantity, reason,
                                          actor, outcome, request_id, duration_ms)
         SELECT now() - interval '5 minutes' * i, 'winston', i % 4, (i + 1) % 4,
@@ -84,6 +92,7 @@ def fill_timeline(conn: psycopg.Connection) -> None:
         """
     )
     conn.execute("ANALYZE pgdyno.metrics_samples")
+    conn.execute("ANALYZE pgdyno.metrics_minutes")
     conn.execute("ANALYZE pgdyno.scale_events")
 
 

@@ -54,14 +54,29 @@ SELECT n.queue, r.process_type, f.quantity, coalesce(a.ready, 0)::integer,
  ORDER BY n.queue;
 
 -- name: metrics_samples_insert
-INSERT INTO pgdyno.metrics_samples
-       (at, queue, process_type, quantity, ready, running, finished_total)
-SELECT now(), s.queue, s.process_type, s.quantity, s.ready, s.running, s.finished_total
-  FROM unnest(%(queues)s::text[], %(process_types)s::text[], %(quantities)s::integer[],
-              %(ready)s::integer[], %(running)s::integer[], %(finished)s::bigint[])
-       AS s (queue, process_type, quantity, ready, running, finished_total);
+-- The tick's rows, and per process type the minute's most dynos and jobs (its queues summed).
+WITH tick AS (
+    SELECT s.*
+      FROM unnest(%(queues)s::text[], %(process_types)s::text[], %(quantities)s::integer[],
+                  %(ready)s::integer[], %(running)s::integer[], %(finished)s::bigint[])
+           AS s (queue, process_type, quantity, ready, running, finished_total)
+), samples AS (
+    INSERT INTO pgdyno.metrics_samples
+           (at, queue, process_type, quantity, ready, running, finished_total)
+    SELECT now(), queue, process_type, quantity, ready, running, finished_total FROM tick
+)
+INSERT INTO pgdyno.metrics_minutes AS m (process_type, minute, quantity, depth)
+SELECT process_type, date_trunc('minute', now()), max(quantity), sum(ready + running)
+  FROM tick
+ WHERE process_type IS NOT NULL
+ GROUP BY process_type
+    ON CONFLICT (process_type, minute) DO UPDATE
+   SET quantity = greatest(m.quantity, excluded.quantity), depth = greatest(m.depth, excluded.depth);
 
 -- name: metrics_samples_prune
+WITH minutes AS (
+    DELETE FROM pgdyno.metrics_minutes WHERE minute < now() - %(older_than)s::interval
+)
 DELETE FROM pgdyno.metrics_samples WHERE at < now() - %(older_than)s::interval;
 
 -- name: metrics_counters_all
@@ -142,17 +157,24 @@ SELECT j.id, j.status::text AS status, j.args ->> 'name' AS report, j.args -> 'p
  LIMIT %(limit)s;
 
 -- name: web_timeline_samples
--- One point per bucket for a process type: its quantity and its queues' depth (the most of
--- each within the bucket; the queues of one type are sampled together, at one `at`).
-SELECT extract(epoch FROM bucket)::float8 AS t, max(quantity) AS quantity,
-       max(ready + running) AS depth, max(ready) AS ready, max(running) AS running
-  FROM (SELECT date_bin(%(bucket)s::interval, at, timestamptz '2000-01-01') AS bucket,
-               max(quantity) AS quantity, sum(ready) AS ready, sum(running) AS running
-          FROM pgdyno.metrics_samples
-         WHERE process_type = %(process_type)s AND at >= now() - %(range)s::interval
-         GROUP BY at) AS ticks
- GROUP BY bucket
- ORDER BY bucket;
+-- A process type's samples of the last hour, one point per tick: its quantity and its queues'
+-- ready + running jobs (summed: a type's queues are sampled together, at one `at`). Samples
+-- are written when a figure changes (or once a minute), so each value holds until the next.
+SELECT extract(epoch FROM at)::float8 AS t, max(quantity) AS quantity,
+       sum(ready + running) AS depth
+  FROM pgdyno.metrics_samples
+ WHERE process_type = %(process_type)s AND at >= now() - %(range)s::interval
+ GROUP BY at
+ ORDER BY at;
+
+-- name: web_timeline_minutes
+-- The same from the per-minute table (a day, a week).
+SELECT extract(epoch FROM date_bin(%(bucket)s::interval, minute, timestamptz '2000-01-01'))::float8
+       AS t, max(quantity) AS quantity, max(depth) AS depth
+  FROM pgdyno.metrics_minutes
+ WHERE process_type = %(process_type)s AND minute >= now() - %(range)s::interval
+ GROUP BY 1
+ ORDER BY 1;
 
 -- name: web_timeline_events
 SELECT extract(epoch FROM at)::float8 AS t, from_quantity, to_quantity, reason, actor, outcome,

@@ -1,5 +1,6 @@
 """The scaling timeline's series: per process type, its quantity and its queues' depth over
-the last hour, day or week (from pgdyno.metrics_samples), and its scale events.
+the last hour (from pgdyno.metrics_samples), day or week (from pgdyno.metrics_minutes), and
+its scale events.
 
 Times are Unix seconds. A gap in the samples longer than GAP_FACTOR heartbeats (or buckets)
 means nobody was sampling (no acting dispatcher): the series gets a null there so the chart
@@ -20,9 +21,10 @@ from pgdyno.scaling.state import recorded_rules
 from pgdyno.web.pages import redact
 from pgdyno.web.sampler import HEARTBEAT_S
 
-#: name -> (span in seconds, bucket in seconds): about 360 points per chart.
+#: name -> (span in seconds, bucket in seconds): the hour shows every sample (at most one per
+#: second, usually far fewer), a day or a week about 360 buckets of the per-minute table.
 RANGES: dict[str, tuple[int, int]] = {
-    "hour": (3600, 10),
+    "hour": (3600, 1),
     "day": (86400, 240),
     "week": (7 * 86400, 1680),
 }
@@ -31,7 +33,8 @@ GAP_FACTOR = 2.5
 
 def series(conn: psycopg.Connection, range_name: str = "hour") -> dict[str, Any]:
     """{"now", "range", "span_s", "types": [{"process_type", "queues", "max", "points",
-    "events"}]}; points are {t, quantity, depth, ready, running} (None in a gap)."""
+    "events"}]}; points are {t, quantity, depth} (None in a gap), depth being the type's
+    queues' ready + running jobs."""
     span, bucket = RANGES.get(range_name, RANGES["hour"])
     now = conn.execute(sql.query("web_now"), {}).fetchone()[0]
     types = []
@@ -42,10 +45,12 @@ def series(conn: psycopg.Connection, range_name: str = "hour") -> dict[str, Any]
             "bucket": timedelta(seconds=bucket),
         }
         cur = conn.cursor(row_factory=dict_row)
-        samples = cur.execute(sql.query("web_timeline_samples"), params).fetchall()
+        statement = "web_timeline_samples" if span <= 3600 else "web_timeline_minutes"
+        samples = cur.execute(sql.query(statement), params).fetchall()
         events = cur.execute(sql.query("web_timeline_events"), params).fetchall()
         for event in events:
-            event["outcome"] = redact(event["outcome"])
+            if event["outcome"] != "ok":  # an error's text may quote a URL
+                event["outcome"] = redact(event["outcome"])
         types.append(
             {
                 "process_type": name,
@@ -75,4 +80,4 @@ def _with_gaps(samples: list[dict[str, Any]], now: float, gap: float) -> list[di
 
 
 def _null(t: float) -> dict[str, Any]:
-    return {"t": t, "quantity": None, "depth": None, "ready": None, "running": None}
+    return {"t": t, "quantity": None, "depth": None}

@@ -15,6 +15,7 @@ from helpers import open_gate, psql_binary, wait_for_status, wait_until, worker
 from reports_support import write_report
 
 from pgdyno import queue
+from pgdyno.web.sampler import Sampler
 
 PROCFILE = """\
 julia: {pgdyno} dispatcher --scale reports=winston,linger=0
@@ -45,6 +46,15 @@ def test_overview_lists_queues_and_a_job_enqueued_with_psql_appears_without_relo
 ):
     queue.enqueue(conn, "send_invoice", {"id": 1}, queue="default")
     queue.enqueue(conn, "report", {"name": "x"}, queue="reports")
+    for status, count in (("done", 120), ("failed", 3), ("cancelled", 1)):
+        for _ in range(count):
+            finished_job(conn, status)
+    conn.execute(
+        "INSERT INTO pgdyno.scale_rules (queue, process_type, max_quantity)"
+        " VALUES ('reports', 'winston', 2)"
+    )
+    conn.execute("INSERT INTO pgdyno.formations (process_type, quantity) VALUES ('winston', 1)")
+    Sampler(settle=0).tick(conn)
     page.goto(dashboard.url)
     assert page.locator("#queues tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.queue)"
@@ -53,6 +63,8 @@ def test_overview_lists_queues_and_a_job_enqueued_with_psql_appears_without_relo
         "reports",
     ]
     assert page.locator('tr[data-queue="default"] [data-col="ready"]').inner_text() == "1"
+    assert page.locator('tr[data-queue="default"] [data-col="done"]').inner_text() == "120"
+    assert page.locator('tr[data-type="winston"] [data-col="quantity"]').inner_text() == "1"
     page.evaluate("window.notReloaded = true")
 
     psql(

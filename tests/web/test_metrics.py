@@ -142,6 +142,11 @@ def test_sampler_writes_changed_groups_and_a_heartbeat_for_idle_ones(conn):
         "SELECT queue, process_type, quantity, ready FROM pgdyno.metrics_samples"
         " WHERE at = (SELECT max(at) FROM pgdyno.metrics_samples) ORDER BY queue"
     ).fetchall()
+    minute = conn.execute(
+        "SELECT quantity, depth FROM pgdyno.metrics_minutes WHERE process_type = 'winston'"
+        " ORDER BY minute DESC LIMIT 1"
+    ).fetchone()
+    assert minute == (1, 1)  # the most dynos and jobs of the minute, winston's queues summed
     assert rows == [
         ("exports", "winston", 1, 0),
         ("mail", None, None, 1),

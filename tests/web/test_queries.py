@@ -92,6 +92,14 @@ def test_the_overview_and_timeline_never_scan_the_finished_jobs(big_db):
         ("metrics_counters_advance", {"settle": timedelta(seconds=10)}),
         ("web_report_runs", {"limit": 20}),
         (
+            "web_timeline_minutes",
+            {
+                "process_type": "winston",
+                "range": timedelta(days=7),
+                "bucket": timedelta(minutes=28),
+            },
+        ),
+        (
             "web_timeline_samples",
             {
                 "process_type": "winston",

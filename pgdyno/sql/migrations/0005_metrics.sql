@@ -26,6 +26,17 @@ CREATE TABLE pgdyno.metrics_samples (
 CREATE INDEX metrics_samples_type_at_idx ON pgdyno.metrics_samples (process_type, at);
 CREATE INDEX metrics_samples_at_idx ON pgdyno.metrics_samples (at);
 
+-- The same per process type and minute (the most dynos, the most ready + running jobs of its
+-- queues), written with each sample: the day and week timelines read 1,440 or 10,080 rows per
+-- type, not every sample.
+CREATE TABLE pgdyno.metrics_minutes (
+    process_type text        NOT NULL,
+    minute       timestamptz NOT NULL,
+    quantity     integer,
+    depth        integer     NOT NULL,
+    PRIMARY KEY (process_type, minute)
+);
+
 CREATE TABLE pgdyno.metrics_counters (
     queue  text              NOT NULL,
     status pgdyno.job_status NOT NULL,

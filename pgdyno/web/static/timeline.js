@@ -3,9 +3,10 @@
 // on its own axis; scale events: triangles whose tooltip says who, why, outcome, Request-Id.
 "use strict";
 (function () {
-  const REFRESH_MS = 3000;
   const root = document.getElementById("timeline");
   if (!root) return;
+  // Refresh as often as a bucket of the range can change: 3 s for the hour, 30 s for longer.
+  const REFRESH_MS = root.dataset.range === "hour" ? 3000 : 30000;
   const charts = new Map();
 
   function clock(seconds, span) {
@@ -24,6 +25,8 @@
     ];
   }
 
+  // Each sample's values hold until the next sample: Chart.js's "before" steps draw the
+  // horizontal run first and change value at the next point's x.
   function datasets(type) {
     const depth = type.points.map((p) => ({ x: p.t, y: p.depth }));
     const dynos = type.points.map((p) => ({ x: p.t, y: p.quantity }));
