@@ -4,11 +4,12 @@
 -- name: metrics_counters_advance
 -- Counts the jobs that finished in [counted_until, now() - settle) into metrics_counters and
 -- moves the mark. `settle` leaves time for a finishing transaction that started before the
--- window's end to commit. Callers hold the transaction; the state row serializes them.
+-- window's end to commit. The dispatcher's sampler and the dashboard both run it: the state
+-- row serializes them, and one that finds it locked counts nothing this time.
 WITH mark AS (
     SELECT counted_until AS since, now() - %(settle)s::interval AS until
       FROM pgdyno.metrics_state
-       FOR UPDATE
+       FOR UPDATE SKIP LOCKED
 ), finished AS (
     SELECT j.queue, j.status, count(*) AS n
       FROM pgdyno.jobs_finished AS j, mark

@@ -23,6 +23,7 @@ from pgdyno.errors import InvalidReport
 from pgdyno.logfmt import redact_dsn
 from pgdyno.reports import catalog
 from pgdyno.scaling.state import scaling_status
+from pgdyno.web import sampler
 
 #: Jobs per page of the jobs list.
 PAGE_SIZE = 50
@@ -40,6 +41,13 @@ def table_exists(conn: psycopg.Connection, name: str) -> bool:
     """Whether pgdyno.NAME exists (for panels of features that may not have landed)."""
     row = conn.execute(sql.query("web_table_exists"), {"name": f"pgdyno.{name}"}).fetchone()
     return bool(row and row[0])
+
+
+def count_finished(conn: psycopg.Connection, read_only: bool) -> None:
+    """Bring the finished-job counters up to date (a few seconds' window of the finished_at
+    index), so the counts move even when no dispatcher is sampling. Not in read-only mode."""
+    if not read_only:
+        sampler.advance_counters(conn)
 
 
 def queues(conn: psycopg.Connection) -> dict[str, Any]:

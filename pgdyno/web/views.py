@@ -64,6 +64,7 @@ def database_down(exc: Exception) -> tuple[str, int]:
 @blueprint.get("/")
 def overview() -> str:
     with connection() as conn:
+        pages.count_finished(conn, current_app.config["PGDYNO_READ_ONLY"])
         data = pages.queues(conn)
         types = pages.process_types(conn)
     return render("overview.html", types=types, **data)
@@ -174,5 +175,7 @@ def report_csv(job_id: int) -> Response | tuple[str, int]:
 def metrics() -> Response:
     """Prometheus text format (or OpenMetrics when the scraper asks for it)."""
     encoder, content_type = choose_encoder(request.headers.get("Accept"))
+    with connection() as conn:
+        pages.count_finished(conn, current_app.config["PGDYNO_READ_ONLY"])
     body = encoder(prometheus.registry(connection))
     return Response(body, headers={"Content-Type": content_type})

@@ -15,7 +15,7 @@ from helpers import open_gate, psql_binary, wait_for_status, wait_until, worker
 from reports_support import write_report
 
 from pgdyno import queue
-from pgdyno.web.sampler import Sampler
+from pgdyno.web.sampler import SETTLE_S, Sampler
 
 PROCFILE = """\
 julia: {pgdyno} dispatcher --scale reports=winston,linger=0
@@ -80,6 +80,22 @@ def test_overview_lists_queues_and_a_job_enqueued_with_psql_appears_without_relo
     )
     assert page.evaluate("window.notReloaded") is True
     page.screenshot_as("overview")
+
+
+def test_finished_jobs_are_counted_without_a_dispatcher_and_appear_live(conn, dashboard, page):
+    page.goto(dashboard.url)
+    page.evaluate("window.notReloaded = true")
+    for _ in range(3):
+        finished_job(conn, "done", queue_name="mail")
+    # Counted by the dashboard itself once they are SETTLE_S old; the page refreshes itself.
+    page.wait_for_function(
+        """() => {
+            const cell = document.querySelector('tr[data-queue="mail"] [data-col="done"]');
+            return cell && cell.textContent === '3';
+        }""",
+        timeout=(SETTLE_S + 15) * 1000,
+    )
+    assert page.evaluate("window.notReloaded") is True
 
 
 def test_retry_and_cancel_buttons_change_the_job(conn, dashboard, page):
