@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from psycopg_pool import ConnectionPool
 
 from pgdyno import sql
@@ -144,8 +144,6 @@ def _database_label(url: str) -> str:
 
 
 def _authenticate() -> Response | None:
-    from flask import current_app
-
     credentials: auth.Credentials = current_app.extensions["pgdyno_credentials"]
     if credentials.accepts(request.headers.get("Authorization")):
         return None

@@ -60,10 +60,12 @@ def queues(conn: psycopg.Connection) -> dict[str, Any]:
 
 def process_types(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Per process type: its rules, quantity, standing API error, last scale events."""
-    types = scaling_status(conn)
-    depth = {row[0]: row for row in conn.execute(sql.query("metrics_current"), {}).fetchall()}
+    types: dict[str, dict[str, Any]] = scaling_status(conn)
+    # queue -> (ready, running), from the small active partition
+    load = {row[0]: (row[3], row[4]) for row in conn.execute(sql.query("metrics_current"), {})}
     result = []
     for name, entry in types.items():
+        busy = [load[queue_name] for queue_name in entry["queues"] if queue_name in load]
         events = [
             _event(row)
             for row in conn.execute(
@@ -74,9 +76,9 @@ def process_types(conn: psycopg.Connection) -> list[dict[str, Any]]:
             {
                 "name": name,
                 **entry,
-                "last_error": redact(entry["last_error"]),  # type: ignore[arg-type]
-                "ready": sum(depth[q][3] for q in entry["queues"] if q in depth),  # type: ignore[attr-defined]
-                "running": sum(depth[q][4] for q in entry["queues"] if q in depth),  # type: ignore[attr-defined]
+                "last_error": redact(entry["last_error"]),
+                "ready": sum(ready for ready, _ in busy),
+                "running": sum(running for _, running in busy),
                 "events": events,
             }
         )

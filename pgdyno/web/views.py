@@ -22,6 +22,7 @@ from flask import (
     url_for,
 )
 from prometheus_client.exposition import choose_encoder
+from psycopg_pool import PoolTimeout
 
 from pgdyno import db, queue
 from pgdyno.errors import InvalidJobState, JobNotFound, PgdynoError
@@ -57,6 +58,7 @@ def csrf_token() -> str:
 
 
 @blueprint.errorhandler(psycopg.OperationalError)
+@blueprint.errorhandler(PoolTimeout)
 def database_down(exc: Exception) -> tuple[str, int]:
     return render("error.html", message=f"Postgres is unavailable: {db.first_line(exc)}"), 503
 
