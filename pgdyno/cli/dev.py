@@ -7,6 +7,7 @@ dynos at once.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 from pathlib import Path
@@ -18,6 +19,7 @@ import click
 from pgdyno.cli.common import DURATION, database_option
 from pgdyno.config import Settings
 from pgdyno.platform.postgres import EmbeddedPostgres, start_embedded_postgres
+from pgdyno.web.local import start_local
 
 if TYPE_CHECKING:
     from pgdyno.platform import LocalPlatform
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     help="Its folder is the app root: each line runs there, as on Heroku.",
 )
 @click.option("--port", type=int, default=0, help="Formation API port (default: any free one).")
+@click.option("--web-port", type=int, default=0, help="Dashboard port (default: any free one).")
 @click.option(
     "--kill-timeout",
     type=DURATION,
@@ -40,12 +43,15 @@ if TYPE_CHECKING:
     help="Time between SIGTERM and SIGKILL when a dyno is stopped.",
 )
 @database_option
-def dev(procfile: Path, port: int, kill_timeout: float, database_url: str | None) -> None:
+def dev(
+    procfile: Path, port: int, web_port: int, kill_timeout: float, database_url: str | None
+) -> None:
     """Run the Procfile locally behind a Heroku-compatible formation API.
 
     Without DATABASE_URL it starts the embedded Postgres (data in .pgdyno/ beside the
-    Procfile), migrates, and prints the DATABASE_URL to use from another shell. Ctrl-C stops
-    everything, the embedded Postgres included; a second Ctrl-C kills the dynos at once.
+    Procfile), migrates, and prints the DATABASE_URL to use from another shell. Serves the
+    dashboard on 127.0.0.1 beside it (its URL is printed). Ctrl-C stops everything, the
+    embedded Postgres included; a second Ctrl-C kills the dynos at once.
     """
     from pgdyno.platform import LocalPlatform
 
@@ -64,14 +70,16 @@ def dev(procfile: Path, port: int, kill_timeout: float, database_url: str | None
         )
         click.echo(f"{'dev':<10} |   export DATABASE_URL={url}")
     try:
-        _serve(LocalPlatform(procfile, url, port=port, kill_timeout=kill_timeout))
+        platform = LocalPlatform(procfile, url, port=port, kill_timeout=kill_timeout)
+        # The dynos run in the app root, so a relative reports folder is resolved there too.
+        _serve(platform, url, web_port, str(app_root / settings.reports_dir))
     finally:
         if embedded is not None:
             embedded.stop()
             click.echo(f"{'dev':<10} | embedded Postgres stopped")
 
 
-def _serve(platform: LocalPlatform) -> None:
+def _serve(platform: LocalPlatform, url: str, web_port: int, reports_dir: str) -> None:
     """Start the platform, wait for Ctrl-C or SIGTERM, stop it; a second one kills at once."""
     stop = threading.Event()
 
@@ -90,10 +98,15 @@ def _serve(platform: LocalPlatform) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handle)
+    dashboard = None
     try:
         platform.start()
+        say = functools.partial(platform.dynos.write, "web")
+        dashboard = start_local(url, say, port=web_port, reports_dir=reports_dir)
         stop.wait()
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         platform.stop()
 
 

@@ -11,6 +11,7 @@ import click
 from pgdyno import queue
 from pgdyno.cli.common import DURATION, connection, database_option, echo_json
 from pgdyno.migrate import migrate as apply_migrations
+from pgdyno.web import sampler
 
 
 @click.command()
@@ -248,6 +249,7 @@ def prune(older_than: float, database_url: str | None) -> None:
     """Delete finished jobs (done, failed, cancelled) older than the given age."""
     with connection(database_url) as conn:
         count = queue.prune(conn, older_than)
+        sampler.prune(conn, older_than)  # the dashboard's timeline samples go with the jobs
     click.echo(f"pruned {count} finished jobs")
 
 

@@ -24,6 +24,7 @@ import psycopg
 from pgdyno.demo import shop as reports_demo
 from pgdyno.platform import LocalPlatform
 from pgdyno.platform.postgres import EmbeddedPostgres, start_embedded_postgres
+from pgdyno.web.local import browse_until_interrupted, start_local
 
 TIMEOUT_S = 180
 #: The demo's own Procfile and reports, inside the package: no checkout needed.
@@ -164,6 +165,7 @@ def main() -> int:
             f"(linger shortened to {DEMO_LINGER} for the demo)"
         )
         platform.start()
+        dashboard = start_local(url, say)  # watch it live: the timeline, the jobs, the reports
         try:
             wait_for(
                 "julia's dispatcher",
@@ -202,6 +204,7 @@ def main() -> int:
         failed = conn.execute(
             "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status <> 'done'", (ids,)
         ).fetchone()[0]
+    browse_until_interrupted(dashboard, say)
     EmbeddedPostgres(Path(".pgdyno") / "postgres").stop()
     say(
         "done; explore further with `pgdyno dev` in a folder with a Procfile (examples/heroku "

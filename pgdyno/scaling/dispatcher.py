@@ -30,6 +30,7 @@ from pgdyno.scaling.formation.base import FormationBackend
 from pgdyno.scaling.policy import Rule
 from pgdyno.scaling.scaler import Scaler
 from pgdyno.scaling.state import record_rules
+from pgdyno.web.sampler import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._conn: psycopg.Connection | None = None
         self.decisions = 0  # reconcile rounds, for logs and tests
+        self.sampler = Sampler()  # the dashboard's timeline samples; never raises
 
     def stop(self) -> None:
         self._stop.set()
@@ -182,6 +184,7 @@ class Dispatcher:
                 trigger=trigger,
                 action="scale_up" if decision else "none",
             )
+        self.sampler.tick(conn)
 
     def _close(self) -> None:
         if self._conn is not None:
