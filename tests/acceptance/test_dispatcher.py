@@ -93,7 +93,8 @@ def test_a_burst_of_10000_inserts_makes_a_few_decisions_and_one_patch(database_u
         PGDYNO_RECONCILE_INTERVAL="1h",
         PGDYNO_DEBOUNCE="1s",
     ) as proc:
-        proc.wait_for_output("dispatcher_leading")
+        # The startup reconcile must be over first, or it could make the PATCH itself.
+        proc.wait_for_output("trigger=startup")
         with conn.pipeline():
             for _ in range(10_000):  # 10,000 transactions, 10,000 notifications
                 conn.execute("INSERT INTO pgdyno.jobs (queue, task) VALUES ('reports', 'x')")
