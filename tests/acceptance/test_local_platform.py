@@ -77,8 +77,10 @@ def test_job_committed_during_scale_down_still_runs_without_a_timer(
 ):
     pause = tmp_path / "pause"
     platform = start_platform(
-        PROCFILE,
-        PGDYNO_PAUSE_BEFORE_SCALE_DOWN=str(pause),
+        PROCFILE.replace(
+            "--import sample_tasks", "--import sample_tasks --import scale_down_pause"
+        ),
+        TEST_PAUSE_BEFORE_SCALE_DOWN=str(pause),
         PGDYNO_RECONCILE_INTERVAL="1h",
         PGDYNO_POLL_INTERVAL="1h",
     )
