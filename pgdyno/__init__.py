@@ -8,6 +8,8 @@ def send_invoice(id: int) -> None: ...
 pgdyno.enqueue(conn, "send_invoice", {"id": 7})
 """
 
+from __future__ import annotations
+
 from pgdyno.errors import (
     ConfigError,
     FormationError,

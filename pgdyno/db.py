@@ -11,13 +11,16 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
 from pgdyno import backoff
 from pgdyno.errors import DatabaseUnavailable
 from pgdyno.logfmt import log_event
+
+if TYPE_CHECKING:  # psycopg >= 3.3 names the query types so
+    from psycopg.abc import Params, QueryNoTemplate
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,14 @@ def connect(
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to Postgres: {first_line(exc)}") from exc
+
+
+def scalar(conn: psycopg.Connection, query: QueryNoTemplate, params: Params | None = None) -> Any:
+    """The first column of the statement's first row; LookupError when it returns no row."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise LookupError("the statement returned no row")
+    return row[0]
 
 
 def first_line(exc: BaseException) -> str:

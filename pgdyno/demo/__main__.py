@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 
+from pgdyno import db
 from pgdyno.demo import shop as reports_demo
 from pgdyno.platform import LocalPlatform
 from pgdyno.platform.postgres import EmbeddedPostgres, start_embedded_postgres
@@ -135,9 +136,7 @@ def main() -> int:
     url = start_embedded_postgres()
     say(f"embedded Postgres at {url} (data in .pgdyno/)")
     with psycopg.connect(url, autocommit=True) as conn:
-        first_event = conn.execute(
-            "SELECT coalesce(max(id), 0) FROM pgdyno.scale_events"
-        ).fetchone()[0]
+        first_event = db.scalar(conn, "SELECT coalesce(max(id), 0) FROM pgdyno.scale_events")
         conn.execute("DELETE FROM pgdyno.scale_rules")
         env = {**os.environ, "PGDYNO_LINGER": DEMO_LINGER}
         platform = LocalPlatform("Procfile", url, env=env)
@@ -149,7 +148,7 @@ def main() -> int:
         try:
             wait_for(
                 "julia's dispatcher",
-                lambda: conn.execute("SELECT count(*) FROM pgdyno.scale_rules").fetchone()[0] > 0,
+                lambda: db.scalar(conn, "SELECT count(*) FROM pgdyno.scale_rules") > 0,
             )
             reports_demo.seed(conn, customers=2_000, orders=200_000)
             say(
@@ -162,11 +161,12 @@ def main() -> int:
             wait_for(
                 "the jobs to finish",
                 lambda: (
-                    conn.execute(
+                    db.scalar(
+                        conn,
                         "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status IN "
                         "('done', 'failed', 'cancelled')",
                         (ids,),
-                    ).fetchone()[0]
+                    )
                     == len(ids)
                 ),
             )
@@ -181,9 +181,9 @@ def main() -> int:
             platform.stop()
         summary(conn, ids, first_event, t0)
         show_reports(url, ids)
-        failed = conn.execute(
-            "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status <> 'done'", (ids,)
-        ).fetchone()[0]
+        failed = db.scalar(
+            conn, "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status <> 'done'", (ids,)
+        )
     EmbeddedPostgres(Path(".pgdyno") / "postgres").stop()
     say("done; explore further with `pgdyno dev` (Ctrl-C to stop) and `pgdyno status`")
     return 1 if failed else 0

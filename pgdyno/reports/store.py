@@ -90,7 +90,7 @@ class PostgresStore:
     def save(self, stream: GzipStream) -> Stored:
         conn = db.connect(self.database_url, application_name=f"pgdyno report store {self.job_id}")
         try:
-            run_id = conn.execute(sql.query("report_run_id_next")).fetchone()[0]
+            run_id = db.scalar(conn, sql.query("report_run_id_next"))
             chunks = 0
             with conn.transaction():
                 conn.execute(sql.query("report_store_begin"))
