@@ -10,11 +10,17 @@ from types import FrameType
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def install(handler: Callable[[signal.Signals], None]) -> None:
-    """Call `handler(signal)` on SIGTERM and SIGINT. Only from the main thread (Python's rule)."""
+def install(handler: Callable[[signal.Signals], None]) -> Callable[[], None]:
+    """Call `handler(signal)` on SIGTERM and SIGINT; returns a function that puts the previous
+    handlers back. Only from the main thread (Python's rule)."""
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         handler(signal.Signals(signum))
 
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, handle)
+    previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    return restore

@@ -17,6 +17,7 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -81,14 +82,15 @@ class Dispatcher:
         self._stopping.set()
         self._wakeup.poke()
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT stop the dispatcher. Main thread only."""
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT stop the dispatcher. Main thread only. Returns a function that puts
+        the previous handlers back."""
 
         def handle(signum: signal.Signals) -> None:
             log_event(log, "shutdown_requested", signal=signum.name, actor=self.actor)
             self.stop()
 
-        signals.install(handle)
+        return signals.install(handle)
 
     def run(self) -> int:
         """Serve until stopped; survives Postgres restarts and API failures. Returns 0."""

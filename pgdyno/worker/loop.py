@@ -115,8 +115,9 @@ class Worker:
             self._abort.set()
         self._wakeup.poke()
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT stop gracefully; a second SIGINT stops at once. Main thread only."""
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT stop gracefully; a second SIGINT stops at once. Main thread only.
+        Returns a function that puts the previous handlers back."""
 
         def handle(signum: signal.Signals) -> None:
             immediate = self._stopping.is_set() and signum == signal.SIGINT
@@ -131,7 +132,7 @@ class Worker:
             )
             self.stop(immediate=immediate)
 
-        signals.install(handle)
+        return signals.install(handle)
 
     # --- main loop ---------------------------------------------------------------------------
 
