@@ -153,6 +153,16 @@ class Reconnect:
         """The session did real work: the next lost connection is retried at once."""
         self.failures = 0
 
-    def lost(self) -> None:
-        """The session broke: count it, so the next try waits first."""
-        self.failures += 1
+    def lost(self, exc: BaseException, *, back_off: bool = True, **fields: Any) -> None:
+        """The session broke (`exc`): log `db_connection_lost`; with `back_off`, count it as a
+        failure, so that the next try waits first."""
+        log_event(
+            log,
+            "db_connection_lost",
+            logging.WARNING,
+            **self._fields,
+            error=first_line(exc),
+            **fields,
+        )
+        if back_off:
+            self.failures += 1

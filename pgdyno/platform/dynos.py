@@ -65,8 +65,10 @@ class OsProcess:
         return self._proc.pid
 
     def lines(self) -> Iterator[bytes]:
-        assert self._proc.stdout is not None  # always piped by spawn_process
-        yield from self._proc.stdout
+        stdout = self._proc.stdout
+        assert stdout is not None  # always piped by spawn_process
+        with stdout:  # closed once the process has closed its end
+            yield from stdout
 
     def wait(self, timeout: float | None = None) -> int:
         return self._proc.wait(timeout)

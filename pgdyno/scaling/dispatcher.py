@@ -110,14 +110,7 @@ class Dispatcher:
                 if self._wait_for_leadership(conn):
                     self._lead(conn)
             except psycopg.OperationalError as exc:
-                log_event(
-                    log,
-                    "db_connection_lost",
-                    logging.WARNING,
-                    actor=self.actor,
-                    error=db.first_line(exc),
-                )
-                self._reconnect.lost()
+                self._reconnect.lost(exc)
             finally:
                 conn.close()
         log_event(log, "dispatcher_stopped", actor=self.actor)

@@ -169,14 +169,8 @@ class Worker:
         except db.CONFLICTS as exc:
             self._after_conflict(exc)
         except psycopg.OperationalError as exc:
-            log_event(
-                log,
-                "db_connection_lost",
-                logging.WARNING,
-                worker=self.id,
-                error=db.first_line(exc),
-                running=len(self._running),
-            )
+            # At once: a worker that held a working session reconnects without waiting.
+            self._reconnect.lost(exc, back_off=False, running=len(self._running))
             self._disconnect()
         return False
 
