@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint bench stop clean
+.PHONY: help run test lint bench stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,8 +23,10 @@ run: $(STAMP) ## the demo: julia spins winston up for reports and back to zero (
 test: $(STAMP) ## the whole test suite (starts its own Postgres)
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff (lint and format) and mypy --strict on the package
 	$(BIN)/ruff check pgdyno tests bench
+	$(BIN)/ruff format --check pgdyno tests bench
+	$(BIN)/mypy
 
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 

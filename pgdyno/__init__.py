@@ -1,19 +1,59 @@
 """pgdyno: a Postgres-native job queue that scales its own worker dynos, down to zero.
 
-import pgdyno
+    import pgdyno
 
-@pgdyno.task("send_invoice")
-def send_invoice(id: int) -> None: ...
+    @pgdyno.task("send_invoice")
+    def send_invoice(id: int) -> None: ...
 
-pgdyno.enqueue(conn, "send_invoice", {"id": 7})
+    pgdyno.enqueue(conn, "send_invoice", {"id": 7})      # joins the caller's transaction
+    pgdyno.run_worker(["default"])                       # or: the `pgdyno worker` command
+
+The names in `__all__` are the stable API: module paths inside the package may change.
+
+Code map: a job's path from INSERT to scale-down.
+
+1. Enqueue. A plain INSERT into pgdyno.jobs, or `queue.enqueue`/`enqueue_many` (statements
+   in sql/queue.sql). The table's statement trigger sends NOTIFY pgdyno_jobs with the queue
+   name at commit (sql/migrations/0001_queue.sql).
+2. The dispatcher wakes (scaling/dispatcher.py, on the always-on dyno): LISTEN, debounce,
+   then `Scaler.scale_up` for every process type whose queues it serves.
+3. Scale up (scaling/scaler.py): lock the type's row in pgdyno.formations, read the load
+   (scaling/state.py), decide with the pure policy (scaling/policy.py), call the formation
+   backend (scaling/formation/: the Heroku Platform API; locally `pgdyno dev`, platform/),
+   record the scale event.
+4. A dyno starts `pgdyno worker` (cli/worker.py, or `run_worker` here: embed.py), which builds
+   a `Worker` (worker/loop.py) with scale-to-zero as its idle callback (scaling/idle.py).
+5. Claim and run. Each turn of the worker loop reports finished jobs and claims new ones in
+   one statement (`queue.complete_and_claim`); executor threads (worker/threads.py) run each
+   job's task (worker/executor.py, the registry in tasks.py) while the loop heartbeats the
+   leases (worker/timers.py holds its deadlines, worker/session.py its connections).
+6. Outcomes: the next claim marks done jobs done; failures are retried with backoff
+   (backoff.py) or failed; jobs whose worker died are rescued when their lease expires
+   (rescue.py, by every worker's poll and the dispatcher's timer).
+7. Scale to zero. Idle past the rule's linger, the worker calls `Scaler.scale_to_zero`: under
+   the same lock, it checks that no job of the type's queues is ready or running, sets the
+   quantity to 0, and re-checks after its commit. A job committed meanwhile is seen by the
+   dispatcher, whose decision waited for that lock (the argument is in scaling/scaler.py).
+8. The platform sends SIGTERM (signals.py); the worker stops claiming, lets running jobs
+   finish within the grace period, hands back the rest, and exits.
+
+Shared by all: config.py (Settings, the only reader of the environment), errors.py (the
+exception tree), db.py (connections, reconnect), clock.py (time and waiting), logfmt.py (one
+log line per event), sql/ (every statement, by name), migrate.py. Reports (reports/) are a
+built-in task; demo/ is `make run`.
 """
 
+from __future__ import annotations
+
+from pgdyno.config import Settings
+from pgdyno.embed import build_worker, run_worker
 from pgdyno.errors import (
     ConfigError,
     FormationError,
     InvalidJob,
     InvalidJobState,
     JobNotFound,
+    NotInTask,
     PermanentJobError,
     PgdynoError,
     UnknownTask,
@@ -21,6 +61,7 @@ from pgdyno.errors import (
 from pgdyno.queue import JobSpec, enqueue, enqueue_many
 from pgdyno.tasks import task
 from pgdyno.worker.executor import JobContext, current_job
+from pgdyno.worker.loop import Worker
 
 __all__ = [
     "ConfigError",
@@ -30,11 +71,16 @@ __all__ = [
     "JobContext",
     "JobNotFound",
     "JobSpec",
+    "NotInTask",
     "PermanentJobError",
     "PgdynoError",
+    "Settings",
     "UnknownTask",
+    "Worker",
+    "build_worker",
     "current_job",
     "enqueue",
     "enqueue_many",
+    "run_worker",
     "task",
 ]

@@ -1,4 +1,5 @@
-"""Capped exponential backoff with jitter, shared by job retries, reconnects and API calls."""
+"""Capped exponential backoff with jitter, shared by job retries, reconnects and API calls;
+and the retry decision for a failed job."""
 
 from __future__ import annotations
 
@@ -14,4 +15,14 @@ def delay(attempt: int, base: float, cap: float, rng: random.Random | None = Non
     exponent = min(max(attempt - 1, 0), 60)
     raw = min(cap, base * (2**exponent))
     factor = 0.5 + (rng or random).random()
-    return min(cap, raw * factor)
+    return float(min(cap, raw * factor))
+
+
+def retry_in(
+    attempt: int, max_attempts: int, retryable: bool, base: float, cap: float
+) -> float | None:
+    """Seconds until a failed job's next attempt, or None when it is not retried: the failure
+    is permanent, or `attempt` (counting from 1) was its last."""
+    if not retryable or attempt >= max_attempts:
+        return None
+    return delay(attempt, base, cap)

@@ -113,9 +113,6 @@ class Settings:
     #: Seconds the dispatcher coalesces a burst of notifications into one decision
     #: (PGDYNO_DEBOUNCE): it decides at once, then at most once per this period.
     debounce: float = 0.5
-    #: Test hook: a worker about to scale its type to zero creates PATH.paused and waits for
-    #: PATH.resume before its API call (PGDYNO_PAUSE_BEFORE_SCALE_DOWN). Unset in production.
-    pause_before_scale_down: str | None = None
 
     # --- reports ---------------------------------------------------------------------------
     #: Folder of report files, NAME.sql, relative to the working directory unless absolute

@@ -1,4 +1,5 @@
-"""Connections to Postgres: the work connection, the LISTEN connection, reconnect with backoff.
+"""Connections to Postgres: connect, reconnect with backoff, LISTEN and draining notifications,
+retrying a statement that lost a race.
 
 LISTEN needs a direct connection (not through a transaction-mode pooler such as PgBouncer in
 transaction mode): notifications and session advisory locks are bound to one server session.
@@ -6,17 +7,20 @@ transaction mode): notifications and session advisory locks are bound to one ser
 
 from __future__ import annotations
 
+import itertools
 import logging
-import selectors
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
-from psycopg.rows import dict_row
 
 from pgdyno import backoff
 from pgdyno.errors import DatabaseUnavailable
+from pgdyno.logfmt import log_event
+
+if TYPE_CHECKING:  # psycopg >= 3.3 names the query types so
+    from psycopg.abc import Params, QueryNoTemplate
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,6 @@ def connect(
     *,
     application_name: str = "pgdyno",
     autocommit: bool = True,
-    dict_rows: bool = False,
     connect_timeout: int = 10,
 ) -> psycopg.Connection:
     """A connection in autocommit mode (callers open transactions explicitly)."""
@@ -49,10 +52,17 @@ def connect(
             autocommit=autocommit,
             application_name=application_name,
             connect_timeout=connect_timeout,
-            row_factory=dict_row if dict_rows else psycopg.rows.tuple_row,
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to Postgres: {first_line(exc)}") from exc
+
+
+def scalar(conn: psycopg.Connection, query: QueryNoTemplate, params: Params | None = None) -> Any:
+    """The first column of the statement's first row; LookupError when it returns no row."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise LookupError("the statement returned no row")
+    return row[0]
 
 
 def first_line(exc: BaseException) -> str:
@@ -77,14 +87,6 @@ def drain_notifications(conn: psycopg.Connection) -> list[str]:
     return payloads
 
 
-def wait_readable(fds: list[int], timeout: float) -> list[int]:
-    """Block until one of `fds` is readable or `timeout` seconds pass; no busy loop."""
-    with selectors.DefaultSelector() as selector:
-        for fd in fds:
-            selector.register(fd, selectors.EVENT_READ)
-        return [key.fd for key, _ in selector.select(max(timeout, 0))]
-
-
 def retry_on_conflict(action: Callable[[], T], attempts: int = 5) -> T:
     """Run `action`, again after a short pause when it loses a race (CONFLICTS)."""
     for attempt in range(1, attempts + 1):
@@ -95,3 +97,72 @@ def retry_on_conflict(action: Callable[[], T], attempts: int = 5) -> T:
                 raise
             time.sleep(backoff.delay(attempt, 0.01, 0.5))
     raise AssertionError("unreachable")
+
+
+class Reconnect:
+    """How a long-running loop (worker, dispatcher) gets its connection back.
+
+    `connect()` calls `open_session` until it succeeds, with capped exponential backoff
+    (`backoff.delay(failures, base, cap)`) before each try but the first after a working
+    session, logging `db_unavailable` for each failure. Failures count across calls until the
+    loop says a session `worked()`: a server that accepts connections and drops them at once
+    is retried with growing pauses, not in a tight loop.
+    """
+
+    def __init__(
+        self, *, base: float, cap: float, pause: Callable[[float], object], **log_fields: Any
+    ) -> None:
+        self.base, self.cap = base, cap
+        self.failures = 0
+        self._pause = pause
+        self._fields = log_fields
+
+    def connect(
+        self, open_session: Callable[[], T], give_up: Callable[[], bool] = lambda: False
+    ) -> T | None:
+        """The opened session, or None when `give_up()` (asked before each try) says stop.
+
+        `pause(seconds)` waits between tries (the loop's own wait, which stop() cuts short).
+        """
+        wait = self._delay() if self.failures else 0.0
+        for attempt in itertools.count(1):
+            if wait:
+                self._pause(wait)
+            if give_up():
+                return None
+            self.failures += 1
+            try:
+                return open_session()
+            except (psycopg.OperationalError, DatabaseUnavailable) as exc:
+                wait = self._delay()
+                log_event(
+                    log,
+                    "db_unavailable",
+                    logging.WARNING,
+                    **self._fields,
+                    attempt=attempt,
+                    retry_in_s=round(wait, 2),
+                    error=first_line(exc),
+                )
+        raise AssertionError("unreachable")
+
+    def _delay(self) -> float:
+        return backoff.delay(self.failures, self.base, self.cap)
+
+    def worked(self) -> None:
+        """The session did real work: the next lost connection is retried at once."""
+        self.failures = 0
+
+    def lost(self, exc: BaseException, *, back_off: bool = True, **fields: Any) -> None:
+        """The session broke (`exc`): log `db_connection_lost`; with `back_off`, count it as a
+        failure, so that the next try waits first."""
+        log_event(
+            log,
+            "db_connection_lost",
+            logging.WARNING,
+            **self._fields,
+            error=first_line(exc),
+            **fields,
+        )
+        if back_off:
+            self.failures += 1

@@ -1,4 +1,22 @@
-"""The exceptions pgdyno raises, each with a message that says what to do next."""
+"""Every exception pgdyno raises on purpose, each with a message that says what to do next.
+
+PgdynoError                  anything pgdyno raises on purpose (the CLI prints it, exit 1)
+├── ConfigError              a setting, flag, file or task registration is wrong
+├── DatabaseUnavailable      Postgres cannot be reached; the loops retry with backoff
+├── InvalidJob               the database refused a job (queue, task, args, priority...)
+├── JobNotFound              no job has that id
+├── InvalidJobState          the job exists, the change does not apply to its status
+├── UnknownTask              the worker has no task under the job's name
+├── NotInTask                current_job() called outside a running task
+├── PermanentJobError        raised by a task: fail now, do not retry
+│   └── InvalidReport        a report cannot run as asked
+├── ReportFailed             a report failed on the way; another attempt may succeed
+├── NotAReportJob            `pgdyno report show/fetch` of a job that is not a report
+├── ResultUnavailable        a report job has no (whole) result to fetch
+└── FormationError           a formation backend refused or failed a request
+    ├── FormationRejected    401, 403, 404, 422: retrying cannot help
+    └── FormationUnavailable unreachable, or 429/5xx after retries
+"""
 
 from __future__ import annotations
 
@@ -8,7 +26,7 @@ class PgdynoError(Exception):
 
 
 class ConfigError(PgdynoError):
-    """A setting is missing or invalid (environment variable, flag, file)."""
+    """A setting is missing or invalid (environment variable, flag, file, task registry)."""
 
 
 class DatabaseUnavailable(PgdynoError):
@@ -38,6 +56,11 @@ class InvalidJob(PgdynoError):
 
 class UnknownTask(PgdynoError):
     """The worker has no task registered under the job's task name."""
+
+
+class NotInTask(PgdynoError):
+    """`current_job()` was called outside a running task (in the worker's loop, or in code
+    that is not a task)."""
 
 
 class PermanentJobError(PgdynoError):
@@ -70,3 +93,12 @@ class InvalidReport(PermanentJobError):
 class ReportFailed(PgdynoError):
     """A report failed on the way (connection lost, upload refused by a busy server): another
     attempt may succeed."""
+
+
+class NotAReportJob(PgdynoError):
+    """A report command was given the id of a job that runs another task."""
+
+
+class ResultUnavailable(PgdynoError):
+    """The report job has no result to fetch (yet): still waiting, running, failed, stored
+    elsewhere, or truncated."""

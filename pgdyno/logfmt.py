@@ -1,7 +1,8 @@
 """One-line logfmt records (`at=info event=job_done job=42 duration_ms=12`), as Heroku users read.
 
 Code logs with `log_event(logger, "job_done", job=42)`; the formatter renders the event and its
-fields. Secrets never reach here: callers pass no tokens or DSNs with passwords (see redact_dsn).
+fields. Secrets never reach here: callers pass no tokens and no DSNs (driver errors are logged
+by their first line, db.first_line, which never holds the password).
 """
 
 from __future__ import annotations
@@ -77,6 +78,6 @@ _PASSWORD_VALUE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by ***, safe to log."""
+    """The DSN (URL or keyword form) with any password replaced by ***, safe to log or show."""
     dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
     return _PASSWORD_VALUE.sub(r"\1***", dsn)

@@ -202,9 +202,11 @@ def enqueue_many(
     connection, owned = _resolve_conn(conn)
     try:
         with _atomic(connection):
-            now, default_attempts, ids = connection.execute(
+            reserved = connection.execute(
                 sql.query("job_reserve_ids"), {"n": len(specs)}
             ).fetchone()
+            assert reserved is not None  # the statement always returns one row
+            now, default_attempts, ids = reserved
             with connection.cursor().copy(sql.query("job_copy_in")) as copy:
                 copy.set_types(["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4"])
                 for job_id, spec, (at, delay) in zip(ids, specs, whens, strict=True):

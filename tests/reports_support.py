@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from helpers import psql_binary
 
 from pgdyno import queue
 from pgdyno.reports import results
-
-
-def psql_binary() -> str:
-    """The psql shipped with the embedded server (same major version), else the system one."""
-    try:
-        from pgdyno.platform.postgres import EmbeddedPostgres
-
-        candidate = EmbeddedPostgres(Path(tempfile.gettempdir()) / "unused").binary("psql")
-        if Path(candidate).exists():
-            return candidate
-    except Exception:  # not installed: fall back to the system psql
-        pass
-    found = shutil.which("psql")
-    assert found, "psql is needed as the reference client"
-    return found
 
 
 def psql_copy(database_url: str, query: str) -> bytes:

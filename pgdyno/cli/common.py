@@ -28,7 +28,7 @@ def database_option(fn: F) -> F:
     )(fn)
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]
     """A duration flag (`250ms`, `30s`, `5m`, `2h`, `7d`, plain seconds) -> seconds, read by
     config.parse_duration; a bad value is a usage error naming the flag, never a traceback."""
 

@@ -101,7 +101,7 @@ def _serve(platform: LocalPlatform, url: str, web_port: int, reports_dir: str) -
     dashboard = None
     try:
         platform.start()
-        say = functools.partial(platform.dynos.write, "web")
+        say = functools.partial(platform.dynos.printer.write, "web")
         dashboard = start_local(url, say, port=web_port, reports_dir=reports_dir)
         stop.wait()
     finally:

@@ -45,7 +45,7 @@ def report() -> None:
 def list_command(as_json: bool) -> None:
     """The reports in the reports folder and the parameters each takes."""
     folder = _folder()
-    entries = []
+    entries: list[dict[str, Any]] = []
     for name in catalog.names(folder):
         try:
             found = catalog.load(folder, name)
@@ -86,7 +86,9 @@ def list_command(as_json: bool) -> None:
             click.echo(f"    {entry['description']}")
 
 
-def _params(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict:
+def _params(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
     parsed: dict[str, str] = {}
     for item in values:
         key, equals, value = item.partition("=")
@@ -98,7 +100,9 @@ def _params(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...
     return parsed
 
 
-def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict:
+def _headers(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
     parsed: dict[str, str] = {}
     for item in values:
         key, colon, value = item.partition(":")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 
+from pgdyno import db
 from pgdyno.demo import shop as reports_demo
 from pgdyno.platform import LocalPlatform
 from pgdyno.platform.postgres import EmbeddedPostgres, start_embedded_postgres
@@ -154,9 +155,7 @@ def main() -> int:
     url = start_embedded_postgres()
     say(f"embedded Postgres at {url} (data in .pgdyno/)")
     with psycopg.connect(url, autocommit=True) as conn:
-        first_event = conn.execute(
-            "SELECT coalesce(max(id), 0) FROM pgdyno.scale_events"
-        ).fetchone()[0]
+        first_event = db.scalar(conn, "SELECT coalesce(max(id), 0) FROM pgdyno.scale_events")
         conn.execute("DELETE FROM pgdyno.scale_rules")
         env = {**os.environ, **DEMO_ENV, "PGDYNO_LINGER": DEMO_LINGER}
         platform = LocalPlatform(PROCFILE, url, env=env)
@@ -169,7 +168,7 @@ def main() -> int:
         try:
             wait_for(
                 "julia's dispatcher",
-                lambda: conn.execute("SELECT count(*) FROM pgdyno.scale_rules").fetchone()[0] > 0,
+                lambda: db.scalar(conn, "SELECT count(*) FROM pgdyno.scale_rules") > 0,
             )
             reports_demo.seed(conn, customers=2_000, orders=200_000)
             say(
@@ -182,11 +181,12 @@ def main() -> int:
             wait_for(
                 "the jobs to finish",
                 lambda: (
-                    conn.execute(
+                    db.scalar(
+                        conn,
                         "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status IN "
                         "('done', 'failed', 'cancelled')",
                         (ids,),
-                    ).fetchone()[0]
+                    )
                     == len(ids)
                 ),
             )
@@ -201,9 +201,9 @@ def main() -> int:
             platform.stop()
         summary(conn, ids, first_event, t0)
         show_reports(url, ids)
-        failed = conn.execute(
-            "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status <> 'done'", (ids,)
-        ).fetchone()[0]
+        failed = db.scalar(
+            conn, "SELECT count(*) FROM pgdyno.jobs WHERE id = ANY(%s) AND status <> 'done'", (ids,)
+        )
     browse_until_interrupted(dashboard, say)
     EmbeddedPostgres(Path(".pgdyno") / "postgres").stop()
     say(

@@ -1,7 +1,10 @@
 """Runs each process type as real OS processes, as many as its quantity, like Heroku's dyno
 manager: scaling down sends SIGTERM then SIGKILL after the kill timeout (30 s on Heroku); a
 process that exits on its own while its quantity says it should run is restarted with backoff.
-Output is interleaved with `winston.1 |` prefixes, like foreman and honcho.
+Output goes through a Printer (platform/printer.py), interleaved with `winston.1 |` prefixes.
+
+Processes are started through a `Spawn` function and timed through a `Clock`, so the tests
+drive restarts and kill timeouts with fake processes and a fake clock (tests/unit/test_dynos.py).
 """
 
 from __future__ import annotations
@@ -12,23 +15,94 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO
 
 from pgdyno import backoff
-from pgdyno.logfmt import render
+from pgdyno.clock import SYSTEM_CLOCK, Clock, Timer
+from pgdyno.platform.printer import Printer
 
 #: (monotonic time, wall time, event, fields): what the platform did, for summaries and tests.
 PlatformEvent = tuple[float, float, str, dict[str, Any]]
+#: A dyno that ran this long before exiting was not crash-looping: its backoff starts over.
+CRASH_LOOP_WINDOW_S = 60.0
+#: Restart delays after a crash: backoff.delay(consecutive crashes, base, cap).
+RESTART_BASE_S, RESTART_CAP_S = 1.0, 20.0
+
+
+class DynoProcess(Protocol):
+    """A started process, as the dyno manager needs it."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def lines(self) -> Iterator[bytes]:
+        """Its output (stdout and stderr), line by line, until it exits."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the process and its children; nothing if it has exited."""
+        ...
+
+
+#: Starts `command` (a shell command line) with `env` in folder `cwd` (None: this process's).
+Spawn = Callable[[str, Mapping[str, str], str | None], DynoProcess]
+
+
+class OsProcess:
+    """A `/bin/sh -c COMMAND` child in a session of its own (signals reach its group)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._proc = proc
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def lines(self) -> Iterator[bytes]:
+        stdout = self._proc.stdout
+        assert stdout is not None  # always piped by spawn_process
+        with stdout:  # closed once the process has closed its end
+            yield from stdout
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._proc.wait(timeout)
+
+    def poll(self) -> int | None:
+        return self._proc.poll()
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signum)
+
+
+def spawn_process(command: str, env: Mapping[str, str], cwd: str | None = None) -> OsProcess:
+    """The real Spawn: a shell runs `command` as written (`cd x && ...`, `VAR=1 cmd`), as
+    Heroku runs Procfile lines, in `cwd` (the app root); output piped, no stdin."""
+    return OsProcess(
+        subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            env=dict(env),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    )
 
 
 @dataclass
 class Dyno:
     process_type: str
     index: int
-    proc: subprocess.Popen[bytes]
-    started_at: float = field(default_factory=time.monotonic)
+    proc: DynoProcess
+    started_at: float
     stopping: bool = False
 
     @property
@@ -48,6 +122,8 @@ class DynoManager:
         kill_timeout: float = 30.0,
         base_port: int = 5100,
         on_event: Callable[[PlatformEvent], None] | None = None,
+        spawn: Spawn = spawn_process,
+        clock: Clock = SYSTEM_CLOCK,
         cwd: str | None = None,
     ) -> None:
         self.commands = dict(commands)
@@ -56,14 +132,17 @@ class DynoManager:
         self.sizes: dict[str, str] = dict.fromkeys(self.commands, "standard-1X")
         self.env = dict(env)
         self.kill_timeout = kill_timeout
-        self._output = output
+        self.printer = Printer(output)
         self._base_port = base_port
         self._on_event = on_event
+        self._spawn_process = spawn
+        self._clock = clock
         self._lock = threading.RLock()
+        self._exited = threading.Condition(self._lock)
         self._dynos: dict[str, Dyno] = {}  # running, by name
         self._stopping: list[Dyno] = []  # SIGTERM sent, not yet exited
         self._crashes: dict[str, int] = {}  # consecutive crashes, by name
-        self._restart_timers: dict[str, threading.Timer] = {}
+        self._restart_timers: dict[str, Timer] = {}
         self._closed = False
         self._port_seq = 0
 
@@ -126,31 +205,22 @@ class DynoManager:
             self._restart_timers.clear()
             for dyno in list(self._dynos.values()):
                 self._stop(dyno)
-        deadline = time.monotonic() + self.kill_timeout + 5
-        while self.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+            # Real seconds, whatever the clock: the kill timer fires on the clock meanwhile.
+            self._exited.wait_for(lambda: not self.alive(), timeout=self.kill_timeout + 5)
 
     # --- processes -----------------------------------------------------------------------------
 
-    def _spawn(self, command: str, name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, command: str, name: str) -> DynoProcess:
         self._port_seq += 1
         env = {**self.env, "DYNO": name, "PORT": str(self._base_port + self._port_seq)}
-        return subprocess.Popen(  # as written, through the shell, as Heroku runs Procfile lines
-            ["/bin/sh", "-c", command],
-            env=env,
-            cwd=self.cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        return self._spawn_process(command, env, self.cwd)
 
     def _start(self, process_type: str, index: int) -> None:
         if self._closed:  # a scale-up that arrives while everything stops starts nothing
             return
         name = f"{process_type}.{index}"
         proc = self._spawn(self.commands[process_type], name)
-        dyno = Dyno(process_type, index, proc)
+        dyno = Dyno(process_type, index, proc, started_at=self._clock.now())
         self._dynos[name] = dyno
         self.event("dyno_started", dyno=name, pid=proc.pid, command=self.commands[process_type])
         threading.Thread(target=self._watch, args=(dyno,), name=f"dyno-{name}", daemon=True).start()
@@ -161,10 +231,10 @@ class DynoManager:
         dyno.stopping = True
         self._stopping.append(dyno)
         self.event("dyno_stopping", dyno=dyno.name, signal="SIGTERM")
-        self._signal(dyno, signal.SIGTERM)
-        timer = threading.Timer(self.kill_timeout, self._kill, args=(dyno,))
-        timer.daemon = True
-        timer.start()
+        dyno.proc.signal(signal.SIGTERM)
+        self._clock.call_later(
+            self.kill_timeout, lambda: self._kill(dyno), name=f"kill-{dyno.name}"
+        )
 
     def kill_now(self) -> None:
         """SIGKILL every dyno still running or stopping, without waiting (a second Ctrl-C)."""
@@ -173,7 +243,7 @@ class DynoManager:
             dynos = [*self._dynos.values(), *self._stopping]
         for dyno in dynos:
             self.event("dyno_killed", dyno=dyno.name, signal="SIGKILL", msg="killed at once")
-            self._signal(dyno, signal.SIGKILL)
+            dyno.proc.signal(signal.SIGKILL)
 
     def _kill(self, dyno: Dyno) -> None:
         # The shell may be gone while the command it started still runs: the process group
@@ -185,40 +255,38 @@ class DynoManager:
                 signal="SIGKILL",
                 msg=f"still running {self.kill_timeout:g}s after SIGTERM",
             )
-            self._signal(dyno, signal.SIGKILL)
-
-    def _signal(self, dyno: Dyno, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(dyno.proc.pid, signum)
+            dyno.proc.signal(signal.SIGKILL)
 
     def _watch(self, dyno: Dyno) -> None:
         """Copy the dyno's output, then handle its exit (restart it if it should run)."""
         self._pump(dyno.name, dyno.proc)
         status = dyno.proc.wait()
         with self._lock:
-            if dyno in self._stopping:
-                self._stopping.remove(dyno)
-            self.event(
-                "dyno_exited",
-                dyno=dyno.name,
-                status=status,
-                uptime_s=round(time.monotonic() - dyno.started_at, 2),
-            )
-            if dyno.stopping or self._closed or self._dynos.get(dyno.name) is not dyno:
-                return
-            del self._dynos[dyno.name]
-            if dyno.index > self.quantities[dyno.process_type]:
-                return
-            crashes = self._crashes.get(dyno.name, 0) + 1
-            if time.monotonic() - dyno.started_at > 60:
-                crashes = 1  # it ran for a while: not a crash loop
-            self._crashes[dyno.name] = crashes
-            delay = backoff.delay(crashes, 1.0, 20.0)
-            self.event("dyno_crashed", dyno=dyno.name, status=status, restart_in_s=round(delay, 2))
-            timer = threading.Timer(delay, self._restart, args=(dyno.process_type, dyno.index))
-            timer.daemon = True
-            self._restart_timers[dyno.name] = timer
-            timer.start()
+            self._exit(dyno, status)
+            self._exited.notify_all()
+
+    def _exit(self, dyno: Dyno, status: int) -> None:
+        """Record an exit; schedule a restart when the dyno should still run."""
+        if dyno in self._stopping:
+            self._stopping.remove(dyno)
+        uptime = self._clock.now() - dyno.started_at
+        self.event("dyno_exited", dyno=dyno.name, status=status, uptime_s=round(uptime, 2))
+        if dyno.stopping or self._closed or self._dynos.get(dyno.name) is not dyno:
+            return
+        del self._dynos[dyno.name]
+        if dyno.index > self.quantities[dyno.process_type]:
+            return
+        crashes = self._crashes.get(dyno.name, 0) + 1
+        if uptime > CRASH_LOOP_WINDOW_S:
+            crashes = 1  # it ran for a while: not a crash loop
+        self._crashes[dyno.name] = crashes
+        delay = backoff.delay(crashes, RESTART_BASE_S, RESTART_CAP_S)
+        self.event("dyno_crashed", dyno=dyno.name, status=status, restart_in_s=round(delay, 2))
+        self._restart_timers[dyno.name] = self._clock.call_later(
+            delay,
+            lambda: self._restart(dyno.process_type, dyno.index),
+            name=f"restart-{dyno.name}",
+        )
 
     def _restart(self, process_type: str, index: int) -> None:
         with self._lock:
@@ -233,18 +301,12 @@ class DynoManager:
 
     # --- output --------------------------------------------------------------------------------
 
-    def _pump(self, name: str, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            self.write(name, raw.decode(errors="replace").rstrip("\n"))
-
-    def write(self, prefix: str, line: str) -> None:
-        with self._lock:
-            self._output.write(f"{prefix:<10} | {line}\n")
-            self._output.flush()
+    def _pump(self, name: str, proc: DynoProcess) -> None:
+        for raw in proc.lines():
+            self.printer.write(name, raw.decode(errors="replace").rstrip("\n"))
 
     def event(self, name: str, **fields: Any) -> None:
         """Print a platform event and hand it to the observer."""
-        self.write("platform", render(name, fields))
+        self.printer.event(name, fields)
         if self._on_event is not None:
-            self._on_event((time.monotonic(), time.time(), name, fields))
+            self._on_event((self._clock.now(), time.time(), name, fields))

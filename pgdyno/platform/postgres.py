@@ -105,6 +105,7 @@ class EmbeddedPostgres:
         )
 
         entry = ensure_user_exists(SYSTEM_USER)
+        assert entry is not None  # typed Optional, but it creates the user or raises
         ensure_prefix_permissions(self.datadir)
         ensure_prefix_permissions(self.bin)
         ensure_folder_permissions(self.bin, 0o555)

@@ -14,22 +14,17 @@ from typing import Any
 import psycopg
 
 from pgdyno import queue, sql
-from pgdyno.errors import PgdynoError
+from pgdyno.errors import NotAReportJob, ResultUnavailable
 
 #: Most bytes of CSV produced from one slice of compressed input (CSV can compress 50:1).
 SLICE_BYTES = 1024 * 1024
 
 
-class ResultUnavailable(PgdynoError):
-    """The job has no result to fetch (yet): still waiting, running, failed, or stored
-    elsewhere."""
-
-
 def report_job(conn: psycopg.Connection, job_id: int) -> dict[str, Any]:
-    """The job row of report job `job_id`; JobNotFound or PgdynoError if it is not one."""
+    """The job row of report job `job_id`; JobNotFound, or NotAReportJob for another task's."""
     job = queue.get_job(conn, job_id)
     if job["task"] != "report":
-        raise PgdynoError(f"job {job_id} is a {job['task']!r} job, not a report")
+        raise NotAReportJob(f"job {job_id} is a {job['task']!r} job, not a report")
     return job
 
 
@@ -104,7 +99,8 @@ def _file_pieces(path: Path) -> Iterator[bytes]:
 
 
 def gunzip(pieces: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompress gzip `pieces` without ever expanding more than SLICE_BYTES at once."""
+    """Decompress gzip `pieces` without ever expanding more than SLICE_BYTES at once;
+    ResultUnavailable when the stream is truncated."""
     inflater = zlib.decompressobj(wbits=31)
     for piece in pieces:
         data = piece
@@ -117,7 +113,7 @@ def gunzip(pieces: Iterable[bytes]) -> Iterator[bytes]:
     if tail:
         yield tail
     if not inflater.eof:
-        raise PgdynoError("the stored result is truncated (the gzip stream does not end)")
+        raise ResultUnavailable("the stored result is truncated (the gzip stream does not end)")
 
 
 def summary(job: dict[str, Any]) -> dict[str, Any]:

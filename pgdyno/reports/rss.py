@@ -43,9 +43,3 @@ def peak_rss_bytes() -> int:
         return kilobytes * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes
-
-
-def rss_bytes() -> int | None:
-    """The current RSS, when the platform tells."""
-    kilobytes = _status_kb("VmRSS")
-    return None if kilobytes is None else kilobytes * 1024

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -163,17 +163,19 @@ def _prepare(conn: psycopg.Connection, report: Report, values: dict[str, Any]) -
         conn.execute(sql.query("report_set_config"), {"name": setting, "value": value})
     # The driver quotes each value as a literal of its type: values never touch the SQL text.
     with psycopg.ClientCursor(conn) as quoting:
-        text = pgsql.SQL(quoting.mogrify(report.sql, values))  # type: ignore[arg-type]
-    explain = pgsql.SQL(sql.query("report_explain")).format(query=text)  # type: ignore[arg-type]
+        text = pgsql.SQL(quoting.mogrify(report.sql, values))
+    explain = pgsql.SQL(sql.query("report_explain")).format(query=text)
     # prepare=True: the extended protocol, which refuses a text of several statements.
-    plan = conn.execute(explain, prepare=True).fetchone()[0]
+    row = conn.execute(explain, prepare=True).fetchone()
+    assert row is not None  # EXPLAIN always returns its plan
+    plan = row[0]
     writes = _writes(plan)
     if writes:
         raise InvalidReport(
             f"report {report.name!r} is not read-only: its plan writes ({', '.join(writes)}); "
             "a report may only read"
         )
-    return pgsql.SQL(sql.query("report_copy_out")).format(query=text)  # type: ignore[arg-type]
+    return pgsql.SQL(sql.query("report_copy_out")).format(query=text)
 
 
 def _writes(plan: Any) -> list[str]:
@@ -188,7 +190,9 @@ def _writes(plan: Any) -> list[str]:
     return found
 
 
-def _copy_blocks(cursor: psycopg.Cursor, statement: pgsql.Composed) -> Iterator[memoryview]:
+def _copy_blocks(
+    cursor: psycopg.Cursor, statement: pgsql.Composed
+) -> Generator[memoryview, None, None]:
     """COPY's CSV, one row per block; cursor.rowcount holds COPY's row count once exhausted."""
     with cursor.copy(statement) as copy:
         yield from copy  # type: ignore[misc]

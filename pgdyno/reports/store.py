@@ -124,7 +124,7 @@ class PostgresStore:
                 conn.rollback()
                 conn.read_only = False
                 conn.autocommit = True
-            run_id = conn.execute(sql.query("report_run_id_next")).fetchone()[0]
+            run_id = db.scalar(conn, sql.query("report_run_id_next"))
             chunks = 0
             with conn.transaction():
                 conn.execute(sql.query("report_store_begin"))

@@ -6,22 +6,24 @@ session advisory lock; others wait as standbys, trying the lock every second, an
 when the leader's session ends. It reconciles on every (re)connect, on notifications (at once,
 then at most once per debounce period, so a burst of inserts makes a few decisions, not one
 per row) and on a timer as a safety net, which also rescues jobs whose lease expired.
+
+It reads time and waits through a `Clock`, so its tests drive the debounce and the standby's
+retries turn by turn (tests/integration/test_dispatcher_loop.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
 import signal
 import socket
 import threading
-import time
-from types import FrameType
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 
-from pgdyno import backoff, db, queue, sql
+from pgdyno import db, queue, rescue, signals, sql
+from pgdyno.clock import SYSTEM_CLOCK, Clock, Wakeup
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
 from pgdyno.migrate import require_migrated
@@ -38,10 +40,32 @@ LEADER_LOCK_KEY = 0x706764796E6F02
 STANDBY_RETRY_S = 1.0
 
 
-class Dispatcher:
-    """Scales process types up as jobs arrive in their queues."""
+@dataclass
+class Leading:
+    """The acting dispatcher's timers (seconds on its clock) and whether jobs were notified."""
 
-    def __init__(self, settings: Settings, rules: list[Rule], backend: FormationBackend) -> None:
+    #: The next safety-net reconcile.
+    next_tick: float
+    #: The end of the debounce period after the last notified decision.
+    quiet_until: float = 0.0
+    #: Notifications arrived that no decision has answered yet.
+    pending: bool = False
+
+
+class Dispatcher:
+    """Scales process types up as jobs arrive in their queues.
+
+    `rules`: the --scale rules; `backend`: the platform's formation API; `clock`: for tests.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: list[Rule],
+        backend: FormationBackend,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.settings = settings
         self.rules = rules
         self.policies = scaling.policies(rules)
@@ -49,23 +73,27 @@ class Dispatcher:
         self.scaler = Scaler(backend, self.actor)
         self._queues = {queue_name for p in self.policies.values() for queue_name in p.queues}
         self._dsn = settings.require_database_url()
-        self._stop = threading.Event()
-        self._conn: psycopg.Connection | None = None
-        self.decisions = 0  # reconcile rounds, for logs and tests
+        self._clock = clock
+        self._stopping = threading.Event()
+        self._wakeup = Wakeup(clock)
+        self._reconnect = db.Reconnect(base=0.2, cap=5.0, pause=self._pause, actor=self.actor)
+        self._has_led = False
         self.sampler = Sampler()  # the dashboard's timeline samples; never raises
 
     def stop(self) -> None:
-        self._stop.set()
+        """Stop leading (or waiting to lead) and return from run(); safe from any thread."""
+        self._stopping.set()
+        self._wakeup.poke()
 
-    def install_signal_handlers(self) -> None:
-        def handle(signum: int, _frame: FrameType | None) -> None:
-            log_event(
-                log, "shutdown_requested", signal=signal.Signals(signum).name, actor=self.actor
-            )
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT stop the dispatcher. Main thread only. Returns a function that puts
+        the previous handlers back."""
+
+        def handle(signum: signal.Signals) -> None:
+            log_event(log, "shutdown_requested", signal=signum.name, actor=self.actor)
             self.stop()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        return signals.install(handle)
 
     def run(self) -> int:
         """Serve until stopped; survives Postgres restarts and API failures. Returns 0."""
@@ -76,104 +104,105 @@ class Dispatcher:
             rules=len(self.rules),
             types=",".join(sorted(self.policies)),
         )
-        failures = 0
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
+            conn = self._reconnect.connect(self._connect, self._stopping.is_set)
+            if conn is None:
+                break
+            self._reconnect.worked()
             try:
-                self._conn = db.connect(self._dsn, application_name="pgdyno dispatcher")
-                require_migrated(self._conn)  # before the release phase ran: wait, retry
-                failures = 0
-                if self._wait_for_leadership():
-                    self._lead()
-            except (psycopg.OperationalError, db.DatabaseUnavailable) as exc:
-                failures += 1
-                pause = backoff.delay(failures, 0.2, 5.0)
-                log_event(
-                    log,
-                    "db_unavailable",
-                    logging.WARNING,
-                    actor=self.actor,
-                    attempt=failures,
-                    retry_in_s=round(pause, 2),
-                    error=db.first_line(exc),
-                )
-                self._stop.wait(pause)
+                if self._wait_for_leadership(conn):
+                    self._lead(conn)
+            except psycopg.OperationalError as exc:
+                self._reconnect.lost(exc)
             finally:
-                self._close()
+                conn.close()
         log_event(log, "dispatcher_stopped", actor=self.actor)
         return 0
 
+    def _connect(self) -> psycopg.Connection:
+        conn = db.connect(self._dsn, application_name="pgdyno dispatcher")
+        try:
+            require_migrated(conn)  # before the release phase ran: wait, retry
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if stop() is called meanwhile."""
+        self._wakeup.wait([], seconds)
+
     # --- leadership ------------------------------------------------------------------------------
 
-    def _wait_for_leadership(self) -> bool:
+    def _try_lead(self, conn: psycopg.Connection) -> bool:
+        """One try of the leader lock (a session lock: it is ours until `conn` closes)."""
+        row = conn.execute(sql.query("leader_try_lock"), {"key": LEADER_LOCK_KEY}).fetchone()
+        return bool(row and row[0])
+
+    def _wait_for_leadership(self, conn: psycopg.Connection) -> bool:
         """Try the lock until it is ours (True) or we are stopped (False)."""
-        assert self._conn is not None
-        for attempt in itertools.count():
-            row = self._conn.execute(
-                sql.query("leader_try_lock"), {"key": LEADER_LOCK_KEY}
-            ).fetchone()
-            if row and row[0]:
+        first = True
+        while not self._stopping.is_set():
+            if self._try_lead(conn):
                 log_event(log, "dispatcher_leading", actor=self.actor)
                 return True
-            if attempt == 0:
+            if first:
                 log_event(
                     log,
                     "dispatcher_standby",
                     actor=self.actor,
                     msg="another dispatcher is acting; taking over if it stops",
                 )
-            if self._stop.wait(STANDBY_RETRY_S):
-                return False
+                first = False
+            self._pause(STANDBY_RETRY_S)
         return False
 
-    def _lead(self) -> None:
-        conn = self._conn
-        assert conn is not None
+    def _lead(self, conn: psycopg.Connection) -> None:
+        leading = self._start_leading(conn)
+        while not self._stopping.is_set():
+            self._lead_step(conn, leading)
+
+    def _start_leading(self, conn: psycopg.Connection) -> Leading:
+        """Record the rules, LISTEN, and catch up on what happened while no one led."""
         record_rules(conn, self.rules)
         db.listen(conn)
         self._reconcile(
-            "startup" if self.decisions == 0 else "reconnect", rescue=True, refresh=True
+            conn, "reconnect" if self._has_led else "startup", rescue=True, refresh=True
         )
-        next_tick = time.monotonic() + self.settings.reconcile_interval
-        quiet_until = 0.0  # end of the debounce period after the last decision
-        pending = False
-        while not self._stop.is_set():
-            # Notifications may also have arrived while this connection ran a decision's
-            # queries (psycopg keeps those aside): drain before deciding to wait.
-            if any(payload in self._queues for payload in db.drain_notifications(conn)):
-                pending = True
-            now = time.monotonic()
-            if now >= next_tick:
-                # The safety net; it does not start a debounce period, so the next
-                # notification is still acted on at once.
-                self._reconcile("timer", rescue=True)
-                next_tick = now + self.settings.reconcile_interval
-                pending = False
-            elif pending and now >= quiet_until:
-                self._reconcile("jobs enqueued")
-                pending = False
-                quiet_until = now + self.settings.debounce
-            else:
-                deadline = min(next_tick, quiet_until) if pending else next_tick
-                db.wait_readable([conn.pgconn.socket], max(0.0, deadline - now))
+        self._has_led = True
+        return Leading(next_tick=self._clock.now() + self.settings.reconcile_interval)
+
+    def _lead_step(self, conn: psycopg.Connection, leading: Leading) -> None:
+        """Decide if a notification or the timer calls for it, else wait for one of them."""
+        # Notifications may also have arrived while this connection ran a decision's
+        # queries (psycopg keeps those aside): drain before deciding to wait.
+        if any(payload in self._queues for payload in db.drain_notifications(conn)):
+            leading.pending = True
+        now = self._clock.now()
+        if now >= leading.next_tick:
+            # The safety net; it does not start a debounce period, so the next
+            # notification is still acted on at once.
+            self._reconcile(conn, "timer", rescue=True)
+            leading.next_tick = now + self.settings.reconcile_interval
+            leading.pending = False
+        elif leading.pending and now >= leading.quiet_until:
+            self._reconcile(conn, "jobs enqueued")
+            leading.pending = False
+            leading.quiet_until = now + self.settings.debounce
+        else:
+            deadline = leading.next_tick
+            if leading.pending:
+                deadline = min(deadline, leading.quiet_until)
+            self._wakeup.wait([conn.pgconn.socket], max(0.0, deadline - now))
 
     # --- decisions -------------------------------------------------------------------------------
 
-    def _reconcile(self, trigger: str, rescue: bool = False, refresh: bool = False) -> None:
+    def _reconcile(
+        self, conn: psycopg.Connection, trigger: str, rescue: bool = False, refresh: bool = False
+    ) -> None:
         """One decision round for every scaled type (refresh: re-read the formations)."""
-        conn = self._conn
-        assert conn is not None
-        self.decisions += 1
         if rescue:
-            for job in db.retry_on_conflict(lambda: queue.rescue_expired(conn)):
-                log_event(
-                    log,
-                    "job_rescued",
-                    logging.WARNING,
-                    job=job["id"],
-                    queue=job["queue"],
-                    status=job["status"],
-                    error=job["error"],
-                )
+            _rescue(conn)
         for policy in self.policies.values():
             decision = self.scaler.scale_up(conn, policy, trigger, refresh=refresh)
             log_event(
@@ -186,8 +215,7 @@ class Dispatcher:
             )
         self.sampler.tick(conn)
 
-    def _close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
+
+def _rescue(conn: psycopg.Connection) -> None:
+    """Rescue expired leases; a lost race with a worker's own rescue is tried again."""
+    rescue.rescue_expired(conn, lambda c: db.retry_on_conflict(lambda: queue.rescue_expired(c)))

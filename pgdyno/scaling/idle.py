@@ -7,9 +7,6 @@ is Scaler.scale_to_zero; this module only reads the type's rule and times the li
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import psycopg
 
@@ -17,7 +14,7 @@ from pgdyno.config import Settings
 from pgdyno.errors import ConfigError
 from pgdyno.logfmt import log_event
 from pgdyno.scaling import policy as scaling
-from pgdyno.scaling.formation.base import FormationBackend, backend_from_settings
+from pgdyno.scaling.formation import FormationBackend, backend_from_settings
 from pgdyno.scaling.scaler import Scaler
 from pgdyno.scaling.state import recorded_rules
 
@@ -62,18 +59,6 @@ class ScaleDownWhenIdle:
         return RECHECK_S
 
 
-def pause_file_hook(path: str) -> Callable[[], None]:
-    """Test hook: create PATH.paused, then wait until PATH.resume exists."""
-
-    def pause() -> None:
-        Path(f"{path}.paused").touch()
-        log_event(log, "scale_down_paused", path=path)
-        while not Path(f"{path}.resume").exists():
-            time.sleep(0.01)
-
-    return pause
-
-
 def from_settings(settings: Settings, actor: str) -> ScaleDownWhenIdle | None:
     """The callback for a worker, or None (logged) when it cannot know its type or platform."""
     process_type = settings.own_process_type
@@ -85,9 +70,4 @@ def from_settings(settings: Settings, actor: str) -> ScaleDownWhenIdle | None:
     except ConfigError as exc:
         log_event(log, "scale_down_disabled", logging.WARNING, type=process_type, reason=str(exc))
         return None
-    hook = (
-        pause_file_hook(settings.pause_before_scale_down)
-        if settings.pause_before_scale_down
-        else None
-    )
-    return ScaleDownWhenIdle(process_type, Scaler(backend, actor, hook))
+    return ScaleDownWhenIdle(process_type, Scaler(backend, actor))

@@ -11,12 +11,15 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from pgdyno.config import parse_duration
+from pgdyno.config import Settings, parse_duration
 from pgdyno.errors import ConfigError
 
+# The defaults of a --scale rule. The scale_rules table repeats them as its column defaults
+# (sql/migrations/0002_scaling.sql), the database's own guard.
 DEFAULT_MAX = 1
 DEFAULT_PER = 1
-DEFAULT_LINGER = 30.0
+#: Seconds a drained type lingers: PGDYNO_LINGER's default, the one place it is written.
+DEFAULT_LINGER: float = Settings.linger
 _NAME = re.compile(r"^[-\w]{1,128}$")
 
 

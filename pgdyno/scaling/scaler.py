@@ -7,6 +7,10 @@ interleave. Why no job is stranded at zero: a job committed before a worker's em
 is seen by it (no scale-down); one committed after it sends its NOTIFY at commit, and the
 dispatcher's decision waits for the worker's lock and then sees both the new job and the
 quantity 0, and scales up. The worker also re-checks after its own commit.
+
+`ScalerSignals` are hooks for tests only (River's "test signals"): a test holds a decision at
+a chosen point, with the lock held, to prove the order above (tests/integration/test_scaler.py,
+tests/acceptance/test_local_platform.py). Production never sets them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pgdyno import sql
 from pgdyno.errors import FormationError
 from pgdyno.logfmt import log_event
 from pgdyno.scaling import policy as scaling
-from pgdyno.scaling.formation.base import FormationBackend
+from pgdyno.scaling.formation.base import Formation, FormationBackend
 from pgdyno.scaling.policy import Load, TypePolicy
 from pgdyno.scaling.state import load_of
 
@@ -33,8 +37,24 @@ log = logging.getLogger(__name__)
 REFRESH_AFTER_S = 30.0
 
 
+@dataclass
+class ScalerSignals:
+    """Hooks a test sets to act at a chosen point of a decision; None in production."""
+
+    #: Called with the process type by a scale-to-zero decision that found the queues empty,
+    #: while it holds the type's lock, just before its API call.
+    before_scale_down: Callable[[str], None] | None = None
+
+
+#: The signals of Scalers built without their own: a test running pgdyno in a subprocess sets
+#: them from a module the worker imports (tests/scale_down_pause.py).
+SIGNALS = ScalerSignals()
+
+
 @dataclass(frozen=True)
 class Decision:
+    """A scaling decision that was applied (or tried): from, to, why, and how it went."""
+
     process_type: str
     from_quantity: int | None
     to_quantity: int
@@ -56,14 +76,11 @@ class Scaler:
     """Scales process types through `backend`, one locked decision at a time."""
 
     def __init__(
-        self,
-        backend: FormationBackend,
-        actor: str,
-        pause_before_scale_down: Callable[[], None] | None = None,
+        self, backend: FormationBackend, actor: str, *, signals: ScalerSignals | None = None
     ) -> None:
         self.backend = backend
         self.actor = actor
-        self._pause = pause_before_scale_down
+        self._signals = signals if signals is not None else SIGNALS
 
     def scale_up(
         self,
@@ -110,8 +127,8 @@ class Scaler:
             current = self._current(conn, policy, quantity, known_age, load)
             if current == 0:
                 return True
-            if self._pause is not None:
-                self._pause()
+            if self._signals.before_scale_down is not None:
+                self._signals.before_scale_down(policy.process_type)
             decision = self._apply(
                 conn,
                 policy,
@@ -132,7 +149,7 @@ class Scaler:
         statement = sql.query("formation_lock" if wait else "formation_try_lock")
         conn.execute(sql.query("formation_ensure"), {"process_type": process_type})
         row = conn.execute(statement, {"process_type": process_type}).fetchone()
-        return None if row is None else (row[0], row[2])
+        return None if row is None else (row[0], row[1])
 
     def _current(
         self,
@@ -157,14 +174,7 @@ class Scaler:
         except FormationError as exc:
             self._record_error(conn, policy.process_type, exc)
             return quantity
-        conn.execute(
-            sql.query("formation_set"),
-            {
-                "process_type": policy.process_type,
-                "quantity": formation.quantity,
-                "dyno_size": formation.size,
-            },
-        )
+        _record_formation(conn, policy.process_type, formation)
         return formation.quantity
 
     def _apply(
@@ -184,14 +194,7 @@ class Scaler:
             self._record_error(conn, policy.process_type, exc)
         else:
             ok, outcome, request_id = True, "ok", formation.request_id
-            conn.execute(
-                sql.query("formation_set"),
-                {
-                    "process_type": policy.process_type,
-                    "quantity": formation.quantity,
-                    "dyno_size": formation.size,
-                },
-            )
+            _record_formation(conn, policy.process_type, formation)
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         conn.execute(
             sql.query("scale_event_insert"),
@@ -227,3 +230,15 @@ class Scaler:
         conn.execute(
             sql.query("formation_set_error"), {"process_type": process_type, "error": str(exc)}
         )
+
+
+def _record_formation(conn: psycopg.Connection, process_type: str, formation: Formation) -> None:
+    """Record the type's formation as the platform reported it (clears the last error)."""
+    conn.execute(
+        sql.query("formation_set"),
+        {
+            "process_type": process_type,
+            "quantity": formation.quantity,
+            "dyno_size": formation.size,
+        },
+    )

@@ -23,6 +23,12 @@ PACKAGE = __name__
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
+def _trusted(text: object) -> LiteralString:
+    """SQL text from pgdyno's own files, never from values: pgdyno takes responsibility for it
+    (psycopg accepts only literal strings as queries)."""
+    return cast(LiteralString, text)
+
+
 def sql_dir() -> Traversable:
     """The folder of the core statements (inside the installed package)."""
     return resources.files(PACKAGE)
@@ -35,8 +41,7 @@ def parse(text: str, origin: str = "<sql>") -> dict[str, LiteralString]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in statements:
             raise ConfigError(f"SQL statement {name!r} is defined twice in {origin}")
-        # pgdyno takes responsibility for these texts: they are its own files, never values.
-        statements[name] = cast(LiteralString, body.strip().rstrip(";").strip())
+        statements[name] = _trusted(body.strip().rstrip(";").strip())
     return statements
 
 
@@ -92,7 +97,7 @@ def migrations(folder: Traversable | None = None) -> list[tuple[int, str, Litera
         version, _, name = stem.partition("_")
         if not version.isdigit():
             raise ConfigError(f"migration file {entry.name} must be named NNNN_name.sql")
-        found.append((int(version), name, cast(LiteralString, entry.read_text(encoding="utf-8"))))
+        found.append((int(version), name, _trusted(entry.read_text(encoding="utf-8"))))
     if not found:
         raise ConfigError(
             "no migrations found in the pgdyno package: this installation is incomplete; "

@@ -22,7 +22,7 @@ ON CONFLICT (process_type) DO NOTHING;
 
 -- name: formation_lock
 -- Taken at the start of every scaling decision for a type and held until its commit.
-SELECT quantity, dyno_size, extract(epoch FROM now() - known_at)::float8
+SELECT quantity, extract(epoch FROM now() - known_at)::float8 AS known_age_s
   FROM pgdyno.formations
  WHERE process_type = %(process_type)s
    FOR UPDATE;
@@ -30,7 +30,7 @@ SELECT quantity, dyno_size, extract(epoch FROM now() - known_at)::float8
 -- name: formation_try_lock
 -- A worker's variant: it never waits for a dispatcher that is deciding (it would block its
 -- loop, and its SIGTERM handling, for as long as an API call takes); it tries again later.
-SELECT quantity, dyno_size, extract(epoch FROM now() - known_at)::float8
+SELECT quantity, extract(epoch FROM now() - known_at)::float8 AS known_age_s
   FROM pgdyno.formations
  WHERE process_type = %(process_type)s
    FOR UPDATE SKIP LOCKED;

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The application built from the environment, on first access (see __getattr__).
+app: Any
+
 
 def __getattr__(name: str) -> Any:
     if name == "create_app":
@@ -28,6 +31,6 @@ def __getattr__(name: str) -> Any:
         from pgdyno.web.app import app_from_env
 
         global app
-        app = app_from_env()
+        app = app_from_env()  # built once, on first access
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from pgdyno import sql
+from pgdyno import db, sql
 from pgdyno.scaling import policy as scaling
 from pgdyno.scaling.state import recorded_rules
 from pgdyno.web.pages import redact
@@ -36,7 +36,7 @@ def series(conn: psycopg.Connection, range_name: str = "hour") -> dict[str, Any]
     "events"}]}; points are {t, quantity, depth} (None in a gap), depth being the type's
     queues' ready + running jobs."""
     span, bucket = RANGES.get(range_name, RANGES["hour"])
-    now = conn.execute(sql.query("web_now"), {}).fetchone()[0]
+    now = db.scalar(conn, sql.query("web_now"))
     types = []
     for name, policy in scaling.policies(recorded_rules(conn)).items():
         params = {

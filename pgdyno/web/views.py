@@ -23,18 +23,21 @@ from flask import (
 )
 from prometheus_client.exposition import choose_encoder
 from psycopg_pool import PoolTimeout
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from pgdyno import db, queue
 from pgdyno.errors import InvalidJobState, JobNotFound, PgdynoError
 from pgdyno.reports import results
 from pgdyno.web import auth, pages, prometheus, timeline
+from pgdyno.web.app import Database
 
 blueprint = Blueprint("pgdyno", __name__)
 _FILE_PART = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def connection() -> AbstractContextManager[psycopg.Connection]:
-    return current_app.extensions["pgdyno_db"].connection()
+    database: Database = current_app.extensions["pgdyno_db"]
+    return database.connection()
 
 
 def render(template: str, **context: Any) -> str:
@@ -102,7 +105,13 @@ def jobs() -> str:
     }
     before = request.args.get("before", type=int)
     with connection() as conn:
-        data = pages.jobs(conn, before=before, **filters)
+        data = pages.jobs(
+            conn,
+            queue_name=filters["queue_name"],
+            status=filters["status"],
+            task=filters["task"],
+            before=before,
+        )
         known = [row["queue"] for row in pages.queues(conn)["queues"]]
     return render("jobs.html", filters=filters, statuses=queue.STATUSES, known_queues=known, **data)
 
@@ -118,10 +127,10 @@ def job(job_id: int) -> str | tuple[str, int]:
 
 
 @blueprint.post("/jobs/<int:job_id>/<any(retry, cancel):action>")
-def job_action(job_id: int, action: str) -> Response | tuple[str, int]:
+def job_action(job_id: int, action: str) -> WerkzeugResponse | tuple[str, int]:
     if current_app.config["PGDYNO_READ_ONLY"]:
         return render("error.html", message="the dashboard is read-only"), 403
-    if not auth.same_origin(request.headers, request.host) or not auth.csrf_ok(
+    if not auth.same_origin(dict(request.headers), request.host) or not auth.csrf_ok(
         request.cookies.get(auth.CSRF_COOKIE), request.form.get(auth.CSRF_FIELD)
     ):
         return render("error.html", message="refused: the form's CSRF token is not valid"), 403
@@ -176,7 +185,7 @@ def report_csv(job_id: int) -> Response | tuple[str, int]:
 @blueprint.get("/metrics")
 def metrics() -> Response:
     """Prometheus text format (or OpenMetrics when the scraper asks for it)."""
-    encoder, content_type = choose_encoder(request.headers.get("Accept"))
+    encoder, content_type = choose_encoder(request.headers.get("Accept") or "")
     with connection() as conn:
         pages.count_finished(conn, current_app.config["PGDYNO_READ_ONLY"])
     body = encoder(prometheus.registry(connection))

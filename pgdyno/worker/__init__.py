@@ -2,9 +2,11 @@
 
 - `loop.py`: `Worker`, the loop that wakes on NOTIFY or a poll, claims in batches, heartbeats
   and hands jobs back on shutdown; the only part of the worker that talks to Postgres;
+- `timers.py`: the loop's deadlines (poll, heartbeat, scheduled job, idle call, grace);
+- `session.py`: its two connections, and the job statements it runs on them (`JobQueue`);
 - `executor.py`: runs one claimed job's task and turns what happened into an `Outcome`;
   `current_job()` and `JobContext` for the running task;
-- `threads.py`: the executor threads and the self-pipe that wakes the loop;
+- `threads.py`: the executor threads (the self-pipe that wakes the loop is pgdyno.clock's);
 - `vacuum.py`: `HotTableVacuum`, which keeps the ready/running partition small.
 
 The worker knows nothing of scaling: scale-to-zero reaches it as an `IdleCallback`

@@ -1,4 +1,4 @@
-"""Runs one claimed job's function and turns what happened into an Outcome.
+"""Runs one claimed job's function, turns what happened into an Outcome, and logs it.
 
 No database access here: the worker records outcomes in batches. Errors are classified once:
 a retry can help (any exception from the task) or cannot (unknown task, arguments the function
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import re
 import threading
 import time
@@ -18,8 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgdyno import tasks
-from pgdyno.errors import PermanentJobError, PgdynoError, UnknownTask
+from pgdyno.errors import NotInTask, PermanentJobError, UnknownTask
+from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob
+
+log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 4000
 TRACEBACK_FRAMES = 8
@@ -71,7 +75,7 @@ def current_job() -> JobContext:
     """The job the calling task is running; raises outside a task."""
     job: ClaimedJob | None = getattr(_local, "job", None)
     if job is None:
-        raise PgdynoError("current_job() was called outside a running pgdyno task")
+        raise NotInTask("current_job() was called outside a running pgdyno task")
     worker, database_url, sink = _local.worker
     return JobContext(
         job.id, job.queue, job.task, job.attempts, job.max_attempts, worker, database_url, sink
@@ -110,10 +114,10 @@ def describe(exc: BaseException, *, with_traceback: bool = True) -> str:
     return text[:MAX_ERROR_CHARS]
 
 
-def _arguments_mismatch(fn: object, args: dict) -> str | None:
+def _arguments_mismatch(fn: Callable[..., Any], args: dict[str, Any]) -> str | None:
     """Why `fn` cannot be called with `args`, or None if it can."""
     try:
-        inspect.signature(fn).bind(**args)  # type: ignore[arg-type]
+        inspect.signature(fn).bind(**args)
     except TypeError as exc:
         return str(exc)
     except ValueError:
@@ -167,3 +171,28 @@ def _succeeded(job: ClaimedJob, value: Any, started: float) -> Outcome:
         )
         return Outcome(job, None, error, False, time.monotonic() - started)
     return Outcome(job, result, None, False, time.monotonic() - started)
+
+
+def log_outcome(outcome: Outcome, retry_in: float | None = None) -> None:
+    """One line per finished attempt: job_done, job_retry (in `retry_in` s) or job_failed."""
+    job = outcome.job
+    fields: dict[str, Any] = {
+        "job": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "attempt": job.attempts,
+    }
+    duration_ms = round(outcome.duration_s * 1000, 1)
+    if outcome.error is None:
+        log_event(log, "job_done", **fields, duration_ms=duration_ms)
+        return
+    log_event(
+        log,
+        "job_failed" if retry_in is None else "job_retry",
+        logging.WARNING if retry_in is None else logging.INFO,
+        **fields,
+        max_attempts=job.max_attempts,
+        retry_in_s=round(retry_in, 3) if retry_in else None,
+        duration_ms=duration_ms,
+        error=outcome.error.splitlines()[0] if outcome.error else "",
+    )

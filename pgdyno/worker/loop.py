@@ -4,40 +4,42 @@ One thread (the loop) talks to Postgres; `concurrency` executor threads run the 
 claims as many jobs as there are free slots in one statement, and reports finished jobs in the
 same statement as the next claim, so a busy worker commits once per batch, not once per job.
 NOTIFY is only a hint: the loop also polls, and claims again after every reconnect.
+
+The loop reads time and waits through a `Clock`, runs job statements through a `JobQueue` and
+opens its connections through a `SessionOpener` (worker/session.py): tests drive it turn by
+turn with fakes of all three (tests/unit/test_worker_loop.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
 import os
 import secrets
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import Any
 
 import psycopg
 
-from pgdyno import backoff, db, queue
+from pgdyno import backoff, db, queue, rescue, signals
+from pgdyno.clock import SYSTEM_CLOCK, Clock, Wakeup
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
-from pgdyno.migrate import require_migrated
 from pgdyno.queue import ClaimedJob
-from pgdyno.worker import executor as execution
+from pgdyno.worker import executor
 from pgdyno.worker.executor import Outcome
-from pgdyno.worker.threads import ExecutorPool, Wakeup
+from pgdyno.worker.session import JobQueue, PostgresSession, Session, SessionOpener
+from pgdyno.worker.threads import ExecutorPool
+from pgdyno.worker.timers import Timers, passed
 from pgdyno.worker.vacuum import HotTableVacuum
 
 log = logging.getLogger(__name__)
 
 #: Called by an idle worker with its work connection and the seconds it has been idle;
 #: returns how many seconds until it wants to be called again (None: not until the worker has
-#: been busy and is idle again). Scale-to-zero (scale_down.py) is one.
+#: been busy and is idle again). Scale-to-zero (pgdyno.scaling.idle) is one.
 IdleCallback = Callable[[psycopg.Connection, float], float | None]
 
 
@@ -47,7 +49,14 @@ def worker_id(dyno: str | None = None) -> str:
 
 
 class Worker:
-    """Runs jobs from `queues` until stopped (or, in burst mode, until they are drained)."""
+    """Runs jobs from `queues` until stopped (or, in burst mode, until they are drained).
+
+    `settings`: the database URL, concurrency, lease, grace, poll interval, retry delays.
+    `idle_callback`: called while the worker has nothing to run (scale-to-zero is one).
+    `id`: the worker's name in the jobs it holds (default: `worker_id(settings.dyno)`).
+    `clock`, `jobs`, `connect`: the loop's seams, for tests; the defaults are the real ones.
+    Raises ValueError without queues, ConfigError without a database URL.
+    """
 
     def __init__(
         self,
@@ -56,71 +65,74 @@ class Worker:
         *,
         burst: bool = False,
         idle_callback: IdleCallback | None = None,
+        id: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        jobs: JobQueue = queue,
+        connect: SessionOpener = PostgresSession.open,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
         self.settings = settings
         self.queues = list(dict.fromkeys(queues))
         self.burst = burst
-        self.id = worker_id(settings.dyno)
+        self.id = id or worker_id(settings.dyno)
         self.idle_callback = idle_callback
         self._dsn = settings.require_database_url()
-        self._conn: psycopg.Connection | None = None
-        self._listen: psycopg.Connection | None = None
+        self._clock = clock
+        self._jobs = jobs
+        self._open_session = connect
+        self._session: Session | None = None
+        self._reconnect = db.Reconnect(base=0.1, cap=5.0, pause=self._pause, worker=self.id)
         self._stopping = threading.Event()
         self._abort = threading.Event()
-        self._grace_deadline = float("inf")
+        self._timers = Timers()
+        self._claim_due = True
+        self._idle_since: float | None = None
+        self._conflicts = 0  # consecutive statements that lost a race, for backoff
         self._running: dict[int, ClaimedJob] = {}
         self._done: list[tuple[int, str | None]] = []
         self._failed: list[Outcome] = []
-        self._wakeup = Wakeup()
+        self._progress: dict[int, dict[str, Any]] = {}  # latest progress per running job
+        self._wakeup = Wakeup(clock)
         self._pool = ExecutorPool(
             settings.concurrency,
             self._wakeup,
-            bind=lambda: execution.bind_thread(self.id, self._dsn, self._set_progress),
+            bind=lambda: executor.bind_thread(self.id, self._dsn, self._set_progress),
         )
         self._outcomes = self._pool.outcomes
-        self._claim_due = True
-        self._next_poll = 0.0
-        self._next_heartbeat = float("inf")
-        self._next_due = float("inf")
-        self._next_idle_call = 0.0
-        self._idle_since: float | None = None
-        self._failures = 0  # consecutive connection failures, for backoff
-        self._conflicts = 0  # consecutive statements that lost a race, for backoff
-        self._progress: dict[int, dict[str, Any]] = {}  # latest progress per running job
         self._vacuum = HotTableVacuum(self._dsn, self.id)
 
     # --- control -----------------------------------------------------------------------------
 
     def stop(self, immediate: bool = False) -> None:
-        """Stop claiming; running jobs get the grace period (none if `immediate`)."""
+        """Stop claiming; running jobs get the grace period (none if `immediate`).
+
+        Safe from any thread and from a signal handler."""
         if not self._stopping.is_set():
-            self._grace_deadline = time.monotonic() + self.settings.grace
+            self._timers.grace = self._clock.now() + self.settings.grace
             self._stopping.set()
         if immediate:
             self._abort.set()
         self._wakeup.poke()
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT stop gracefully; a second SIGINT stops at once."""
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT stop gracefully; a second SIGINT stops at once. Main thread only.
+        Returns a function that puts the previous handlers back."""
 
-        def handle(signum: int, _frame: FrameType | None) -> None:
-            name = signal.Signals(signum).name
-            again = self._stopping.is_set()
+        def handle(signum: signal.Signals) -> None:
+            immediate = self._stopping.is_set() and signum == signal.SIGINT
             log_event(
                 log,
                 "shutdown_requested",
-                signal=name,
+                signal=signum.name,
                 worker=self.id,
                 running=len(self._running),
                 grace_s=self.settings.grace,
-                immediate=again and signum == signal.SIGINT,
+                immediate=immediate,
             )
-            self.stop(immediate=again and signum == signal.SIGINT)
+            self.stop(immediate=immediate)
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        return signals.install(handle)
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -136,51 +148,52 @@ class Worker:
         )
         self._pool.start()
         try:
-            while True:
-                if self._conn is None and not self._connect():
-                    break
-                try:
-                    if self._step():
-                        break
-                    self._failures = self._conflicts = 0
-                except db.CONFLICTS as exc:
-                    self._after_conflict(exc)
-                except psycopg.OperationalError as exc:
-                    log_event(
-                        log,
-                        "db_connection_lost",
-                        logging.WARNING,
-                        worker=self.id,
-                        error=db.first_line(exc),
-                        running=len(self._running),
-                    )
-                    self._disconnect()
+            while not self._turn():
+                pass
         finally:
             self._disconnect()
             self._pool.stop()
         log_event(log, "worker_stopped", worker=self.id)
         return 0
 
+    def _turn(self) -> bool:
+        """Connect if needed, then one step, surviving lost races and lost connections;
+        True when the worker should exit."""
+        if self._session is None and not self._connect():
+            return True
+        try:
+            if self._step():
+                return True
+            self._reconnect.worked()
+            self._conflicts = 0
+        except db.CONFLICTS as exc:
+            self._after_conflict(exc)
+        except psycopg.OperationalError as exc:
+            # At once: a worker that held a working session reconnects without waiting.
+            self._reconnect.lost(exc, back_off=False, running=len(self._running))
+            self._disconnect()
+        return False
+
     def _step(self) -> bool:
         """One turn of the loop; True when the worker should exit."""
         self._collect_outcomes()
         self._record_failures()
-        now = time.monotonic()
+        now = self._clock.now()
         if self._stopping.is_set():
-            if self._abort.is_set() or now >= self._grace_deadline:
+            if self._abort.is_set() or passed(self._timers.grace, now):
                 self._flush()
                 self._hand_back()
                 return True
             if not self._running and not self._outcomes:
                 self._flush()
                 return True
-        polled = now >= self._next_poll
+        polled = passed(self._timers.poll, now)
         if polled:
             self._poll(now)
         self._read_notifications()
-        timer_fired = now >= self._next_due
+        timer_fired = passed(self._timers.due, now)
         if timer_fired:
-            self._next_due = float("inf")
+            self._timers.due = None
             self._claim_due = True
         free = self.settings.concurrency - len(self._running)
         # Reporting finished jobs costs a statement anyway: claim in it whenever slots are free.
@@ -198,7 +211,7 @@ class Worker:
             if polled or timer_fired or self._idle_since is None:
                 self._schedule_next_due()
         self._track_idle(now, idle)
-        if self._running and now >= self._next_heartbeat:
+        if self._running and passed(self._timers.heartbeat, now):
             self._heartbeat()
         if self._progress:
             self._write_progress()
@@ -212,6 +225,13 @@ class Worker:
         return False
 
     # --- database turns ----------------------------------------------------------------------
+
+    @property
+    def _conn(self) -> psycopg.Connection:
+        """The work connection of the open session (only called while one is open)."""
+        if self._session is None:
+            raise psycopg.OperationalError("the worker has no connection")
+        return self._session.work
 
     def _after_conflict(self, exc: psycopg.OperationalError) -> None:
         """A statement lost a race with another session; the next turn runs it again.
@@ -238,8 +258,7 @@ class Worker:
         """Report finished jobs and claim up to `limit` more, in one statement."""
         if not self._done and limit <= 0:
             return []
-        assert self._conn is not None
-        claimed = queue.complete_and_claim(
+        claimed = self._jobs.complete_and_claim(
             self._conn,
             worker=self.id,
             queues=self.queues,
@@ -251,23 +270,24 @@ class Worker:
         self._done = []
         if claimed:
             if not self._running:
-                self._next_heartbeat = time.monotonic() + self.settings.lease / 3
+                self._timers.heartbeat = self._clock.now() + self.settings.lease / 3
             for job in claimed:
                 self._running[job.id] = job
                 self._pool.submit(job)
         return claimed
 
     def _record_failures(self) -> None:
-        assert self._conn is not None
         while self._failed:
             outcome = self._failed[0]
             job = outcome.job
-            retry_in = None
-            if outcome.retryable and job.attempts < job.max_attempts:
-                retry_in = backoff.delay(
-                    job.attempts, self.settings.retry_base, self.settings.retry_max
-                )
-            state = queue.fail(
+            retry_in = backoff.retry_in(
+                job.attempts,
+                job.max_attempts,
+                outcome.retryable,
+                self.settings.retry_base,
+                self.settings.retry_max,
+            )
+            state = self._jobs.fail(
                 self._conn,
                 worker=self.id,
                 job_id=job.id,
@@ -275,45 +295,20 @@ class Worker:
                 retry_in=retry_in,
             )
             self._failed.pop(0)
-            first_line = outcome.error.splitlines()[0] if outcome.error else ""
-            retrying = state == "ready" and retry_in is not None
-            log_event(
-                log,
-                "job_retry" if retrying else "job_failed",
-                logging.INFO if retrying else logging.WARNING,
-                job=job.id,
-                task=job.task,
-                queue=job.queue,
-                attempt=job.attempts,
-                max_attempts=job.max_attempts,
-                retry_in_s=round(retry_in, 3) if retrying and retry_in else None,
-                duration_ms=round(outcome.duration_s * 1000, 1),
-                error=first_line,
-            )
+            executor.log_outcome(outcome, retry_in if state == "ready" else None)
 
     def _poll(self, now: float) -> None:
         """The safety net: rescue expired leases and claim even without a notification."""
-        assert self._conn is not None
-        self._next_poll = now + self.settings.poll_interval
+        self._timers.poll = now + self.settings.poll_interval
         self._claim_due = True
-        for job in queue.rescue_expired(self._conn):
-            log_event(
-                log,
-                "job_rescued",
-                logging.WARNING,
-                job=job["id"],
-                queue=job["queue"],
-                status=job["status"],
-                error=job["error"],
-            )
+        rescue.rescue_expired(self._conn, self._jobs.rescue_expired)
 
     def _heartbeat(self) -> None:
-        assert self._conn is not None
         ids = list(self._running)
-        held = queue.heartbeat(self._conn, worker=self.id, ids=ids, lease=self.settings.lease)
+        held = self._jobs.heartbeat(self._conn, worker=self.id, ids=ids, lease=self.settings.lease)
         for job_id in set(ids) - held:
             log_event(log, "lease_lost", logging.WARNING, job=job_id, worker=self.id)
-        self._next_heartbeat = time.monotonic() + self.settings.lease / 3
+        self._timers.heartbeat = self._clock.now() + self.settings.lease / 3
 
     def _set_progress(self, job_id: int, progress: dict[str, Any]) -> None:
         """From a task's thread: keep the latest progress and wake the loop to write it."""
@@ -321,27 +316,29 @@ class Worker:
         self._wakeup.poke_if_sleeping()
 
     def _write_progress(self) -> None:
-        assert self._conn is not None
         for job_id in list(self._progress):
             progress = self._progress.pop(job_id)
             if job_id in self._running:
-                queue.set_progress(self._conn, worker=self.id, job_id=job_id, progress=progress)
+                self._jobs.set_progress(
+                    self._conn, worker=self.id, job_id=job_id, progress=progress
+                )
 
     def _hand_back(self) -> None:
-        if not self._running or self._conn is None:
+        if not self._running or self._session is None:
             return
-        released = queue.release(self._conn, worker=self.id, ids=list(self._running))
+        released = self._jobs.release(self._conn, worker=self.id, ids=list(self._running))
         for job_id in released:
             job = self._running[job_id]
             log_event(
                 log, "job_handed_back", job=job_id, task=job.task, queue=job.queue, worker=self.id
             )
         self._running.clear()
+        self._timers.heartbeat = None
 
     def _read_notifications(self) -> None:
-        assert self._listen is not None
-        payloads = db.drain_notifications(self._listen)
-        if any(payload in self.queues for payload in payloads):
+        if self._session is None:
+            return
+        if any(payload in self.queues for payload in self._session.notifications()):
             self._claim_due = True
 
     def _schedule_next_due(self) -> None:
@@ -350,69 +347,45 @@ class Worker:
         due_in is counted from the query's start, so it is added to the clock read after the
         query: the timer may fire a little late, never early (an early claim finds nothing).
         """
-        assert self._conn is not None
-        due_in = queue.next_due_in(self._conn, self.queues)
+        due_in = self._jobs.next_due_in(self._conn, self.queues)
         if due_in is not None:
-            self._next_due = time.monotonic() + max(due_in, 0.0)
+            self._timers.due = self._clock.now() + max(due_in, 0.0)
 
     def _track_idle(self, now: float, idle: bool) -> None:
         """Track how long the worker has had nothing to run; tell the idle callback."""
         if not idle:
             self._idle_since = None
-            self._next_idle_call = 0.0
+            self._timers.idle_call = None
             return
         if self._idle_since is None:
             self._idle_since = now
-        if self.idle_callback is not None and now >= self._next_idle_call:
-            assert self._conn is not None
+            self._timers.idle_call = now if self.idle_callback is not None else None
+        if self.idle_callback is not None and passed(self._timers.idle_call, now):
             again = self.idle_callback(self._conn, now - self._idle_since)
-            self._next_idle_call = now + again if again is not None else float("inf")
+            self._timers.idle_call = now + again if again is not None else None
 
     # --- waiting and connections ---------------------------------------------------------------
 
     def _sleep(self) -> None:
-        """Block until a notification, a finished job, a signal or the next timer."""
-        assert self._listen is not None
-        now = time.monotonic()
-        deadlines = [self._next_poll, self._next_due]
-        # Only an idle callback has an idle deadline: without one, _next_idle_call stays 0.0,
-        # and counting it would make every idle turn a zero-timeout wait (a busy loop).
-        if self._idle_since is not None and self.idle_callback is not None:
-            deadlines.append(self._next_idle_call)
-        if self._running:
-            deadlines.append(self._next_heartbeat)
-        if self._stopping.is_set():
-            deadlines.append(self._grace_deadline)
-        timeout = max(0.0, min(deadlines) - now)
-        self._wakeup.wait([self._listen.pgconn.socket], timeout, lambda: bool(self._outcomes))
+        """Block until a notification, a finished job, a signal or the next deadline."""
+        if not self._running:
+            self._timers.heartbeat = None
+        wake = self._timers.next_wake()
+        timeout = None if wake is None else max(0.0, wake - self._clock.now())
+        fds = self._session.fds() if self._session is not None else []
+        self._wakeup.wait(fds, timeout, lambda: bool(self._outcomes))
 
     def _connect(self) -> bool:
-        """(Re)connect both connections with backoff; False if the worker gave up (stopping)."""
-        for attempt in itertools.count(1):
-            self._failures += 1
-            if self._failures > 1:
-                self._pause(backoff.delay(self._failures - 1, 0.1, 5.0))
-            if self._give_up_connecting():
-                return False
-            try:
-                self._conn = db.connect(self._dsn, application_name=f"pgdyno worker {self.id}")
-                require_migrated(self._conn)  # before the release phase ran: wait, retry
-                queue.setup_worker_session(self._conn)
-                self._listen = db.connect(self._dsn, application_name=f"pgdyno listen {self.id}")
-                db.listen(self._listen)
-                self._after_reconnect(attempt)
-                return True
-            except (psycopg.OperationalError, db.DatabaseUnavailable) as exc:
-                self._disconnect()
-                log_event(
-                    log,
-                    "db_unavailable",
-                    logging.WARNING,
-                    worker=self.id,
-                    attempt=attempt,
-                    error=db.first_line(exc),
-                )
-        return False
+        """(Re)connect with backoff; False if the worker gave up (stopping)."""
+        attempts_before = self._reconnect.failures
+        session = self._reconnect.connect(
+            lambda: self._open_session(self._dsn, self.id), self._give_up_connecting
+        )
+        if session is None:
+            return False
+        self._session = session
+        self._after_reconnect(self._reconnect.failures - attempts_before)
+        return True
 
     def _give_up_connecting(self) -> bool:
         """Whether a stopping worker stops trying to reach Postgres.
@@ -423,7 +396,7 @@ class Worker:
         if not self._stopping.is_set():
             return False
         pending = self._running or self._done or self._failed or self._outcomes
-        return self._abort.is_set() or not pending or time.monotonic() >= self._grace_deadline
+        return self._abort.is_set() or not pending or passed(self._timers.grace, self._clock.now())
 
     def _pause(self, seconds: float) -> None:
         """Wait `seconds`, or less if stop() pokes the loop meanwhile."""
@@ -431,22 +404,19 @@ class Worker:
 
     def _after_reconnect(self, attempt: int) -> None:
         """Catch up: hand back claims whose reply was lost, then claim at once."""
-        assert self._conn is not None
         if attempt > 1 or self._running or self._done:
             keep = [*self._running, *(job_id for job_id, _ in self._done)]
-            released = queue.release(self._conn, worker=self.id, ids=None, keep=keep)
+            released = self._jobs.release(self._conn, worker=self.id, ids=None, keep=keep)
             log_event(
                 log, "db_reconnected", worker=self.id, attempt=attempt, released=len(released)
             )
         self._claim_due = True
-        self._next_poll = 0.0
+        self._timers.poll = 0.0
 
     def _disconnect(self) -> None:
-        for conn in (self._conn, self._listen):
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-        self._conn = self._listen = None
+        if self._session is not None:
+            self._session.close()
+        self._session = None
 
     # --- outcomes ------------------------------------------------------------------------------
 
@@ -459,14 +429,6 @@ class Worker:
                 continue  # handed back already
             if outcome.error is None:
                 self._done.append((job.id, outcome.result))
-                log_event(
-                    log,
-                    "job_done",
-                    job=job.id,
-                    task=job.task,
-                    queue=job.queue,
-                    attempt=job.attempts,
-                    duration_ms=round(outcome.duration_s * 1000, 1),
-                )
+                executor.log_outcome(outcome)
             else:
                 self._failed.append(outcome)

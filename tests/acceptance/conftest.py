@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
-import psycopg
 import pytest
 from helpers import pgdyno_env
 
@@ -46,12 +46,14 @@ def start_platform(
 ) -> Iterator[Callable[..., RunningPlatform]]:
     """start_platform(procfile_text, **env) -> RunningPlatform; stopped after the test."""
     started: list[RunningPlatform] = []
+    outputs: list[TextIO] = []
 
     def start(procfile: str, **env: str) -> RunningPlatform:
         path = tmp_path / "Procfile"
         path.write_text(procfile.replace("{pgdyno}", PY))
         log_path = tmp_path / "platform.log"
         output = log_path.open("w")
+        outputs.append(output)
         platform = LocalPlatform(
             path, database_url, output=output, kill_timeout=5, env=pgdyno_env(database_url, **env)
         )
@@ -63,6 +65,9 @@ def start_platform(
     yield start
     for running in started:
         running.platform.stop()
+    for output in outputs:
+        output.close()
+    for running in started:
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:
             print(running.output()[-6000:])
@@ -74,9 +79,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        yield conn

@@ -99,6 +99,10 @@ def test_a_burst_of_10000_inserts_makes_a_few_decisions_and_one_patch(database_u
             for _ in range(10_000):  # 10,000 transactions, 10,000 notifications
                 conn.execute("INSERT INTO pgdyno.jobs (queue, task) VALUES ('reports', 'x')")
         wait_until(lambda: patches(heroku) == [3], message="the scale-up")
+        # The decision's log line follows its PATCH: wait for it, not for the PATCH alone.
+        wait_until(
+            lambda: 'trigger="jobs enqueued"' in proc.output(), message="the decision's log line"
+        )
         decisions = proc.output().count('trigger="jobs enqueued"')
         assert 1 <= decisions <= 10, decisions
         assert patches(heroku) == [3]

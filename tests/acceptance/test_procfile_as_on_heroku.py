@@ -31,27 +31,27 @@ winston: cd . && GREETING=hello pgdyno worker --queue q --import myapp.tasks
 """
 
 
-def test_procfile_lines_run_through_the_shell_in_the_app_root(start_platform, db, tmp_path):
+def test_procfile_lines_run_through_the_shell_in_the_app_root(start_platform, conn, tmp_path):
     (tmp_path / "myapp").mkdir()
     (tmp_path / "myapp" / "__init__.py").write_text("")
     (tmp_path / "myapp" / "tasks.py").write_text(textwrap.dedent(TASKS))
     platform = start_platform(PROCFILE)
     assert Path(tmp_path / "logs" / "release_cwd").read_text().strip() == str(tmp_path)
     wait_until(
-        lambda: db.execute("SELECT count(*) FROM pgdyno.scale_rules").fetchone()[0],
+        lambda: conn.execute("SELECT count(*) FROM pgdyno.scale_rules").fetchone()[0],
         message="the dispatcher to lead",
     )
-    job_id = db.execute(
+    job_id = conn.execute(
         "INSERT INTO pgdyno.jobs (queue, task) VALUES ('q', 'myapp.where') RETURNING id"
     ).fetchone()[0]
     wait_until(
-        lambda: db.execute(
+        lambda: conn.execute(
             "SELECT status::text IN ('done', 'failed') FROM pgdyno.jobs WHERE id = %s", (job_id,)
         ).fetchone()[0],
         timeout=40,
         message="the job to finish",
     )
-    status, result, error = db.execute(
+    status, result, error = conn.execute(
         "SELECT status::text, result, last_error FROM pgdyno.jobs WHERE id = %s", (job_id,)
     ).fetchone()
     assert (status, error) == ("done", None), platform.output()[-3000:]

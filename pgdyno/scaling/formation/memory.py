@@ -1,4 +1,5 @@
-"""An in-memory formation backend: the fake that unit tests and the conformance suite use."""
+"""An in-memory formation backend: what the Scaler's and the dispatcher's tests and the
+conformance suite scale, in place of a platform."""
 
 from __future__ import annotations
 

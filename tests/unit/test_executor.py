@@ -1,4 +1,5 @@
-"""Running one job's function: outcomes, error classification, current_job(). No database."""
+"""Running one job's function (worker/executor.py): outcomes, error classification,
+current_job(). No database."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 import pgdyno
 from pgdyno import tasks
-from pgdyno.errors import ConfigError, PgdynoError
+from pgdyno.errors import PgdynoError
 from pgdyno.queue import ClaimedJob
 from pgdyno.worker import executor as execution
 
@@ -194,27 +195,3 @@ def _current_job_error() -> str | None:
     except PgdynoError as exc:
         return str(exc)
     return None
-
-
-# --- the registry -------------------------------------------------------------------------------
-
-
-def test_task_name_defaults_to_the_function_name():
-    @pgdyno.task()
-    def unit_default_name() -> None: ...
-
-    assert tasks.lookup("unit_default_name") is unit_default_name
-
-
-def test_registering_another_function_under_a_taken_name_is_an_error():
-    with pytest.raises(ConfigError, match=r"task 'unit\.add' is already registered by"):
-
-        @pgdyno.task("unit.add")
-        def other_add() -> None: ...
-
-    pgdyno.task("unit.add")(add)  # the same function again is fine (a module imported twice)
-
-
-def test_importing_a_missing_task_module_says_to_check_import_and_path():
-    with pytest.raises(ConfigError, match="cannot import task module 'unit_no_such_mod'"):
-        tasks.import_modules(["unit_no_such_mod"])

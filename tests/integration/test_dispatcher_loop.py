@@ -1,0 +1,182 @@
+"""The dispatcher's debounce and leadership, step by step on a fake clock, with a real database
+(LISTEN/NOTIFY and the leader lock are Postgres's) and an in-memory formation.
+
+A test inserts jobs, waits until their notification has reached the dispatcher's socket, then
+runs one `_lead_step`; a step that finds nothing to do waits, and the fake clock jumps to the
+wait's deadline. `clock.waits` is the dispatcher's schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from fakes import FakeClock
+from helpers import wait_until
+
+from pgdyno.clock import wait_readable
+from pgdyno.config import Settings
+from pgdyno.scaling.dispatcher import Dispatcher, Leading
+from pgdyno.scaling.formation.memory import MemoryFormation
+from pgdyno.scaling.policy import Rule
+
+RULES = [Rule("reports", "winston", max_quantity=3)]
+
+
+class Driven:
+    """A Dispatcher with its connection, driven one step at a time."""
+
+    def __init__(self, dispatcher: Dispatcher, backend: MemoryFormation) -> None:
+        self.dispatcher, self.backend = dispatcher, backend
+        self.conn = dispatcher._connect()
+        self.leading: Leading | None = None
+
+    def lead(self) -> None:
+        assert self.dispatcher._try_lead(self.conn)
+        self.leading = self.dispatcher._start_leading(self.conn)
+
+    def step(self) -> None:
+        assert self.leading is not None
+        self.dispatcher._lead_step(self.conn, self.leading)
+
+    def step_until(self, done: Callable[[], bool], limit: int = 100) -> None:
+        for _ in range(limit):
+            if done():
+                return
+            self.step()
+        raise AssertionError(f"not done after {limit} steps")
+
+    def notified(self) -> None:
+        """Wait (real time) until a notification has reached the dispatcher's connection."""
+        assert wait_readable([self.conn.pgconn.socket], 10), "no notification arrived"
+
+    def scales(self) -> list[int | None]:
+        return [quantity for call, _, quantity, _ in self.backend.calls if call == "scale"]
+
+
+@pytest.fixture
+def dispatcher(database_url: str, clock: FakeClock) -> Iterator[Callable[..., Driven]]:
+    made: list[Driven] = []
+
+    def make(**settings: object) -> Driven:
+        config = Settings(
+            database_url=database_url,
+            dyno="julia.1",
+            **{"debounce": 0.5, "reconcile_interval": 5.0, **settings},  # type: ignore[arg-type]
+        )
+        backend = MemoryFormation({"winston": 0})
+        made.append(Driven(Dispatcher(config, RULES, backend, clock=clock), backend))
+        return made[-1]
+
+    yield make
+    for driven in made:
+        driven.conn.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def insert(conn: psycopg.Connection, count: int = 1) -> None:
+    conn.execute(
+        "INSERT INTO pgdyno.jobs (queue, task) SELECT 'reports', 't' FROM generate_series(1, %s)",
+        (count,),
+    )
+
+
+def decisions(caplog: pytest.LogCaptureFixture, trigger: str) -> int:
+    return sum(1 for r in caplog.records if r.msg == "reconcile" and r.logfmt["trigger"] == trigger)
+
+
+def test_first_notification_is_acted_on_at_once_and_a_burst_within_the_debounce_once_more(
+    dispatcher, conn, clock, caplog
+):
+    driven = dispatcher()
+    with caplog.at_level(logging.DEBUG, "pgdyno"):
+        driven.lead()
+        assert decisions(caplog, "startup") == 1
+
+        insert(conn)
+        driven.notified()
+        driven.step()
+        assert driven.scales() == [1] and clock.elapsed() == 0  # at once
+
+        for _ in range(20):  # a burst: 20 transactions, 20 notifications
+            insert(conn)
+        driven.notified()
+        # Within the debounce period: it waits for the period's end (a wait may also end
+        # early as more of the burst's notifications arrive), then decides once.
+        driven.step_until(lambda: driven.scales() != [1])
+        assert driven.scales() == [1, 3] and clock.elapsed() == 0.5
+        assert set(clock.waits) <= {0.5, 0.0} and 0.5 in clock.waits
+    assert decisions(caplog, "jobs enqueued") == 2
+
+
+def test_timer_reconciles_and_does_not_start_a_debounce_period(dispatcher, conn, clock, caplog):
+    driven = dispatcher()
+    with caplog.at_level(logging.DEBUG, "pgdyno"):
+        driven.lead()
+        driven.step()  # nothing notified: sleep until the safety net
+        driven.step()
+        assert clock.waits == [5.0] and decisions(caplog, "timer") == 1
+        # A job whose notification was lost is found by the timer.
+        conn.execute("SET pgdyno.skip_notify = on")
+        insert(conn)
+        conn.execute("RESET pgdyno.skip_notify")
+        driven.step()
+        driven.step()
+        assert driven.scales() == [1] and decisions(caplog, "timer") == 2
+        insert(conn, 2)
+        driven.notified()
+        driven.step()  # right after the timer's decision: at once
+    assert driven.scales() == [1, 3] and clock.elapsed() == 10.0
+
+
+def test_standby_takes_over_when_the_leader_session_ends(dispatcher, caplog, clock, conn):
+    leader, standby = dispatcher(), dispatcher()
+    leader.lead()
+
+    def leader_dies(_timeout: float | None) -> None:
+        leader.conn.close()
+        wait_until(
+            lambda: (
+                not conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                ).fetchone()[0]
+            ),
+            message="the leader's lock to be released",
+        )
+
+    clock.on_wait = leader_dies
+    with caplog.at_level(logging.INFO, "pgdyno"):
+        assert standby.dispatcher._wait_for_leadership(standby.conn) is True
+    assert clock.waits == [1.0]  # one standby retry
+    assert [r.msg for r in caplog.records] == ["dispatcher_standby", "dispatcher_leading"]
+
+
+def test_stopped_standby_stops_waiting_for_the_lock(dispatcher, clock):
+    leader, standby = dispatcher(), dispatcher()
+    leader.lead()
+    clock.on_wait = lambda _timeout: standby.dispatcher.stop()
+    assert standby.dispatcher._wait_for_leadership(standby.conn) is False
+
+
+def test_stop_ends_a_leading_dispatcher_at_once_whatever_its_reconcile_interval(database_url):
+    """SIGTERM (stop) used to wait for the next reconcile tick: up to an hour here."""
+    settings = Settings(database_url=database_url, reconcile_interval=3600.0)
+    runner = Dispatcher(settings, RULES, MemoryFormation({"winston": 0}))
+    exit_codes: list[int] = []
+    thread = threading.Thread(target=lambda: exit_codes.append(runner.run()))
+    thread.start()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        wait_until(
+            lambda: conn.execute("SELECT count(*) FROM pgdyno.scale_rules").fetchone()[0],
+            message="the dispatcher to lead",
+        )
+    runner.stop()
+    thread.join(10)
+    assert exit_codes == [0]
