@@ -55,7 +55,7 @@ Spawn = Callable[[str, Mapping[str, str], str | None], DynoProcess]
 
 
 class OsProcess:
-    """A `/bin/sh -c COMMAND` child in a session of its own (signals reach its group)."""
+    """A `SHELL -c COMMAND` child in a session of its own (signals reach its group)."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self._proc = proc
@@ -81,12 +81,18 @@ class OsProcess:
             os.killpg(self._proc.pid, signum)
 
 
+#: The shell that runs Procfile lines. bash, as on Heroku: it execs the last command of a line
+#: (`cd x && pgdyno worker`), so signals and the exit status are the command's own; dash, the
+#: fallback, stays as the parent and dies of the SIGTERM meant for the command.
+SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+
+
 def spawn_process(command: str, env: Mapping[str, str], cwd: str | None = None) -> OsProcess:
     """The real Spawn: a shell runs `command` as written (`cd x && ...`, `VAR=1 cmd`), as
     Heroku runs Procfile lines, in `cwd` (the app root); output piped, no stdin."""
     return OsProcess(
         subprocess.Popen(
-            ["/bin/sh", "-c", command],
+            [SHELL, "-c", command],
             env=dict(env),
             cwd=cwd,
             stdout=subprocess.PIPE,
