@@ -32,6 +32,8 @@ _UNIT_SECONDS = {
 #: The longest duration accepted anywhere (100 years): past it, datetime arithmetic overflows.
 MAX_DURATION_S = 100 * 365 * 86400
 DURATION_SYNTAX = "250ms, 30s, 5m (or 5min), 2h, 7d, 2w, or plain seconds"
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 
 
 def parse_duration(text: str | float | int, what: str = "duration") -> float:
@@ -64,6 +66,31 @@ def parse_duration(text: str | float | int, what: str = "duration") -> float:
     return seconds
 
 
+def parse_size(text: str | int, what: str = "size") -> int:
+    """'512MB', '2GB', '1.5G', '800MiB' or a bare number of bytes -> bytes.
+
+    Units are binary, as Heroku's dyno sizes mean them: KB = KiB = 1024 bytes, MB = MiB,
+    GB = GiB. Raises ConfigError, naming `what`, for anything else, and for sizes under 1 MiB
+    (too small for a Python process) or over 1 TiB.
+    """
+    if isinstance(text, bool):
+        raise ConfigError(f"{what} {text!r} is not a size: write e.g. 512MB or 2GB")
+    if isinstance(text, int):
+        size = text
+    else:
+        match = _SIZE.match(text) if isinstance(text, str) else None
+        if not match:
+            raise ConfigError(
+                f"{what} {text!r} is not a size: write a number with a unit (KB, MB, GB, "
+                "binary: 1 MB = 1024 KB), for example 512MB or 2GB"
+            )
+        unit = (match.group(2) or "b").lower()[0]
+        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if not 2**20 <= size <= 2**40:
+        raise ConfigError(f"{what} {text!r} is out of range: give 1MB to 1024GB")
+    return size
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with units and defaults."""
@@ -91,6 +118,13 @@ class Settings:
     log_level: str = "INFO"
     #: Extra modules every worker imports to register tasks, comma-separated (PGDYNO_IMPORT).
     imports: str = field(default="", metadata={"env": "PGDYNO_IMPORT"})
+    #: Where a worker runs its jobs (PGDYNO_POOL): "thread", in its own threads (light jobs),
+    #: or "process", each job in a child process of its own (heavy jobs: memory returned when
+    #: the job ends, a real timeout and memory limit, a crash takes only that job).
+    pool: str = "thread"
+    #: Bytes a job's process may use before it is stopped (PGDYNO_MAX_JOB_MEMORY, `2GB`),
+    #: enforced with pool=process; None: 80% of the dyno's memory divided by the concurrency.
+    max_job_memory: int | None = None
 
     # --- scaling ---------------------------------------------------------------------------
     #: Heroku Platform API base URL (HEROKU_API_URL); `pgdyno dev` points it at itself.
@@ -148,6 +182,8 @@ class Settings:
             )
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.pool not in ("thread", "process"):
+            raise ConfigError(f"pool must be 'thread' or 'process', got {self.pool!r}")
         for name in ("poll_interval", "lease", "retry_base", "retry_max"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -181,6 +217,8 @@ class Settings:
 
 def _convert(name: str, raw: Any, source: str) -> Any:
     field_type = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    if name == "max_job_memory":
+        return parse_size(raw, source)
     try:
         if field_type == "int":
             return int(raw)

@@ -11,9 +11,10 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from pgdyno import backoff
 from pgdyno.errors import DatabaseUnavailable
@@ -37,6 +38,29 @@ CONFLICTS = (
 )
 T = TypeVar("T")
 
+#: TCP keepalives on every connection pgdyno opens (unless the URL sets them): an idle
+#: connection whose peer vanished (a dyno moved, a NAT entry dropped) fails after about
+#: 15 + 5 x 3 = 30 s of silence instead of hanging, and data left unacknowledged for 30 s
+#: closes it. A middlebox that answers the probes but forwards nothing is not caught by TCP:
+#: the worker checks its LISTEN connection itself (pgdyno.worker.health).
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "15",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+
+def _keepalives(dsn: str) -> dict[str, Any]:
+    """The KEEPALIVES the URL does not set itself (none for a URL that does not parse: the
+    connection attempt reports that)."""
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return {}
+    return {key: value for key, value in KEEPALIVES.items() if key not in given}
+
 
 def connect(
     dsn: str,
@@ -45,13 +69,15 @@ def connect(
     autocommit: bool = True,
     connect_timeout: int = 10,
 ) -> psycopg.Connection:
-    """A connection in autocommit mode (callers open transactions explicitly)."""
+    """A connection in autocommit mode (callers open transactions explicitly), with TCP
+    keepalives (KEEPALIVES)."""
     try:
         return psycopg.connect(
             dsn,
             autocommit=autocommit,
             application_name=application_name,
             connect_timeout=connect_timeout,
+            **_keepalives(dsn),
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to Postgres: {first_line(exc)}") from exc
@@ -75,16 +101,31 @@ def listen(conn: psycopg.Connection, channel: str = CHANNEL) -> None:
     conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
 
 
-def drain_notifications(conn: psycopg.Connection) -> list[str]:
-    """Payloads of the notifications received on `conn`, without blocking.
+@overload
+def drain_notifications(conn: psycopg.Connection) -> list[str]: ...
+
+
+@overload
+def drain_notifications(
+    conn: psycopg.Connection, *, with_channel: Literal[True]
+) -> list[tuple[str, str]]: ...
+
+
+def drain_notifications(
+    conn: psycopg.Connection, *, with_channel: bool = False
+) -> list[str] | list[tuple[str, str]]:
+    """Payloads (or (channel, payload) pairs) of the notifications received on `conn`,
+    without blocking.
 
     Includes those psycopg set aside while the connection ran queries; raises
     OperationalError when the connection is gone.
     """
-    payloads = [notify.payload for notify in conn.notifies(timeout=0)]
+    received = list(conn.notifies(timeout=0))
     if conn.closed or conn.pgconn.status != psycopg.pq.ConnStatus.OK:
         raise psycopg.OperationalError("LISTEN connection lost")
-    return payloads
+    if with_channel:
+        return [(notify.channel, notify.payload) for notify in received]
+    return [notify.payload for notify in received]
 
 
 def retry_on_conflict(action: Callable[[], T], attempts: int = 5) -> T:

@@ -34,6 +34,9 @@ _CONSTRAINT_HINTS = {
     "args_must_be_a_json_object": 'args must be a JSON object, for example {"id": 7}',
     "priority_must_be_between_minus_1000_and_1000": "priority must be between -1000 and 1000",
     "max_attempts_must_be_between_1_and_1000": "max_attempts must be between 1 and 1000",
+    "timeout_must_be_positive_and_at_most_1_day": (
+        "timeout must be more than 0 and at most 1 day, for example '30 seconds'"
+    ),
 }
 
 
@@ -42,8 +45,30 @@ class ClaimedJob(NamedTuple):
     queue: str
     task: str
     args: dict[str, Any]
+    #: The attempt this claim started (1 for the first run): the fencing token of every write.
     attempts: int
     max_attempts: int
+    #: Seconds one attempt may run (the job's `timeout` column); None: the task's default.
+    timeout: float | None = None
+
+
+class Finished(NamedTuple):
+    """A job the worker reports done: its attempt (None: whichever the worker holds), its
+    result as JSON text (None for no result) and its process's peak memory (process pool)."""
+
+    id: int
+    attempt: int | None
+    result: str | None
+    peak_rss_bytes: int | None = None
+
+
+class Claimed(list[ClaimedJob]):
+    """The jobs a complete_and_claim claimed; `refused` lists the reported done jobs whose
+    completion was not recorded because this worker no longer held that attempt."""
+
+    def __init__(self, jobs: Iterable[ClaimedJob] = (), refused: Iterable[int] = ()) -> None:
+        super().__init__(jobs)
+        self.refused = list(refused)
 
 
 @dataclass(frozen=True)
@@ -56,6 +81,8 @@ class JobSpec:
     priority: int = 0
     run_at: datetime | timedelta | None = None
     max_attempts: int | None = None
+    #: Seconds (or a timedelta) one attempt may run; None: the task's own default.
+    timeout: float | timedelta | None = None
 
 
 RunAt = datetime | timedelta | float | int | None
@@ -105,6 +132,21 @@ def _when(run_at: RunAt) -> tuple[datetime | None, timedelta | None]:
     return None, run_at if isinstance(run_at, timedelta) else timedelta(seconds=float(seconds))
 
 
+def _timeout(timeout: float | timedelta | None) -> timedelta | None:
+    """A job's timeout for the database: positive, finite, at most a day (InvalidJob else)."""
+    if timeout is None:
+        return None
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise InvalidJob(f"timeout {timeout!r} refused: give seconds or a timedelta")
+    if not 0 < seconds <= 86400:  # also refuses NaN
+        raise InvalidJob(
+            f"timeout {timeout!r} refused: a timeout must be more than 0 seconds and at most "
+            "1 day (86400 seconds)"
+        )
+    return timedelta(seconds=float(seconds))
+
+
 def refused(exc: psycopg.errors.IntegrityError | psycopg.errors.DataError) -> InvalidJob:
     """Turn the database's refusal of a job into an InvalidJob that says what to fix."""
     constraint = getattr(exc.diag, "constraint_name", None)
@@ -122,6 +164,7 @@ def enqueue(
     priority: int = 0,
     run_at: RunAt = None,
     max_attempts: int | None = None,
+    timeout: float | timedelta | None = None,
 ) -> int:
     """Enqueue one job and return its id.
 
@@ -129,8 +172,11 @@ def enqueue(
     and notified, only when that transaction commits. `run_at` is an aware datetime, or a
     delay (timedelta or seconds) counted from the database's clock; a naive datetime, an
     infinite, NaN or over-100-years delay raise InvalidJob, as does a job the database refuses.
+    `timeout` (seconds or a timedelta, at most a day) limits one attempt: longer, it fails
+    with JobTimeout; None leaves the task's own default (@pgdyno.task(timeout=)).
     """
     at, delay = _when(run_at)
+    limit = _timeout(timeout)
     connection, owned = _resolve_conn(conn)
     params = {
         "queue": queue,
@@ -140,6 +186,7 @@ def enqueue(
         "run_at": at,
         "delay": delay,
         "max_attempts": max_attempts,
+        "timeout": limit,
     }
     try:
         row = connection.execute(sql.query("job_insert"), params).fetchone()
@@ -179,7 +226,7 @@ def _spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
     if unknown:
         raise InvalidJob(
             f"job {dict(job)!r} refused: unknown field {', '.join(map(repr, unknown))} "
-            "(a job has task, args, queue, priority, run_at, max_attempts)"
+            f"(a job has {', '.join(f.name for f in fields(JobSpec))})"
         )
     if "task" not in job:
         raise InvalidJob(f"job {dict(job)!r} refused: it has no task")
@@ -199,6 +246,7 @@ def enqueue_many(
     if not specs:
         return []
     whens = [_when(spec.run_at) for spec in specs]
+    timeouts = [_timeout(spec.timeout) for spec in specs]
     connection, owned = _resolve_conn(conn)
     try:
         with _atomic(connection):
@@ -208,8 +256,12 @@ def enqueue_many(
             assert reserved is not None  # the statement always returns one row
             now, default_attempts, ids = reserved
             with connection.cursor().copy(sql.query("job_copy_in")) as copy:
-                copy.set_types(["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4"])
-                for job_id, spec, (at, delay) in zip(ids, specs, whens, strict=True):
+                copy.set_types(
+                    ["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4", "interval"]
+                )
+                for job_id, spec, (at, delay), limit in zip(
+                    ids, specs, whens, timeouts, strict=True
+                ):
                     copy.write_row(
                         (
                             job_id,
@@ -219,6 +271,7 @@ def enqueue_many(
                             spec.priority,
                             at or (now + delay if delay else now),
                             default_attempts if spec.max_attempts is None else spec.max_attempts,
+                            limit,
                         )
                     )
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
@@ -244,48 +297,75 @@ def complete_and_claim(
     queues: Sequence[str],
     limit: int,
     lease: float,
-    done: Sequence[tuple[int, str | None]] = (),
-) -> list[ClaimedJob]:
+    done: Sequence[Finished | tuple[int, str | None]] = (),
+) -> Claimed:
     """Mark `done` jobs done and claim up to `limit` jobs, in one statement.
 
-    `done` holds (job id, result as JSON text or None).
+    `done` holds Finished entries, or (job id, result as JSON text or None) pairs, which
+    complete whichever attempt the worker holds. A done job this worker no longer holds (at
+    that attempt) is not recorded: its id is in the returned list's `refused`.
     """
+    reported = [Finished(job[0], None, job[1]) if len(job) == 2 else job for job in done]
     params = {
-        "done_ids": [job_id for job_id, _ in done],
-        "done_results": [result for _, result in done],
+        "done_ids": [job.id for job in reported],
+        "done_attempts": [job.attempt for job in reported],
+        "done_results": [job.result for job in reported],
+        "done_peaks": [job.peak_rss_bytes for job in reported],
         "queues": list(queues),
         "limit": limit,
         "worker": worker,
         "lease": timedelta(seconds=lease),
     }
     rows = conn.execute(sql.query("job_complete_and_claim"), params, prepare=True).fetchall()
-    return [ClaimedJob(*row) for row in rows]
+    return Claimed(
+        (ClaimedJob(*row[1:]) for row in rows if row[0] == "claimed"),
+        (row[1] for row in rows if row[0] == "refused"),
+    )
 
 
 def fail(
-    conn: psycopg.Connection, *, worker: str, job_id: int, error: str, retry_in: float | None
+    conn: psycopg.Connection,
+    *,
+    worker: str,
+    job_id: int,
+    error: str,
+    retry_in: float | None,
+    attempt: int | None = None,
+    peak_rss_bytes: int | None = None,
 ) -> str | None:
-    """Record a failed attempt; returns the job's new status (None if this worker lost it)."""
+    """Record a failed attempt; returns the job's new status, None when the write was refused
+    (this worker no longer holds the job, or not attempt `attempt`; None: any attempt)."""
     row = conn.execute(
         sql.query("job_fail"),
         {
             "id": job_id,
             "worker": worker,
+            "attempt": attempt,
             "error": error,
             "retry_in": None if retry_in is None else timedelta(seconds=retry_in),
+            "peak": peak_rss_bytes,
         },
     ).fetchone()
     return row[0] if row else None
 
 
 def heartbeat(
-    conn: psycopg.Connection, *, worker: str, ids: Sequence[int], lease: float
+    conn: psycopg.Connection,
+    *,
+    worker: str,
+    ids: Sequence[int],
+    lease: float,
+    attempts: Sequence[int] | None = None,
 ) -> set[int]:
-    """Renew the leases; returns the ids this worker still holds."""
+    """Renew the leases; returns the ids this worker still holds.
+
+    With `attempts` (the attempt of each id, in order), only those attempts are renewed, and an
+    attempt rescued meanwhile but not claimed again is taken back (see job_heartbeat)."""
     rows = conn.execute(
         sql.query("job_heartbeat"),
         {
             "ids": list(ids),
+            "attempts": None if attempts is None else list(attempts),
             "worker": worker,
             "lease": timedelta(seconds=lease),
         },
@@ -294,12 +374,21 @@ def heartbeat(
 
 
 def set_progress(
-    conn: psycopg.Connection, *, worker: str, job_id: int, progress: Mapping[str, Any]
-) -> None:
-    conn.execute(
+    conn: psycopg.Connection,
+    *,
+    worker: str,
+    job_id: int,
+    progress: Mapping[str, Any] | str,
+    attempt: int | None = None,
+) -> bool:
+    """Store a running job's progress (a mapping, or JSON text); False when refused (this
+    worker no longer holds the job, or not attempt `attempt`)."""
+    text = progress if isinstance(progress, str) else Jsonb(dict(progress))
+    row = conn.execute(
         sql.query("job_set_progress"),
-        {"id": job_id, "worker": worker, "progress": Jsonb(dict(progress))},
-    )
+        {"id": job_id, "worker": worker, "attempt": attempt, "progress": text},
+    ).fetchone()
+    return row is not None
 
 
 def release(

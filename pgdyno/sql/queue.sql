@@ -2,12 +2,25 @@
 -- Every value is a bound parameter. `worker` is the claiming worker's id: a statement that
 -- finishes, fails, releases or heartbeats a job checks it, so a worker whose lease expired
 -- (and whose job was rescued and claimed again) can never overwrite the new owner's work.
+-- Fencing: finish, fail, heartbeat and progress also check the attempt (`attempts`) the worker
+-- ran, so not even the same worker records an old attempt over a newer one of the same job.
+--
+-- No statement moves a row between partitions with UPDATE. A job that finishes is DELETEd from
+-- jobs_active and INSERTed into jobs_finished (what Postgres does for such an UPDATE anyway):
+-- a claim whose snapshot still saw the job `ready` then finds it deleted and skips it, where a
+-- moved row would raise "tuple to be locked was already moved to another partition due to
+-- concurrent update" (SQLSTATE 40001) and put an ERROR line in the server log. The statements
+-- name the partitions, so the parent table's statement triggers do not fire: the enqueue
+-- NOTIFY (0001) is not for finished jobs, and the report-results cleanup (0003) is for
+-- `pgdyno prune`'s deletes only. Every INSERT INTO pgdyno.jobs_finished below lists every
+-- column of pgdyno.jobs (tests/integration/test_fencing.py checks it against the table):
+-- a migration that adds a column adds it there too.
 
 -- name: job_insert
-INSERT INTO pgdyno.jobs (queue, task, args, priority, run_at, max_attempts)
+INSERT INTO pgdyno.jobs (queue, task, args, priority, run_at, max_attempts, timeout)
 VALUES (%(queue)s, %(task)s, %(args)s, %(priority)s,
         coalesce(%(run_at)s::timestamptz, now() + coalesce(%(delay)s::interval, '0 s')),
-        coalesce(%(max_attempts)s::integer, pgdyno.default_max_attempts()))
+        coalesce(%(max_attempts)s::integer, pgdyno.default_max_attempts()), %(timeout)s::interval)
 RETURNING id;
 
 -- name: job_reserve_ids
@@ -18,26 +31,41 @@ SELECT now(), pgdyno.default_max_attempts(),
                FROM generate_series(1, %(n)s));
 
 -- name: job_copy_in
-COPY pgdyno.jobs (id, queue, task, args, priority, run_at, max_attempts) FROM STDIN (FORMAT BINARY);
+COPY pgdyno.jobs (id, queue, task, args, priority, run_at, max_attempts, timeout) FROM STDIN (FORMAT BINARY);
 
 -- name: job_complete_and_claim
--- The hot path: in one statement (one round trip, one commit) mark the finished jobs done and
--- claim up to %(limit)s ready jobs, highest priority first, skipping rows other workers hold.
--- Both CTEs see the same snapshot; they touch disjoint rows (running vs ready).
+-- The hot path: in one statement (one round trip, one commit) move the finished jobs to
+-- jobs_finished as done and claim up to %(limit)s ready jobs, highest priority first, skipping
+-- rows other workers hold. All CTEs see the same snapshot; they touch disjoint rows (running
+-- vs ready). A finished job is recorded only while this worker still holds that attempt
+-- (fencing); the ids it no longer held come back as 'refused' rows, after the claimed ones.
 -- The finished jobs are found by `id = ANY(...)`, one primary key probe per id whatever the
--- statistics say, and their results looked up in one JSON object built once (an InitPlan).
--- Never join the target with unnest(ids, results): a plan made while ANALYZE had seen no
--- running job then scans all running jobs and re-reads the whole array for each one
--- (O(done x running): 24 ms instead of 1.5 ms for 300 jobs).
-WITH finished AS (
-    UPDATE pgdyno.jobs AS j
-       SET status = 'done', finished_at = now(), lease_expires_at = NULL, progress = NULL,
-           result = (SELECT jsonb_object_agg(d.id::text, d.result::jsonb)
-                       FROM unnest(%(done_ids)s::bigint[], %(done_results)s::text[])
-                            AS d (id, result)
-                      WHERE d.result IS NOT NULL) -> j.id::text
+-- statistics say, and their attempt, result and peak memory looked up in one JSON object built
+-- once (an InitPlan). Never join the target with unnest(ids, results): a plan made while
+-- ANALYZE had seen no running job then scans all running jobs and re-reads the whole array for
+-- each one (O(done x running): 24 ms instead of 1.5 ms for 300 jobs).
+WITH reported AS (
+    SELECT jsonb_object_agg(d.id::text, jsonb_build_array(d.attempt, d.result::jsonb, d.peak))
+               AS by_id
+      FROM unnest(%(done_ids)s::bigint[], %(done_attempts)s::integer[],
+                  %(done_results)s::text[], %(done_peaks)s::bigint[])
+           AS d (id, attempt, result, peak)
+), finished AS (
+    DELETE FROM pgdyno.jobs_active AS j
      WHERE j.id = ANY(%(done_ids)s::bigint[]) AND j.status = 'running' AND j.worker = %(worker)s
-    RETURNING j.id
+       AND j.attempts = coalesce(((SELECT by_id FROM reported) -> j.id::text ->> 0)::integer,
+                                 j.attempts)
+    RETURNING j.*, (SELECT by_id FROM reported) -> j.id::text AS outcome
+), moved AS (
+    INSERT INTO pgdyno.jobs_finished (
+           id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
+           created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
+           timeout, peak_rss_bytes)
+    SELECT id, queue, task, args, 'done', priority, run_at, attempts, max_attempts, last_error,
+           created_at, started_at, now(), worker, NULL, nullif(outcome -> 1, 'null'), NULL,
+           timeout, (outcome ->> 2)::bigint
+      FROM finished
+    RETURNING id
 ), picked AS (
     -- One index scan per queue (each in claim order on the partial index), then merged.
     SELECT c.id
@@ -51,14 +79,21 @@ WITH finished AS (
               FOR UPDATE SKIP LOCKED) AS c
      ORDER BY c.priority DESC, c.run_at, c.id
      LIMIT %(limit)s
+), claimed AS (
+    UPDATE pgdyno.jobs AS j
+       SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+           worker = %(worker)s, lease_expires_at = now() + %(lease)s::interval
+      -- = ANY(ARRAY(...)) keeps this an index lookup even in a generic (prepared) plan, which
+      -- cannot know how many rows LIMIT %(limit)s gives and would otherwise hash-join a seq scan.
+     WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.status = 'ready'
+    RETURNING j.id, j.queue, j.task, j.args, j.attempts, j.max_attempts,
+              extract(epoch FROM j.timeout)::float8 AS timeout
 )
-UPDATE pgdyno.jobs AS j
-   SET status = 'running', attempts = j.attempts + 1, started_at = now(),
-       worker = %(worker)s, lease_expires_at = now() + %(lease)s::interval
-  -- = ANY(ARRAY(...)) keeps this an index lookup even in a generic (prepared) plan, which
-  -- cannot know how many rows LIMIT %(limit)s gives and would otherwise hash-join a seq scan.
- WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.status = 'ready'
-RETURNING j.id, j.queue, j.task, j.args, j.attempts, j.max_attempts;
+SELECT 'claimed' AS kind, c.* FROM claimed AS c
+UNION ALL
+SELECT 'refused', d.id, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM unnest(%(done_ids)s::bigint[]) AS d (id)
+ WHERE d.id NOT IN (SELECT id FROM moved);
 
 -- name: worker_session_setup
 -- The worker's own connection plans its prepared statements once (generic plans). Left to
@@ -67,31 +102,69 @@ RETURNING j.id, j.queue, j.task, j.args, j.attempts, j.max_attempts;
 -- are guarded by tests (the claim index, no O(n^2) join).
 SET plan_cache_mode = force_generic_plan;
 
+-- name: worker_listen_probe
+-- The LISTEN check (pgdyno/worker/health.py): a notification to the worker's private channel,
+-- sent on its work connection, expected back on its LISTEN connection.
+SELECT pg_notify(%(channel)s, %(token)s);
+
 -- name: job_fail
--- A failed attempt: back to ready after %(retry_in)s, or failed for good when the attempt
--- budget is spent or %(retry_in)s is NULL (retrying cannot help).
-UPDATE pgdyno.jobs AS j
-   SET status = CASE WHEN %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts
-                     THEN 'ready' ELSE 'failed' END::pgdyno.job_status,
-       run_at = CASE WHEN %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts
-                     THEN now() + %(retry_in)s::interval ELSE j.run_at END,
-       finished_at = CASE WHEN %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts
-                          THEN NULL ELSE now() END,
-       last_error = %(error)s, worker = NULL, lease_expires_at = NULL, progress = NULL
- WHERE j.id = %(id)s AND j.status = 'running' AND j.worker = %(worker)s
-RETURNING j.status::text;
+-- A failed attempt: back to ready after %(retry_in)s (the row stays in jobs_active), or failed
+-- for good when the attempt budget is spent or %(retry_in)s is NULL (retrying cannot help): moved
+-- to jobs_finished. Only while this worker holds attempt %(attempt)s (NULL: any attempt it
+-- holds); returns the job's new status, no row when the write was refused.
+WITH held AS (
+    SELECT j.id, %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts AS retry
+      FROM pgdyno.jobs_active AS j
+     WHERE j.id = %(id)s AND j.status = 'running' AND j.worker = %(worker)s
+       AND j.attempts = coalesce(%(attempt)s::integer, j.attempts)
+), retried AS (
+    UPDATE pgdyno.jobs_active AS j
+       SET status = 'ready', run_at = now() + %(retry_in)s::interval, last_error = %(error)s,
+           worker = NULL, lease_expires_at = NULL, progress = NULL,
+           peak_rss_bytes = %(peak)s::bigint
+      FROM held
+     WHERE j.id = held.id AND held.retry AND j.status = 'running' AND j.worker = %(worker)s
+    RETURNING j.status::text
+), failed AS (
+    DELETE FROM pgdyno.jobs_active AS j
+     USING held
+     WHERE j.id = held.id AND NOT held.retry AND j.status = 'running' AND j.worker = %(worker)s
+    RETURNING j.*
+), moved AS (
+    INSERT INTO pgdyno.jobs_finished (
+           id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
+           created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
+           timeout, peak_rss_bytes)
+    SELECT id, queue, task, args, 'failed', priority, run_at, attempts, max_attempts, %(error)s,
+           created_at, started_at, now(), NULL, NULL, result, NULL, timeout, %(peak)s::bigint
+      FROM failed
+    RETURNING status::text
+)
+SELECT status FROM retried
+UNION ALL
+SELECT status FROM moved;
 
 -- name: job_heartbeat
--- Renews the lease of the jobs this worker runs; returns the ones it still holds.
-UPDATE pgdyno.jobs
-   SET lease_expires_at = now() + %(lease)s::interval
- WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running' AND worker = %(worker)s
-RETURNING id;
+-- Renews the lease of the attempts this worker runs (%(attempts)s[i] is the attempt of
+-- %(ids)s[i]; NULL: any attempt it holds); returns the ids it holds. An attempt that was
+-- rescued while this worker could not renew it (Postgres down longer than the lease, a stalled
+-- loop) and that no one has claimed since is taken back (re-claimed): it still runs here.
+UPDATE pgdyno.jobs_active AS j
+   SET status = 'running', worker = %(worker)s, lease_expires_at = now() + %(lease)s::interval
+ WHERE j.id = ANY(%(ids)s::bigint[])
+   AND j.attempts = coalesce(
+           (%(attempts)s::integer[])[array_position(%(ids)s::bigint[], j.id)], j.attempts)
+   AND (j.status = 'running' AND j.worker = %(worker)s
+        OR j.status = 'ready' AND j.worker IS NULL AND %(attempts)s::integer[] IS NOT NULL)
+RETURNING j.id;
 
 -- name: job_set_progress
-UPDATE pgdyno.jobs
-   SET progress = %(progress)s
- WHERE id = %(id)s AND status = 'running' AND worker = %(worker)s;
+-- Returns the id when written; no row when this worker no longer holds that attempt.
+UPDATE pgdyno.jobs_active
+   SET progress = %(progress)s::jsonb
+ WHERE id = %(id)s AND status = 'running' AND worker = %(worker)s
+   AND attempts = coalesce(%(attempt)s::integer, attempts)
+RETURNING id;
 
 -- name: job_release
 -- Hands running jobs back: ready again at once, the attempt not counted. On shutdown %(ids)s
@@ -110,24 +183,38 @@ SELECT r.id, pg_notify('pgdyno_jobs', r.queue) IS NULL FROM released AS r;
 
 -- name: job_rescue_expired
 -- Jobs whose worker stopped renewing the lease (killed, dyno lost) go back to ready, the lost
--- attempt counted; on the last attempt they fail. Any worker or dispatcher may run this.
+-- attempt counted; on the last attempt they fail (moved to jobs_finished). Any worker or
+-- dispatcher may run this; a worker renews its own leases before it rescues anything.
 WITH expired AS (
-    SELECT id
-      FROM pgdyno.jobs
+    SELECT id, attempts < max_attempts AS retry,
+           format('LeaseExpired: worker %%s stopped renewing its lease during attempt %%s',
+                  worker, attempts) AS error
+      FROM pgdyno.jobs_active
      WHERE status = 'running' AND lease_expires_at < now()
        FOR UPDATE SKIP LOCKED
-), rescued AS (
-    UPDATE pgdyno.jobs AS j
-       SET status = CASE WHEN j.attempts < j.max_attempts
-                         THEN 'ready' ELSE 'failed' END::pgdyno.job_status,
-           finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
-           run_at = now(),
-           last_error = format('LeaseExpired: worker %%s stopped renewing its lease during attempt %%s',
-                               j.worker, j.attempts),
+), retried AS (
+    UPDATE pgdyno.jobs_active AS j
+       SET status = 'ready', run_at = now(), last_error = expired.error,
            worker = NULL, lease_expires_at = NULL, progress = NULL
       FROM expired
-     WHERE j.id = expired.id AND j.status = 'running'
+     WHERE j.id = expired.id AND expired.retry AND j.status = 'running'
     RETURNING j.id, j.queue, j.status::text AS status, j.last_error
+), failed AS (
+    DELETE FROM pgdyno.jobs_active AS j
+     USING expired
+     WHERE j.id = expired.id AND NOT expired.retry AND j.status = 'running'
+    RETURNING j.*, expired.error
+), moved AS (
+    INSERT INTO pgdyno.jobs_finished (
+           id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
+           created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
+           timeout, peak_rss_bytes)
+    SELECT id, queue, task, args, 'failed', priority, now(), attempts, max_attempts, error,
+           created_at, started_at, now(), NULL, NULL, result, NULL, timeout, peak_rss_bytes
+      FROM failed
+    RETURNING id, queue, status::text AS status, last_error
+), rescued AS (
+    SELECT * FROM retried UNION ALL SELECT * FROM moved
 )
 SELECT r.id, r.queue, r.status, r.last_error,
        CASE WHEN r.status = 'ready' THEN pg_notify('pgdyno_jobs', r.queue) END IS NULL
@@ -154,7 +241,7 @@ SELECT queue, status::text, count(*),
 -- name: job_get
 SELECT id, queue, task, args, status::text AS status, priority, run_at, attempts, max_attempts,
        last_error, created_at, started_at, finished_at, worker, lease_expires_at, result,
-       progress
+       progress, timeout, peak_rss_bytes
   FROM pgdyno.jobs
  WHERE id = %(id)s;
 

@@ -1,9 +1,16 @@
 """The worker loop: wake on NOTIFY or poll, claim in batches, run, heartbeat, drain on SIGTERM.
 
-One thread (the loop) talks to Postgres; `concurrency` executor threads run the tasks. The loop
-claims as many jobs as there are free slots in one statement, and reports finished jobs in the
-same statement as the next claim, so a busy worker commits once per batch, not once per job.
-NOTIFY is only a hint: the loop also polls, and claims again after every reconnect.
+One thread (the loop) talks to Postgres; `concurrency` executor threads run the tasks (in
+themselves, or each in a child process with --pool process: worker/threads.py, worker/pool.py).
+The loop claims as many jobs as there are free slots in one statement, and reports finished
+jobs in the same statement as the next claim, so a busy worker commits once per batch, not once
+per job. NOTIFY is only a hint: the loop also polls, and claims again after every reconnect.
+
+Fencing: every write about a job (done, failed, heartbeat, progress) names the attempt the
+worker runs, and the database refuses it unless the worker still holds that attempt; a refused
+write is logged (`write_refused`, `lease_lost`) and counted, never applied. Before it rescues
+anything (its poll, after a reconnect) the worker renews its own leases, so an outage longer
+than the lease does not make it rescue, and run again, the jobs it is still running.
 
 The loop reads time and waits through a `Clock`, runs job statements through a `JobQueue` and
 opens its connections through a `SessionOpener` (worker/session.py): tests drive it turn by
@@ -19,7 +26,6 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import psycopg
 
@@ -27,10 +33,12 @@ from pgdyno import backoff, db, queue, rescue, signals
 from pgdyno.clock import SYSTEM_CLOCK, Clock, Wakeup
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
-from pgdyno.queue import ClaimedJob
-from pgdyno.worker import executor
+from pgdyno.queue import ClaimedJob, Finished
+from pgdyno.worker import executor, memory
 from pgdyno.worker.executor import Outcome
+from pgdyno.worker.pool import ChildProcesses
 from pgdyno.worker.session import JobQueue, PostgresSession, Session, SessionOpener
+from pgdyno.worker.storable import storable_text
 from pgdyno.worker.threads import ExecutorPool
 from pgdyno.worker.timers import Timers, passed
 from pgdyno.worker.vacuum import HotTableVacuum
@@ -90,14 +98,26 @@ class Worker:
         self._idle_since: float | None = None
         self._conflicts = 0  # consecutive statements that lost a race, for backoff
         self._running: dict[int, ClaimedJob] = {}
-        self._done: list[tuple[int, str | None]] = []
+        self._done: list[Finished] = []
         self._failed: list[Outcome] = []
-        self._progress: dict[int, dict[str, Any]] = {}  # latest progress per running job
+        # The latest progress per running job: (attempt, JSON text).
+        self._progress: dict[int, tuple[int, str]] = {}
+        #: Writes the database refused because this worker no longer held the attempt.
+        self.refused_writes = 0
         self._wakeup = Wakeup(clock)
+        children = ChildProcesses(
+            worker=self.id,
+            database_url=self._dsn,
+            memory_limit=settings.max_job_memory or memory.default_job_limit(settings.concurrency),
+            progress=self._set_progress,
+            log_level=settings.log_level,
+        )
         self._pool = ExecutorPool(
             settings.concurrency,
             self._wakeup,
             bind=lambda: executor.bind_thread(self.id, self._dsn, self._set_progress),
+            pool="process" if settings.pool == "process" else "thread",
+            children=children,
         )
         self._outcomes = self._pool.outcomes
         self._vacuum = HotTableVacuum(self._dsn, self.id)
@@ -144,6 +164,7 @@ class Worker:
             worker=self.id,
             queues=",".join(self.queues),
             concurrency=self.settings.concurrency,
+            pool=self.settings.pool,
             burst=self.burst,
         )
         self._pool.start()
@@ -153,7 +174,7 @@ class Worker:
         finally:
             self._disconnect()
             self._pool.stop()
-        log_event(log, "worker_stopped", worker=self.id)
+        log_event(log, "worker_stopped", worker=self.id, refused_writes=self.refused_writes)
         return 0
 
     def _turn(self) -> bool:
@@ -258,14 +279,22 @@ class Worker:
         """Report finished jobs and claim up to `limit` more, in one statement."""
         if not self._done and limit <= 0:
             return []
-        claimed = self._jobs.complete_and_claim(
-            self._conn,
-            worker=self.id,
-            queues=self.queues,
-            limit=limit,
-            lease=self.settings.lease,
-            done=self._done,
-        )
+        try:
+            claimed = self._jobs.complete_and_claim(
+                self._conn,
+                worker=self.id,
+                queues=self.queues,
+                limit=limit,
+                lease=self.settings.lease,
+                done=self._done,
+            )
+        except psycopg.errors.DataError:
+            if not self._done:
+                raise
+            self._complete_singly()  # one result the database refused: find it, fail it
+            return []
+        for job_id in getattr(claimed, "refused", ()):
+            self._refused("complete", job_id)
         self._vacuum.finished(len(self._done))
         self._done = []
         if claimed:
@@ -275,6 +304,56 @@ class Worker:
                 self._running[job.id] = job
                 self._pool.submit(job)
         return claimed
+
+    def _complete_singly(self) -> None:
+        """Report the finished jobs one by one after Postgres refused their batch: the one(s)
+        it refuses alone fail with UnstorableResult (no retry: the job ran), the rest are done.
+        """
+        for finished in self._done:
+            try:
+                claimed = self._jobs.complete_and_claim(
+                    self._conn,
+                    worker=self.id,
+                    queues=self.queues,
+                    limit=0,
+                    lease=self.settings.lease,
+                    done=[finished],
+                )
+            except psycopg.errors.DataError as exc:
+                error = (
+                    "UnstorableResult: Postgres refused the job's result: "
+                    f"{db.first_line(exc)}; return JSON-compatible data"
+                )
+                state = self._jobs.fail(
+                    self._conn,
+                    worker=self.id,
+                    job_id=finished.id,
+                    error=storable_text(error, executor.MAX_ERROR_CHARS),
+                    retry_in=None,
+                    attempt=finished.attempt,
+                )
+                if state is None:
+                    self._refused("fail", finished.id)
+                continue
+            for job_id in getattr(claimed, "refused", ()):
+                self._refused("complete", job_id)
+        self._vacuum.finished(len(self._done))
+        self._done = []
+
+    def _refused(self, kind: str, job_id: int, attempt: int | None = None) -> None:
+        """The database refused a write about `job_id`: this worker no longer holds that
+        attempt (its lease expired and the job was rescued, maybe claimed again)."""
+        self.refused_writes += 1
+        log_event(
+            log,
+            "write_refused",
+            logging.WARNING,
+            kind=kind,
+            job=job_id,
+            attempt=attempt,
+            worker=self.id,
+            refused_total=self.refused_writes,
+        )
 
     def _record_failures(self) -> None:
         while self._failed:
@@ -291,41 +370,79 @@ class Worker:
                 self._conn,
                 worker=self.id,
                 job_id=job.id,
-                error=outcome.error or "",
+                error=storable_text(outcome.error or "", executor.MAX_ERROR_CHARS),
                 retry_in=retry_in,
+                attempt=job.attempts,
+                peak_rss_bytes=outcome.peak_rss_bytes,
             )
             self._failed.pop(0)
+            if state is None:
+                self._refused("fail", job.id, job.attempts)
+                continue
             executor.log_outcome(outcome, retry_in if state == "ready" else None)
 
     def _poll(self, now: float) -> None:
         """The safety net: rescue expired leases and claim even without a notification."""
         self._timers.poll = now + self.settings.poll_interval
         self._claim_due = True
+        if self._running and passed(self._timers.heartbeat, now):
+            self._heartbeat()  # renew our own leases before rescuing anyone's
         rescue.rescue_expired(self._conn, self._jobs.rescue_expired)
 
     def _heartbeat(self) -> None:
-        ids = list(self._running)
-        held = self._jobs.heartbeat(self._conn, worker=self.id, ids=ids, lease=self.settings.lease)
-        for job_id in set(ids) - held:
-            log_event(log, "lease_lost", logging.WARNING, job=job_id, worker=self.id)
+        jobs = list(self._running.values())
+        held = self._jobs.heartbeat(
+            self._conn,
+            worker=self.id,
+            ids=[job.id for job in jobs],
+            lease=self.settings.lease,
+            attempts=[job.attempts for job in jobs],
+        )
+        for job in jobs:
+            if job.id not in held:
+                self._lease_lost(job)
         self._timers.heartbeat = self._clock.now() + self.settings.lease / 3
 
-    def _set_progress(self, job_id: int, progress: dict[str, Any]) -> None:
+    def _lease_lost(self, job: ClaimedJob) -> None:
+        """Another worker took over `job` (its lease expired and it was rescued): stop running
+        it here. A job in a child process is killed; one in a thread runs on, and whatever it
+        reports is dropped (and the database would refuse it anyway)."""
+        self.refused_writes += 1
+        self._running.pop(job.id, None)
+        self._progress.pop(job.id, None)
+        stopped = self._pool.stop_job(job.id, f"LeaseLost: job {job.id} runs elsewhere now")
+        log_event(
+            log,
+            "lease_lost",
+            logging.WARNING,
+            job=job.id,
+            attempt=job.attempts,
+            worker=self.id,
+            stopped=stopped,
+            refused_total=self.refused_writes,
+        )
+
+    def _set_progress(self, job_id: int, attempt: int, progress: str) -> None:
         """From a task's thread: keep the latest progress and wake the loop to write it."""
-        self._progress[job_id] = progress
+        self._progress[job_id] = (attempt, progress)
         self._wakeup.poke_if_sleeping()
 
     def _write_progress(self) -> None:
         for job_id in list(self._progress):
-            progress = self._progress.pop(job_id)
-            if job_id in self._running:
-                self._jobs.set_progress(
-                    self._conn, worker=self.id, job_id=job_id, progress=progress
-                )
+            attempt, progress = self._progress.pop(job_id)
+            running = self._running.get(job_id)
+            if running is None or running.attempts != attempt:
+                continue  # finished, handed back or abandoned meanwhile
+            written = self._jobs.set_progress(
+                self._conn, worker=self.id, job_id=job_id, progress=progress, attempt=attempt
+            )
+            if written is False:
+                self._refused("progress", job_id, attempt)
 
     def _hand_back(self) -> None:
         if not self._running or self._session is None:
             return
+        self._pool.stop_all()  # no job process may outlive its hand-back (and run twice)
         released = self._jobs.release(self._conn, worker=self.id, ids=list(self._running))
         for job_id in released:
             job = self._running[job_id]
@@ -373,6 +490,9 @@ class Worker:
         wake = self._timers.next_wake()
         timeout = None if wake is None else max(0.0, wake - self._clock.now())
         fds = self._session.fds() if self._session is not None else []
+        check_in = self._session.wake_in() if self._session is not None else None
+        if check_in is not None:
+            timeout = check_in if timeout is None else min(timeout, check_in)
         self._wakeup.wait(fds, timeout, lambda: bool(self._outcomes))
 
     def _connect(self) -> bool:
@@ -403,9 +523,19 @@ class Worker:
         self._wakeup.wait([], seconds)
 
     def _after_reconnect(self, attempt: int) -> None:
-        """Catch up: hand back claims whose reply was lost, then claim at once."""
-        if attempt > 1 or self._running or self._done:
-            keep = [*self._running, *(job_id for job_id, _ in self._done)]
+        """Catch up: renew the leases of the jobs still running here (the outage may have
+        outlasted them: re-claim them before anyone runs them again), hand back claims whose
+        reply was lost, then claim at once."""
+        if self._running:
+            self._heartbeat()
+        if attempt > 1 or self._running or self._done or self._failed:
+            # Every job this worker knows of stays: running, or finished with an outcome
+            # still to write (done or failed).
+            keep = [
+                *self._running,
+                *(finished.id for finished in self._done),
+                *(outcome.job.id for outcome in self._failed),
+            ]
             released = self._jobs.release(self._conn, worker=self.id, ids=None, keep=keep)
             log_event(
                 log, "db_reconnected", worker=self.id, attempt=attempt, released=len(released)
@@ -425,10 +555,14 @@ class Worker:
         while self._outcomes:
             outcome = self._outcomes.popleft()
             job = outcome.job
-            if self._running.pop(job.id, None) is None:
-                continue  # handed back already
+            running = self._running.get(job.id)
+            if running is None or running.attempts != job.attempts:
+                continue  # handed back, or its lease lost: another attempt owns the job
+            del self._running[job.id]
             if outcome.error is None:
-                self._done.append((job.id, outcome.result))
+                self._done.append(
+                    Finished(job.id, job.attempts, outcome.result, outcome.peak_rss_bytes)
+                )
                 executor.log_outcome(outcome)
             else:
                 self._failed.append(outcome)

@@ -3,6 +3,7 @@ current_job(). No database."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -77,7 +78,7 @@ def bound_thread():
     execution.bind_thread(
         "winston.1:1:ab",
         "postgresql://unused",
-        lambda job_id, fields: progress_seen.append((job_id, fields)),
+        lambda job_id, attempt, fields: progress_seen.append((job_id, json.loads(fields))),
     )
 
 

@@ -191,8 +191,8 @@ def test_progress_of_a_running_job_is_written_on_the_next_turn(loop):
     worker = loop()
     job_id = worker.jobs.insert("unit.gate", {"key": "progress"})
     worker.turn()
-    worker.worker._set_progress(job_id, {"step": 1})
-    worker.worker._set_progress(job_id, {"step": 2})  # only the latest is written
+    worker.worker._set_progress(job_id, 1, '{"step": 1}')
+    worker.worker._set_progress(job_id, 1, '{"step": 2}')  # only the latest is written
     worker.turn()
     assert worker.jobs.called("set_progress") == [{"job_id": job_id, "progress": {"step": 2}}]
 
