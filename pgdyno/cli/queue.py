@@ -91,6 +91,13 @@ _aware_datetime.__name__ = "datetime"
     help="Run at this time, with its UTC offset, e.g. 2026-03-01T09:00:00+01:00.",
 )
 @click.option("--max-attempts", type=int, default=None, help="Attempts before it fails.")
+@click.option(
+    "--timeout",
+    type=DURATION,
+    default=None,
+    help="How long one attempt may run (30s, 5m, at most 1 day); longer, it fails with "
+    "JobTimeout [default: the task's own].",
+)
 @database_option
 def enqueue(
     task: str,
@@ -100,6 +107,7 @@ def enqueue(
     delay: float | None,
     run_at: datetime | None,
     max_attempts: int | None,
+    timeout: float | None,
     database_url: str | None,
 ) -> None:
     """Enqueue TASK and print the new job's id."""
@@ -114,6 +122,7 @@ def enqueue(
             priority=priority,
             max_attempts=max_attempts,
             run_at=run_at if run_at is not None else timedelta(seconds=delay) if delay else None,
+            timeout=timeout,
         )
     click.echo(job_id)
 

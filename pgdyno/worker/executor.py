@@ -27,6 +27,7 @@ from pgdyno.worker.storable import (
     exception_text,
     storable_json,
     storable_text,
+    unreadable,
     unstorable,
 )
 
@@ -159,6 +160,8 @@ def _run(job: ClaimedJob, started: float) -> Outcome:
             error, retryable = describe(exc), True
     except BaseException as exc:
         error, retryable = describe(exc), True
+        if unreadable(exc):
+            error = "UnstorableResult: the task's exception has no readable message; " + error
     else:
         return _succeeded(job, value, started)
     return _failed(job, error, retryable, started)
@@ -174,7 +177,7 @@ def _failed(job: ClaimedJob, error: str, retryable: bool, started: float) -> Out
             "character or a lone surrogate); escaped: " + error,
             MAX_ERROR_CHARS,
         )
-    return Outcome(job, None, error, retryable, time.monotonic() - started)
+    return Outcome(job, None, error[:MAX_ERROR_CHARS], retryable, time.monotonic() - started)
 
 
 def _succeeded(job: ClaimedJob, value: Any, started: float) -> Outcome:
@@ -188,7 +191,7 @@ def _succeeded(job: ClaimedJob, value: Any, started: float) -> Outcome:
     except ValueError as exc:
         error = (
             f"UnstorableResult: task {job.task!r} returned a value that cannot be stored "
-            f"as the job's result: {exc}; return JSON-compatible data"
+            f"as the job's result: {exc}"
         )
         return Outcome(
             job, None, storable_text(error, MAX_ERROR_CHARS), False, time.monotonic() - started

@@ -31,6 +31,7 @@ MEASURE_UP_TO = 16
 
 # An escaped NUL (\u0000) that is not itself an escaped backslash followed by "u0000".
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_ADVICE = "; give JSON-compatible data"
 _ENCODER = json.JSONEncoder(default=str, allow_nan=False, ensure_ascii=False)
 
 
@@ -63,7 +64,7 @@ def storable_json(value: Any, what: str = "result", limit: int = MAX_RESULT_BYTE
     pieces: list[str] = []
     length = 0
     try:
-        if isinstance(value, str | bytes) and len(value) > limit:
+        if isinstance(value, str | bytes) and len(value) > limit * MEASURE_UP_TO:
             raise _TooBig(len(value), exact=False)
         for piece in _ENCODER.iterencode(value):
             length += len(piece)  # characters: a lower bound of the bytes
@@ -80,9 +81,13 @@ def storable_json(value: Any, what: str = "result", limit: int = MAX_RESULT_BYTE
             f"job's {what}; store big outputs elsewhere and return a reference"
         ) from None
     except RecursionError:
-        raise ValueError(f"the {what} cannot be stored as JSON: it is nested too deeply") from None
+        raise ValueError(
+            f"the {what} cannot be stored as JSON: it is nested too deeply{_ADVICE}"
+        ) from None
     except Exception as exc:  # NaN (ValueError), bad keys (TypeError), a str() that raises...
-        raise ValueError(f"the {what} cannot be stored as JSON: {exception_text(exc)}") from None
+        raise ValueError(
+            f"the {what} cannot be stored as JSON: {exception_text(exc)}{_ADVICE}"
+        ) from None
     text = "".join(pieces)
     try:
         size = len(text.encode("utf-8"))
@@ -91,11 +96,12 @@ def storable_json(value: Any, what: str = "result", limit: int = MAX_RESULT_BYTE
         raise ValueError(
             f"the {what} cannot be stored as JSON: it contains a lone surrogate "
             f"(U+{ord(char):04X}), which is not valid Unicode and which Postgres jsonb refuses"
+            f"{_ADVICE}"
         ) from None
     if _JSON_NUL.search(text):
         raise ValueError(
             f"the {what} cannot be stored as JSON: it contains a NUL character "
-            "(\\u0000), which Postgres jsonb refuses"
+            f"(\\u0000), which Postgres jsonb refuses{_ADVICE}"
         )
     if size > limit:
         raise ValueError(
@@ -121,14 +127,22 @@ def unstorable(text: str) -> bool:
 def exception_text(exc: BaseException) -> str:
     """`Type: message`, even for an exception whose __str__ raises (the message is replaced by
     a note saying so). The text may still hold a NUL or a surrogate: see storable_text."""
-    name = _safe_type_name(exc)
+    return f"{_safe_type_name(exc)}: {_message(exc)[0]}".strip()
+
+
+def unreadable(exc: BaseException) -> bool:
+    """Whether the exception's message cannot be read (its __str__ raises or is not text)."""
+    return not _message(exc)[1]
+
+
+def _message(exc: BaseException) -> tuple[str, bool]:
     try:
         message = str(exc)
     except BaseException as broken:  # any error from user code is a value here
-        message = f"<str() of the exception raised {_safe_type_name(broken)}>"
+        return f"<str() of the exception raised {_safe_type_name(broken)}>", False
     if not isinstance(message, str):  # a __str__ returning something else
-        message = "<str() of the exception did not return text>"
-    return f"{name}: {message}".strip()
+        return "<str() of the exception did not return text>", False
+    return message, True
 
 
 def _safe_type_name(exc: BaseException) -> str:
