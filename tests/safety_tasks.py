@@ -149,12 +149,3 @@ def hog(key: str, mib: int) -> int:
     time.sleep(5)
     _record("done", key)
     return len(block)
-
-
-@pgdyno.task("safety.sleeps_by_default", timeout=1)
-def sleeps_by_default(key: str, seconds: float) -> str:
-    """A task whose own timeout is 1 s."""
-    _record("start", key)
-    time.sleep(seconds)
-    _record("done", key)
-    return key

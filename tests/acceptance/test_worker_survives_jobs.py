@@ -60,8 +60,9 @@ def test_unstorable_outcomes_fail_their_job_and_the_worker_runs_on(effects, data
     assert "bad \\ud800 text" in rows["surrogate_error"]["last_error"]
     assert "lone surrogate (U+D800)" in rows["surrogate_result"]["last_error"]
     assert "keys must be str" in rows["tuple_keys"]["last_error"]
-    assert "BrokenMessage: <str() of the exception raised RuntimeError>" in (
-        rows["broken_str"]["last_error"]
+    assert (
+        "BrokenMessage: <str() of the exception raised RuntimeError>"
+        in (rows["broken_str"]["last_error"])
     )
     assert "it is 5.0 MiB of JSON, over the 1.0 MiB limit" in rows["huge_result"]["last_error"]
     # Progress the column cannot hold is refused in the task, which can carry on.
@@ -80,9 +81,7 @@ def test_process_pool_crash_timeout_and_memory_stop_only_their_job(effects, data
         pgdyno.enqueue(effects, "safety.gate", {"key": key}, queue="q") for key in ("n1", "n2")
     ]
     extra = ["--pool", "process", "--max-job-memory", "100MB", "--lease", "3s"]
-    with worker(
-        database_url, "q", concurrency=3, imports=("safety_tasks",), extra=extra
-    ) as proc:
+    with worker(database_url, "q", concurrency=3, imports=("safety_tasks",), extra=extra) as proc:
         _started(effects, "n1")
         _started(effects, "n2")
         crash = _bad(effects, "safety.crash", "crash")
@@ -153,7 +152,8 @@ def test_thread_pool_abandons_a_job_past_its_timeout_and_goes_on(effects, databa
     after = pgdyno.enqueue(effects, "safety.returns", {"key": "after", "value": 3}, queue="q")
     extra = ["--lease", "3s"]
     retry_later = {"PGDYNO_RETRY_BASE": "60s"}  # the retried job stays ready while we look
-    with worker(database_url, "q", imports=("safety_tasks",), extra=extra, **retry_later) as proc:
+    imports = ("safety_tasks", "safety_task_options")
+    with worker(database_url, "q", imports=imports, extra=extra, **retry_later) as proc:
         rows = [wait_for_status(effects, job, "failed") for job in (by_task, cli_job)]
         retried = wait_until(
             lambda: (row := job_row(effects, by_enqueue))["last_error"] and row,
