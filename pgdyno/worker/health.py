@@ -7,7 +7,8 @@ job waits for the next poll. So the worker sends itself a notification every INT
 (on the work connection, to a channel only its LISTEN connection listens to) and expects it
 back on the LISTEN connection within TIMEOUT seconds; when it does not come, the connection is
 taken for dead: logged (`listen_connection_dead`) and reconnected. Worst case, a silent LISTEN
-connection is noticed INTERVAL + TIMEOUT (20 s) after it went silent.
+connection is noticed INTERVAL + TIMEOUT (20 s) after it went silent; a worker with a lease
+under 30 s checks as often as it heartbeats (every third of the lease) instead.
 """
 
 from __future__ import annotations

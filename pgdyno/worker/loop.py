@@ -19,6 +19,7 @@ turn with fakes of all three (tests/unit/test_worker_loop.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -34,7 +35,7 @@ from pgdyno.clock import SYSTEM_CLOCK, Clock, Wakeup
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob, Finished
-from pgdyno.worker import executor, memory
+from pgdyno.worker import executor, health, memory
 from pgdyno.worker.executor import Outcome
 from pgdyno.worker.pool import ChildProcesses
 from pgdyno.worker.session import JobQueue, PostgresSession, Session, SessionOpener
@@ -76,7 +77,7 @@ class Worker:
         id: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
         jobs: JobQueue = queue,
-        connect: SessionOpener = PostgresSession.open,
+        connect: SessionOpener | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -88,7 +89,11 @@ class Worker:
         self._dsn = settings.require_database_url()
         self._clock = clock
         self._jobs = jobs
-        self._open_session = connect
+        # The LISTEN check runs as often as heartbeats, at most every 10 s (worker/health.py).
+        check_every = min(health.INTERVAL, settings.lease / 3)
+        self._open_session = connect or functools.partial(
+            PostgresSession.open, check_every=check_every
+        )
         self._session: Session | None = None
         self._reconnect = db.Reconnect(base=0.1, cap=5.0, pause=self._pause, worker=self.id)
         self._stopping = threading.Event()

@@ -23,7 +23,7 @@ from pgdyno import db, queue, sql
 from pgdyno.logfmt import log_event
 from pgdyno.migrate import require_migrated
 from pgdyno.queue import Claimed, ClaimedJob, Finished
-from pgdyno.worker.health import ListenProbe
+from pgdyno.worker.health import INTERVAL, ListenProbe
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,9 @@ class PostgresSession:
         self._worker = worker
 
     @classmethod
-    def open(cls, dsn: str, worker: str) -> PostgresSession:
-        """Connect both, set the work connection's session settings, LISTEN on the other."""
+    def open(cls, dsn: str, worker: str, check_every: float = INTERVAL) -> PostgresSession:
+        """Connect both, set the work connection's session settings, LISTEN on the other;
+        check the LISTEN connection every `check_every` seconds (worker/health.py)."""
         work = db.connect(dsn, application_name=f"pgdyno worker {worker}")
         try:
             require_migrated(work)  # before the release phase ran: the worker waits, retries
@@ -136,7 +137,7 @@ class PostgresSession:
         except BaseException:
             work.close()
             raise
-        probe = ListenProbe(time.monotonic())
+        probe = ListenProbe(time.monotonic(), check_every, check_every)
         try:
             db.listen(listen)
             db.listen(listen, probe.channel)
