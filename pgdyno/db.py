@@ -97,8 +97,13 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def listen(conn: psycopg.Connection, channel: str = CHANNEL) -> None:
-    conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+def listen(conn: psycopg.Connection, *channels: str) -> None:
+    """LISTEN on `channels` (default: pgdyno_jobs), all in one round trip."""
+    statements = [
+        psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel))
+        for channel in channels or (CHANNEL,)
+    ]
+    conn.execute(psycopg.sql.SQL("; ").join(statements))
 
 
 @overload

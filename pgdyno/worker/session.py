@@ -139,8 +139,7 @@ class PostgresSession:
             raise
         probe = ListenProbe(time.monotonic(), check_every, check_every)
         try:
-            db.listen(listen)
-            db.listen(listen, probe.channel)
+            db.listen(listen, db.CHANNEL, probe.channel)
         except BaseException:
             work.close()
             listen.close()

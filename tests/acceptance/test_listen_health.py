@@ -23,7 +23,7 @@ def _listen_backend(conn, besides: int = 0) -> tuple[int, int] | None:
     backend `besides`: the stalled one lives on, the proxy keeps its socket open)."""
     row = conn.execute(
         "SELECT pid, client_port FROM pg_stat_activity WHERE datname = current_database()"
-        " AND application_name LIKE 'pgdyno listen %%' AND query LIKE 'LISTEN%%'"
+        " AND application_name LIKE 'pgdyno listen %%' AND query LIKE 'LISTEN%%pgdyno_probe_%%'"
         " AND pid <> %s",
         (besides,),
     ).fetchone()
