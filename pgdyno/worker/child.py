@@ -28,14 +28,15 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (elsewhere: nothing)."""
+    """Ask Linux to SIGKILL this process when its parent dies (elsewhere: nothing); exit at
+    once if the parent is already gone (this process was handed to init)."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl: do not run an orphan job
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if parent == 1 or os.getppid() != parent:  # the parent died first: run nothing orphaned
         os._exit(1)
 
 

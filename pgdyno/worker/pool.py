@@ -224,8 +224,12 @@ class ChildProcesses:
             running = list(self._children.values())
         for each in running:
             each.kill(error, True)
-        for each in running:
-            each.process.join(5)
+        # Wait on the exit sentinels, not join(): their watching threads reap them.
+        pending = [each.process.sentinel for each in running]
+        deadline = time.monotonic() + 5
+        while pending and time.monotonic() < deadline:
+            ready = connection.wait(pending, deadline - time.monotonic())
+            pending = [sentinel for sentinel in pending if sentinel not in ready]
 
 
 def crashed(job: ClaimedJob, exitcode: int | None) -> str:
