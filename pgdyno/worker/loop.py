@@ -35,9 +35,8 @@ from pgdyno.clock import SYSTEM_CLOCK, Clock, Wakeup
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob, Finished
-from pgdyno.worker import executor, health, memory
+from pgdyno.worker import executor, fencing, health
 from pgdyno.worker.executor import Outcome
-from pgdyno.worker.pool import ChildProcesses
 from pgdyno.worker.session import JobQueue, PostgresSession, Session, SessionOpener
 from pgdyno.worker.storable import storable_text
 from pgdyno.worker.threads import ExecutorPool
@@ -107,25 +106,18 @@ class Worker:
         self._failed: list[Outcome] = []
         # The latest progress per running job: (attempt, JSON text).
         self._progress: dict[int, tuple[int, str]] = {}
-        #: Writes the database refused because this worker no longer held the attempt.
-        self.refused_writes = 0
+        self._fence = fencing.Fence(self.id)
         self._wakeup = Wakeup(clock)
-        children = ChildProcesses(
-            worker=self.id,
-            database_url=self._dsn,
-            memory_limit=settings.max_job_memory or memory.default_job_limit(settings.concurrency),
-            progress=self._set_progress,
-            log_level=settings.log_level,
-        )
-        self._pool = ExecutorPool(
-            settings.concurrency,
-            self._wakeup,
-            bind=lambda: executor.bind_thread(self.id, self._dsn, self._set_progress),
-            pool="process" if settings.pool == "process" else "thread",
-            children=children,
+        self._pool = ExecutorPool.for_worker(
+            settings, self.id, self._dsn, self._wakeup, self._set_progress
         )
         self._outcomes = self._pool.outcomes
         self._vacuum = HotTableVacuum(self._dsn, self.id)
+
+    @property
+    def refused_writes(self) -> int:
+        """Writes the database refused because this worker no longer held the attempt."""
+        return self._fence.refused
 
     # --- control -----------------------------------------------------------------------------
 
@@ -179,7 +171,7 @@ class Worker:
         finally:
             self._disconnect()
             self._pool.stop()
-        log_event(log, "worker_stopped", worker=self.id, refused_writes=self.refused_writes)
+        log_event(log, "worker_stopped", worker=self.id, refused_writes=self._fence.refused)
         return 0
 
     def _turn(self) -> bool:
@@ -296,10 +288,21 @@ class Worker:
         except psycopg.errors.DataError:
             if not self._done:
                 raise
-            self._complete_singly()  # one result the database refused: find it, fail it
+            # A result the database refused: find it, fail it.
+            fencing.complete_singly(
+                self._jobs,
+                self._conn,
+                worker=self.id,
+                queues=self.queues,
+                lease=self.settings.lease,
+                done=self._done,
+                refused=self._fence.refused_write,
+            )
+            self._vacuum.finished(len(self._done))
+            self._done = []
             return []
         for job_id in getattr(claimed, "refused", ()):
-            self._refused("complete", job_id)
+            self._fence.refused_write("complete", job_id)
         self._vacuum.finished(len(self._done))
         self._done = []
         if claimed:
@@ -309,56 +312,6 @@ class Worker:
                 self._running[job.id] = job
                 self._pool.submit(job)
         return claimed
-
-    def _complete_singly(self) -> None:
-        """Report the finished jobs one by one after Postgres refused their batch: the one(s)
-        it refuses alone fail with UnstorableResult (no retry: the job ran), the rest are done.
-        """
-        for finished in self._done:
-            try:
-                claimed = self._jobs.complete_and_claim(
-                    self._conn,
-                    worker=self.id,
-                    queues=self.queues,
-                    limit=0,
-                    lease=self.settings.lease,
-                    done=[finished],
-                )
-            except psycopg.errors.DataError as exc:
-                error = (
-                    "UnstorableResult: Postgres refused the job's result: "
-                    f"{db.first_line(exc)}; return JSON-compatible data"
-                )
-                state = self._jobs.fail(
-                    self._conn,
-                    worker=self.id,
-                    job_id=finished.id,
-                    error=storable_text(error, executor.MAX_ERROR_CHARS),
-                    retry_in=None,
-                    attempt=finished.attempt,
-                )
-                if state is None:
-                    self._refused("fail", finished.id)
-                continue
-            for job_id in getattr(claimed, "refused", ()):
-                self._refused("complete", job_id)
-        self._vacuum.finished(len(self._done))
-        self._done = []
-
-    def _refused(self, kind: str, job_id: int, attempt: int | None = None) -> None:
-        """The database refused a write about `job_id`: this worker no longer holds that
-        attempt (its lease expired and the job was rescued, maybe claimed again)."""
-        self.refused_writes += 1
-        log_event(
-            log,
-            "write_refused",
-            logging.WARNING,
-            kind=kind,
-            job=job_id,
-            attempt=attempt,
-            worker=self.id,
-            refused_total=self.refused_writes,
-        )
 
     def _record_failures(self) -> None:
         while self._failed:
@@ -382,7 +335,7 @@ class Worker:
             )
             self._failed.pop(0)
             if state is None:
-                self._refused("fail", job.id, job.attempts)
+                self._fence.refused_write("fail", job.id, job.attempts)
                 continue
             executor.log_outcome(outcome, retry_in if state == "ready" else None)
 
@@ -412,20 +365,10 @@ class Worker:
         """Another worker took over `job` (its lease expired and it was rescued): stop running
         it here. A job in a child process is killed; one in a thread runs on, and whatever it
         reports is dropped (and the database would refuse it anyway)."""
-        self.refused_writes += 1
         self._running.pop(job.id, None)
         self._progress.pop(job.id, None)
         stopped = self._pool.stop_job(job.id, f"LeaseLost: job {job.id} runs elsewhere now")
-        log_event(
-            log,
-            "lease_lost",
-            logging.WARNING,
-            job=job.id,
-            attempt=job.attempts,
-            worker=self.id,
-            stopped=stopped,
-            refused_total=self.refused_writes,
-        )
+        self._fence.lease_lost(job, stopped=stopped)
 
     def _set_progress(self, job_id: int, attempt: int, progress: str) -> None:
         """From a task's thread: keep the latest progress and wake the loop to write it."""
@@ -442,7 +385,7 @@ class Worker:
                 self._conn, worker=self.id, job_id=job_id, progress=progress, attempt=attempt
             )
             if written is False:
-                self._refused("progress", job_id, attempt)
+                self._fence.refused_write("progress", job_id, attempt)
 
     def _hand_back(self) -> None:
         if not self._running or self._session is None:

@@ -20,10 +20,11 @@ from queue import SimpleQueue
 
 from pgdyno import tasks
 from pgdyno.clock import Wakeup
+from pgdyno.config import Settings
 from pgdyno.queue import ClaimedJob
 from pgdyno.tasks import Pool
-from pgdyno.worker import executor
-from pgdyno.worker.executor import Outcome
+from pgdyno.worker import executor, memory
+from pgdyno.worker.executor import Outcome, ProgressSink
 from pgdyno.worker.pool import ChildProcesses
 from pgdyno.worker.storable import storable_text
 
@@ -52,6 +53,32 @@ class ExecutorPool:
         self._bind = bind
         self._inbox: SimpleQueue[ClaimedJob | None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def for_worker(
+        cls,
+        settings: Settings,
+        worker: str,
+        database_url: str,
+        wakeup: Wakeup,
+        progress: ProgressSink,
+    ) -> ExecutorPool:
+        """The pool of a Worker: its concurrency, its --pool, job processes limited to
+        --max-job-memory (default: a share of the dyno's memory, worker/memory.py)."""
+        children = ChildProcesses(
+            worker=worker,
+            database_url=database_url,
+            memory_limit=settings.max_job_memory or memory.default_job_limit(settings.concurrency),
+            progress=progress,
+            log_level=settings.log_level,
+        )
+        return cls(
+            settings.concurrency,
+            wakeup,
+            bind=lambda: executor.bind_thread(worker, database_url, progress),
+            pool="process" if settings.pool == "process" else "thread",
+            children=children,
+        )
 
     def start(self) -> None:
         if self.pool == "process" and self.children is not None:

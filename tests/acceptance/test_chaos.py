@@ -1,4 +1,4 @@
-"""The chaos soak, short (issue 11): bench/chaos.py for 40 s of faults on the fault server.
+"""The chaos soak, short (issue 11): bench/chaos.py for 35 s of faults on the fault server.
 
 Three workers (two process-pool, one thread-pool) under a steady feed while workers are
 killed with kill -9 and SIGTERM, Postgres restarts (fast, and once immediate), the workers'
@@ -18,7 +18,7 @@ from bench import chaos, chaos_report
 def test_short_chaos_soak_loses_and_strands_nothing(fault_server, tmp_path: Path):
     logs = tmp_path / "logs"
     try:
-        result = chaos.run(40, server=fault_server, drain_timeout=90, logs=logs, say=print)
+        result = chaos.run(35, server=fault_server, drain_timeout=90, logs=logs, say=print)
     finally:
         fault_server.start()  # the next test gets a running server whatever happened
     print(chaos_report.table(result))
