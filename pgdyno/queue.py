@@ -306,8 +306,11 @@ def complete_and_claim(
     that attempt) is not recorded: its id is in the returned list's `refused`.
     """
     reported = [Finished(job[0], None, job[1]) if len(job) == 2 else job for job in done]
+    attempts = {job.attempt for job in reported}
     params = {
         "done_ids": [job.id for job in reported],
+        # One attempt for all (the usual case) spares the statement its attempt lookups.
+        "done_attempt": next(iter(attempts)) if len(attempts) == 1 else None,
         "done_attempts": [job.attempt for job in reported],
         "done_results": [job.result for job in reported],
         "done_peaks": [job.peak_rss_bytes for job in reported],

@@ -40,30 +40,36 @@ COPY pgdyno.jobs (id, queue, task, args, priority, run_at, max_attempts, timeout
 -- vs ready). A finished job is recorded only while this worker still holds that attempt
 -- (fencing); the ids it no longer held come back as 'refused' rows, after the claimed ones.
 -- The finished jobs are found by `id = ANY(...)`, one primary key probe per id whatever the
--- statistics say, and their attempt, result and peak memory looked up in one JSON object built
--- once (an InitPlan). Never join the target with unnest(ids, results): a plan made while
--- ANALYZE had seen no running job then scans all running jobs and re-reads the whole array for
--- each one (O(done x running): 24 ms instead of 1.5 ms for 300 jobs).
+-- statistics say; their attempts, and their results and peak memory where they have one, are
+-- looked up in JSON objects built once (InitPlans). When every finished job ran the same
+-- attempt (the usual case: all first attempts), %(done_attempt)s holds it and no attempt
+-- object is built. Never join the target with unnest(ids, results): a plan made while ANALYZE
+-- had seen no running job then scans all running jobs and re-reads the whole array for each
+-- one (O(done x running): 24 ms instead of 1.5 ms for 300 jobs).
 WITH reported AS (
-    SELECT jsonb_object_agg(d.id::text, jsonb_build_array(d.attempt, d.result::jsonb, d.peak))
-               AS by_id
+    SELECT jsonb_object_agg(d.id::text, d.attempt)
+               FILTER (WHERE %(done_attempt)s::integer IS NULL) AS attempts,
+           jsonb_object_agg(d.id::text, jsonb_build_array(d.result::jsonb, d.peak))
+               FILTER (WHERE d.result IS NOT NULL OR d.peak IS NOT NULL) AS outcomes
       FROM unnest(%(done_ids)s::bigint[], %(done_attempts)s::integer[],
                   %(done_results)s::text[], %(done_peaks)s::bigint[])
            AS d (id, attempt, result, peak)
 ), finished AS (
     DELETE FROM pgdyno.jobs_active AS j
      WHERE j.id = ANY(%(done_ids)s::bigint[]) AND j.status = 'running' AND j.worker = %(worker)s
-       AND j.attempts = coalesce(((SELECT by_id FROM reported) -> j.id::text ->> 0)::integer,
+       AND j.attempts = coalesce(%(done_attempt)s::integer,
+                                 ((SELECT attempts FROM reported) ->> j.id::text)::integer,
                                  j.attempts)
-    RETURNING j.*, (SELECT by_id FROM reported) -> j.id::text AS outcome
+    RETURNING j.*
 ), moved AS (
     INSERT INTO pgdyno.jobs_finished (
            id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
            timeout, peak_rss_bytes)
     SELECT id, queue, task, args, 'done', priority, run_at, attempts, max_attempts, last_error,
-           created_at, started_at, now(), worker, NULL, nullif(outcome -> 1, 'null'), NULL,
-           timeout, (outcome ->> 2)::bigint
+           created_at, started_at, now(), worker, NULL,
+           nullif((SELECT outcomes FROM reported) -> id::text -> 0, 'null'), NULL,
+           timeout, ((SELECT outcomes FROM reported) -> id::text ->> 1)::bigint
       FROM finished
     RETURNING id
 ), picked AS (
@@ -93,7 +99,8 @@ SELECT 'claimed' AS kind, c.* FROM claimed AS c
 UNION ALL
 SELECT 'refused', d.id, NULL, NULL, NULL, NULL, NULL, NULL
   FROM unnest(%(done_ids)s::bigint[]) AS d (id)
- WHERE d.id NOT IN (SELECT id FROM moved);
+ WHERE (SELECT count(*) FROM moved) < cardinality(%(done_ids)s::bigint[])  -- once, cheap
+   AND d.id NOT IN (SELECT id FROM moved);
 
 -- name: worker_session_setup
 -- The worker's own connection plans its prepared statements once (generic plans). Left to

@@ -53,6 +53,7 @@ def _params(conn: psycopg.Connection, queues: list[str], limit: int) -> dict[str
     ]
     return {
         "done_ids": running,
+        "done_attempt": 1,
         "done_attempts": [1] * len(running),
         "done_results": [None] * len(running),
         "done_peaks": [None] * len(running),

@@ -65,6 +65,22 @@ def test_an_old_attempt_cannot_finish_fail_renew_or_report_over_a_newer_one(conn
     assert (row["status"], row["result"], row["peak_rss_bytes"]) == ("done", "fresh", 123)
 
 
+def test_a_batch_of_different_attempts_records_only_those_still_held(conn):
+    a, b, c = (pgdyno.enqueue(conn, "t", queue="q") for _ in range(3))
+    claim(conn, limit=3)
+    for job_id in (b, c):
+        expire_and_rescue(conn, job_id)
+    claim(conn, limit=2)  # b and c again: attempt 2
+    batch = [Finished(a, 1, '"a"'), Finished(b, 2, '"b"', 9), Finished(c, 1, '"stale"')]
+    assert claim(conn, limit=0, done=batch).refused == [c]
+    rows = [job_row(conn, job_id) for job_id in (a, b, c)]
+    assert [(r["status"], r["result"], r["peak_rss_bytes"]) for r in rows] == [
+        ("done", "a", None),
+        ("done", "b", 9),
+        ("running", None, None),
+    ]
+
+
 def test_failed_attempt_records_its_peak_memory_and_moves_to_the_history(conn):
     job_id = pgdyno.enqueue(conn, "t", queue="q", max_attempts=1)
     claim(conn)
