@@ -69,12 +69,15 @@ def _stats(values: list[float]) -> dict[str, float] | None:
     return {"median": round(statistics.median(values), 2), "max": round(max(values), 2)}
 
 
-def _cause(faults: list[Fault], start: float, pid: int, worker_pid: int) -> Fault | None:
-    """The first fault after `start` that killed the process `pid` or its worker."""
+def _cause(
+    faults: list[Fault], job_id: int, since: float, pid: int, worker_pid: int
+) -> Fault | None:
+    """The first fault that killed the process `pid` running `job_id`, or its worker, after
+    `since` or while the job was running there (listed in the fault's jobs: its start may
+    have been recorded a moment after the fault, on a loaded machine)."""
     for fault in sorted(faults, key=lambda f: f.at):
-        if fault.at < start - 0.05:
-            continue
-        if fault.kind in ("kill9", "sigterm") and fault.target == worker_pid:
+        during = job_id in fault.jobs or fault.at >= since - 0.05
+        if fault.kind in ("kill9", "sigterm") and fault.target == worker_pid and during:
             return fault
         if fault.kind == "kill_child" and fault.target == pid:
             return fault
@@ -116,7 +119,7 @@ def account(url: str, feeder: Any, faults: list[Fault], *, lease_s: float) -> di
             completions[job_id].append((execution["ended_at"], pid, execution["worker_pid"]))
         if execution["end"] is not None or execution["start"] is None:
             continue
-        cause = _cause(faults, execution["start"], pid, execution["worker_pid"])
+        cause = _cause(faults, job_id, execution["start"], pid, execution["worker_pid"])
         interrupted[cause.kind if cause else "unattributed"] += 1
         if cause is None:
             unattributed.append({"job": job_id, "attempt": attempt, "pid": pid})
@@ -127,7 +130,7 @@ def account(url: str, feeder: Any, faults: list[Fault], *, lease_s: float) -> di
     twice: Counter[str] = Counter()
     for job_id, done in completions.items():
         for ended_at, pid, worker_pid in sorted(done)[:-1]:
-            cause = _cause(faults, ended_at, pid, worker_pid)
+            cause = _cause(faults, job_id, ended_at, pid, worker_pid)
             twice[cause.kind if cause else "unattributed"] += 1
             if cause is None:
                 unattributed.append({"job": job_id, "completed_twice": True, "pid": pid})

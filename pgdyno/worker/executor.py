@@ -49,6 +49,8 @@ class Outcome:
     duration_s: float
     #: Peak resident memory of the job's own process (process pool only), in bytes.
     peak_rss_bytes: int | None = None
+    #: The worker stopped the job's process to hand the job back: nothing to record.
+    handed_back: bool = False
 
 
 #: What a running task may report: (job id, attempt, progress as JSON text). The worker keeps

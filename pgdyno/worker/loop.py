@@ -199,6 +199,7 @@ class Worker:
         now = self._clock.now()
         if self._stopping.is_set():
             if self._abort.is_set() or passed(self._timers.grace, now):
+                self._settle()
                 self._flush()
                 self._hand_back()
                 return True
@@ -387,6 +388,20 @@ class Worker:
             if written is False:
                 self._fence.refused_write("progress", job_id, attempt)
 
+    def _settle(self) -> None:
+        """Before handing jobs back: stop the job processes, then record the jobs that finished
+        meanwhile (one done at the last moment is reported, not handed back to run again)."""
+        stopped = set(self._pool.stop_all())
+        deadline = self._clock.now() + 2.0
+
+        def arrived() -> bool:
+            return stopped <= {outcome.job.id for outcome in self._outcomes}
+
+        while stopped and not arrived() and self._clock.now() < deadline:
+            self._wakeup.wait([], deadline - self._clock.now(), arrived)
+        self._collect_outcomes()
+        self._record_failures()
+
     def _hand_back(self) -> None:
         if not self._running or self._session is None:
             return
@@ -504,7 +519,7 @@ class Worker:
             outcome = self._outcomes.popleft()
             job = outcome.job
             running = self._running.get(job.id)
-            if running is None or running.attempts != job.attempts:
+            if running is None or running.attempts != job.attempts or outcome.handed_back:
                 continue  # handed back, or its lease lost: another attempt owns the job
             del self._running[job.id]
             if outcome.error is None:

@@ -49,11 +49,11 @@ class _Child:
 
     def __init__(self, process: BaseProcess) -> None:
         self.process = process
-        self.stopped: tuple[str, bool] | None = None  # (error, retryable)
+        self.stopped: tuple[str, bool, bool] | None = None  # (error, retryable, handed back)
 
-    def kill(self, error: str, retryable: bool) -> None:
+    def kill(self, error: str, retryable: bool, handed_back: bool = False) -> None:
         if self.stopped is None:
-            self.stopped = (error, retryable)
+            self.stopped = (error, retryable, handed_back)
         # No exitcode check here: it would read the exit status the watching thread waits for.
         if self.process.pid is not None:
             self.process.kill()  # SIGKILL: the job process ignores SIGTERM
@@ -191,9 +191,10 @@ class ChildProcesses:
         peak: int | None,
         duration: float,
     ) -> Outcome:
-        if running.stopped is not None:
-            stop_error, stop_retryable = running.stopped
-            return Outcome(job, None, stop_error, stop_retryable, duration, peak)
+        # An outcome sent before the process was stopped wins: the job had finished.
+        if sent is None and running.stopped is not None:
+            stop_error, stop_retryable, handed_back = running.stopped
+            return Outcome(job, None, stop_error, stop_retryable, duration, peak, handed_back)
         if sent is not None:
             _, result, error, retryable, took, child_peak = sent
             if isinstance(child_peak, int):
@@ -218,18 +219,22 @@ class ChildProcesses:
         running.kill(error, retryable)
         return True
 
-    def stop_all(self, error: str = "JobStopped: the worker stopped") -> None:
-        """Kill every running job process and wait until they are gone."""
+    def stop_all(self) -> list[int]:
+        """Kill every running job process to hand its job back, wait until they are gone;
+        returns their job ids. Each one's outcome is marked `handed_back` (nothing to record),
+        unless the job finished before it was stopped."""
         with self._lock:
-            running = list(self._children.values())
+            stopped = list(self._children.items())
+        running = [each for _, each in stopped]
         for each in running:
-            each.kill(error, True)
+            each.kill("JobStopped: the worker handed the job back", True, handed_back=True)
         # Wait on the exit sentinels, not join(): their watching threads reap them.
         pending = [each.process.sentinel for each in running]
         deadline = time.monotonic() + 5
         while pending and time.monotonic() < deadline:
             ready = connection.wait(pending, deadline - time.monotonic())
             pending = [sentinel for sentinel in pending if sentinel not in ready]
+        return [job_id for job_id, _ in stopped]
 
 
 def crashed(job: ClaimedJob, exitcode: int | None) -> str:

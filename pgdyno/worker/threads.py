@@ -101,10 +101,10 @@ class ExecutorPool:
         """
         return self.children is not None and self.children.stop(job_id, error, retryable)
 
-    def stop_all(self) -> None:
-        """Kill every job running in a child process (the worker hands them back)."""
-        if self.children is not None:
-            self.children.stop_all()
+    def stop_all(self) -> list[int]:
+        """Kill every job running in a child process (the worker hands them back); returns
+        their ids (their outcomes follow in `outcomes`, marked handed_back)."""
+        return [] if self.children is None else self.children.stop_all()
 
     def stop(self) -> None:
         """Let idle threads exit and kill job processes; a thread still running a job dies

@@ -175,3 +175,32 @@ def test_listen_probe_goes_out_comes_back_and_gives_up_after_its_timeout():
     token = probe.due(122.0)
     assert probe.silent_for(131.0) is None
     assert probe.silent_for(133.0) == 11.0  # dead
+
+
+def test_a_job_process_that_sent_its_outcome_before_it_was_stopped_keeps_it():
+    from types import SimpleNamespace
+
+    from pgdyno.worker import pool
+
+    children = pool.ChildProcesses(
+        worker="w", database_url="postgresql://unused", memory_limit=None, progress=print
+    )
+    running = pool._Child(SimpleNamespace(pid=None, exitcode=-9))  # type: ignore[arg-type]
+    running.kill("JobStopped: the worker handed the job back", True, handed_back=True)
+    claimed = job("unit.value", {})
+    sent = ("outcome", '"finished"', None, False, 1.5, 5 << 20)
+    kept = children._outcome(claimed, running, sent, 7 << 20, 2.0)
+    assert (kept.result, kept.error, kept.handed_back, kept.peak_rss_bytes) == (
+        '"finished"',
+        None,
+        False,
+        7 << 20,
+    )
+    stopped = children._outcome(claimed, running, None, None, 2.0)
+    assert (stopped.error, stopped.handed_back) == (
+        "JobStopped: the worker handed the job back",
+        True,
+    )
+    crashed = children._outcome(claimed, pool._Child(running.process), None, None, 2.0)
+    assert crashed.error.startswith("JobCrashed: the process running task 'unit.value'")
+    assert "died of signal SIGKILL" in crashed.error
