@@ -307,13 +307,17 @@ def complete_and_claim(
     """
     reported = [Finished(job[0], None, job[1]) if len(job) == 2 else job for job in done]
     attempts = {job.attempt for job in reported}
+    results = [job.result for job in reported]
+    peaks = [job.peak_rss_bytes for job in reported]
+    # The usual batch (first attempts, no result, thread pool) sends one attempt and no array
+    # but the ids: the statement then skips the lookups (and psycopg dumps less).
+    uniform = len(attempts) == 1
     params = {
         "done_ids": [job.id for job in reported],
-        # One attempt for all (the usual case) spares the statement its attempt lookups.
-        "done_attempt": next(iter(attempts)) if len(attempts) == 1 else None,
-        "done_attempts": [job.attempt for job in reported],
-        "done_results": [job.result for job in reported],
-        "done_peaks": [job.peak_rss_bytes for job in reported],
+        "done_attempt": next(iter(attempts)) if uniform else None,
+        "done_attempts": None if uniform else [job.attempt for job in reported],
+        "done_results": results if any(r is not None for r in results) else None,
+        "done_peaks": peaks if any(p is not None for p in peaks) else None,
         "queues": list(queues),
         "limit": limit,
         "worker": worker,
