@@ -17,3 +17,17 @@ def sleeps_by_default(key: str, seconds: float) -> str:
     time.sleep(seconds)
     _record("done", key)
     return key
+
+
+@pgdyno.task("safety.isolated", pool="process")
+def isolated(key: str) -> int:
+    """A task that asks for a process of its own: publishes progress, waits for its gate,
+    returns its pid."""
+    import os
+
+    from safety_tasks import _wait_for_gate
+
+    _record("start", key)
+    pgdyno.current_job().set_progress(step=1)
+    _wait_for_gate(key)
+    return os.getpid()

@@ -150,6 +150,7 @@ def test_thread_pool_abandons_a_job_past_its_timeout_and_goes_on(effects, databa
     assert by_cli.exit_code == 0, by_cli.output
     cli_job = int(by_cli.output.strip())
     after = pgdyno.enqueue(effects, "safety.returns", {"key": "after", "value": 3}, queue="q")
+    isolated = pgdyno.enqueue(effects, "safety.isolated", {"key": "isolated"}, queue="q")
     extra = ["--lease", "3s"]
     retry_later = {"PGDYNO_RETRY_BASE": "60s"}  # the retried job stays ready while we look
     imports = ("safety_tasks", "safety_task_options")
@@ -160,7 +161,17 @@ def test_thread_pool_abandons_a_job_past_its_timeout_and_goes_on(effects, databa
             message="the first attempt of the job enqueued with timeout=1 to time out",
         )
         assert wait_for_status(effects, after, "done")["result"] == 3
+        # A task declared with pool="process" runs in a process of its own even here, and
+        # its progress reaches the job's row.
+        wait_until(
+            lambda: job_row(effects, isolated)["progress"] == {"step": 1},
+            message="the progress of the job running in its own process",
+        )
+        open_gate(effects, "isolated")
+        isolated_row = wait_for_status(effects, isolated, "done")
         _stop(proc)
+    assert isolated_row["result"] not in (None, proc.pid)
+    assert isolated_row["peak_rss_bytes"] > 0
     for row in [*rows, retried]:
         assert row["last_error"].startswith("JobTimeout: task ")
         assert "it was abandoned" in row["last_error"]
