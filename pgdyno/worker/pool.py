@@ -91,8 +91,18 @@ class ChildProcesses:
         with self._lock:
             if self._started:
                 return
+            # multiprocessing runs the worker's main script again in each child (as
+            # __mp_main__): for the `pgdyno` console script that imports pgdyno's whole CLI,
+            # 180 ms a job unless the fork server has imported it already. (A script of your
+            # own that starts a worker must do it under `if __name__ == "__main__":`, as any
+            # multiprocessing program.)
             self._context.set_forkserver_preload(
-                ["pgdyno.worker.forkserver_init", "pgdyno.worker.child", *tasks.imported_modules()]
+                [
+                    "pgdyno.cli",
+                    "pgdyno.worker.forkserver_init",
+                    "pgdyno.worker.child",
+                    *tasks.imported_modules(),
+                ]
             )
             forkserver.ensure_running()
             self._started = True
