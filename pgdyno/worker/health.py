@@ -8,7 +8,8 @@ job waits for the next poll. So the worker sends itself a notification every INT
 back on the LISTEN connection within TIMEOUT seconds; when it does not come, the connection is
 taken for dead: logged (`listen_connection_dead`) and reconnected. Worst case, a silent LISTEN
 connection is noticed INTERVAL + TIMEOUT (20 s) after it went silent; a worker with a lease
-under 30 s checks as often as it heartbeats (every third of the lease) instead.
+under 30 s checks as often as it heartbeats (every third of the lease) and waits at least
+MIN_TIMEOUT (5 s) for each probe.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import secrets
 INTERVAL = 10.0
 #: Seconds a probe may take to come back before the LISTEN connection is taken for dead.
 TIMEOUT = 10.0
+#: The shortest such wait, however often the worker checks: a busy server or machine can
+#: delay a notification by a second or two, and a false alarm costs a reconnect.
+MIN_TIMEOUT = 5.0
 
 
 class ListenProbe:

@@ -23,7 +23,7 @@ from pgdyno import db, queue, sql
 from pgdyno.logfmt import log_event
 from pgdyno.migrate import require_migrated
 from pgdyno.queue import Claimed, ClaimedJob, Finished
-from pgdyno.worker.health import INTERVAL, ListenProbe
+from pgdyno.worker.health import INTERVAL, MIN_TIMEOUT, ListenProbe
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class PostgresSession:
         except BaseException:
             work.close()
             raise
-        probe = ListenProbe(time.monotonic(), check_every, check_every)
+        probe = ListenProbe(time.monotonic(), check_every, max(check_every, MIN_TIMEOUT))
         try:
             db.listen(listen, db.CHANNEL, probe.channel)
         except BaseException:
