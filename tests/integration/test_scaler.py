@@ -77,7 +77,7 @@ def conn(conn: psycopg.Connection) -> psycopg.Connection:
 def test_scale_up_sets_what_the_load_justifies_and_records_it(conn):
     backend = MemoryFormation({"winston": 0})
     insert_jobs(conn, 5)
-    decision = Scaler(backend, "dispatcher test").scale_up(conn, POLICY, "jobs enqueued")
+    decision = Scaler(backend, "dispatcher test").scale_up(conn, POLICY, "jobs enqueued").decision
     assert decision is not None and (decision.to_quantity, decision.ok) == (3, True)
     # Nothing recorded yet: the formation is read from the platform first.
     assert [call[0] for call in backend.calls] == ["get", "scale"]
@@ -89,7 +89,7 @@ def test_scale_up_leaves_a_formation_that_already_covers_the_load(conn):
     backend = MemoryFormation({"winston": 2})
     insert_jobs(conn, 3)
     scaler = Scaler(backend, "dispatcher test")
-    assert scaler.scale_up(conn, POLICY, "jobs enqueued") is None
+    assert scaler.scale_up(conn, POLICY, "jobs enqueued").decision is None
     assert scales(backend) == []
     assert recorded(conn) == 2
 
@@ -99,14 +99,14 @@ def test_scale_to_zero_refuses_while_a_job_is_ready_or_running(conn):
     scaler = Scaler(backend, "worker test")
     for status in ("running", "ready"):
         insert_jobs(conn, 1, status)
-        assert scaler.scale_to_zero(conn, POLICY, idle_s=60) is False
+        assert scaler.scale_to_zero(conn, POLICY, idle_s=60).at_zero is False
         conn.execute("DELETE FROM pgdyno.jobs")
     assert scales(backend) == []
 
 
 def test_scale_to_zero_of_a_drained_type_scales_it_down_and_records_why(conn):
     backend = MemoryFormation({"winston": 2})
-    assert Scaler(backend, "worker test").scale_to_zero(conn, POLICY, idle_s=31.5) is True
+    assert Scaler(backend, "worker test").scale_to_zero(conn, POLICY, idle_s=31.5).at_zero
     assert scales(backend) == [0]
     assert recorded(conn) == 0
     reason = conn.execute("SELECT reason FROM pgdyno.scale_events").fetchone()[0]
@@ -120,7 +120,8 @@ def test_worker_never_waits_for_a_dispatcher_that_is_deciding(conn, connect):
         dispatcher.execute(
             "SELECT 1 FROM pgdyno.formations WHERE process_type = 'winston' FOR UPDATE"
         )
-        assert Scaler(backend, "worker test").scale_to_zero(conn, POLICY, idle_s=60) is False
+        outcome = Scaler(backend, "worker test").scale_to_zero(conn, POLICY, idle_s=60)
+        assert (outcome.at_zero, outcome.wait) == (False, "locked")
     assert scales(backend) == []
 
 
@@ -149,7 +150,9 @@ def test_job_committed_during_scale_down_is_not_stranded_the_dispatcher_waits_th
     results: dict[str, object] = {}
 
     scale_down = threading.Thread(
-        target=lambda: results.update(down=worker.scale_to_zero(connect(), POLICY, idle_s=60))
+        target=lambda: results.update(
+            down=worker.scale_to_zero(connect(), POLICY, idle_s=60).at_zero
+        )
     )
     scale_down.start()
     assert paused.reached.wait(10)
@@ -159,7 +162,7 @@ def test_job_committed_during_scale_down_is_not_stranded_the_dispatcher_waits_th
     dispatcher_pid = dispatcher_conn.info.backend_pid
     scale_up = threading.Thread(
         target=lambda: results.update(
-            up=dispatcher.scale_up(dispatcher_conn, POLICY, "jobs enqueued")
+            up=dispatcher.scale_up(dispatcher_conn, POLICY, "jobs enqueued").decision
         )
     )
     scale_up.start()
@@ -187,7 +190,7 @@ def test_job_committed_during_scale_down_without_a_dispatcher_is_caught_by_the_r
     conn.execute("UPDATE pgdyno.formations SET quantity = 1, known_at = now()")
     signals = ScalerSignals(before_scale_down=lambda _type: insert_jobs(connect(), 1))
     worker = Scaler(backend, "worker test", signals=signals)
-    assert worker.scale_to_zero(conn, POLICY, idle_s=60) is True
+    assert worker.scale_to_zero(conn, POLICY, idle_s=60).at_zero
     assert scales(backend) == [0, 1]
     reasons = [row[0] for row in conn.execute("SELECT reason FROM pgdyno.scale_events ORDER BY id")]
     assert reasons[1].startswith("job arrived during scale-down")
@@ -203,7 +206,7 @@ def test_formation_doubted_by_long_waiting_jobs_is_read_again_from_the_platform(
         " VALUES ('reports', 't', now() - interval '1 minute')"
     )
     backend = MemoryFormation({"winston": 0})
-    decision = Scaler(backend, "dispatcher test").scale_up(conn, POLICY, "timer")
+    decision = Scaler(backend, "dispatcher test").scale_up(conn, POLICY, "timer").decision
     assert decision is not None and decision.from_quantity == 0
     assert [call[0] for call in backend.calls] == ["get", "scale"]
 
@@ -212,7 +215,7 @@ def test_api_failure_is_recorded_on_the_formation_and_as_the_event_outcome(conn)
     backend = MemoryFormation({})  # the platform does not know the type: 404
     conn.execute("UPDATE pgdyno.formations SET quantity = 0, known_at = now()")
     insert_jobs(conn, 1)
-    decision = Scaler(backend, "dispatcher test").scale_up(conn, POLICY, "jobs enqueued")
+    decision = Scaler(backend, "dispatcher test").scale_up(conn, POLICY, "jobs enqueued").decision
     assert decision is not None and not decision.ok
     error = conn.execute("SELECT last_error FROM pgdyno.formations").fetchone()[0]
     assert error.startswith("404 not_found")
