@@ -42,9 +42,29 @@ if TYPE_CHECKING:
     show_default=True,
     help="Time between SIGTERM and SIGKILL when a dyno is stopped.",
 )
+@click.option(
+    "--boot-time",
+    type=DURATION,
+    default="0s",
+    show_default=True,
+    help="Simulated dyno boot: each dyno's command starts this long after it (Heroku: 20-60s).",
+)
+@click.option(
+    "--api-rate-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Answer 429 once this many API requests are spent, refilled hourly (Heroku: 4500). "
+    "Default: no limit.",
+)
 @database_option
 def dev(
-    procfile: Path, port: int, web_port: int, kill_timeout: float, database_url: str | None
+    procfile: Path,
+    port: int,
+    web_port: int,
+    kill_timeout: float,
+    boot_time: float,
+    api_rate_limit: int | None,
+    database_url: str | None,
 ) -> None:
     """Run the Procfile locally behind a Heroku-compatible formation API.
 
@@ -70,7 +90,14 @@ def dev(
         )
         click.echo(f"{'dev':<10} |   export DATABASE_URL={url}")
     try:
-        platform = LocalPlatform(procfile, url, port=port, kill_timeout=kill_timeout)
+        platform = LocalPlatform(
+            procfile,
+            url,
+            port=port,
+            kill_timeout=kill_timeout,
+            boot_time=boot_time,
+            rate_limit=api_rate_limit,
+        )
         # The dynos run in the app root, so a relative reports folder is resolved there too.
         _serve(platform, url, web_port, str(app_root / settings.reports_dir))
     finally:

@@ -36,7 +36,12 @@ class LocalPlatform:
         output: TextIO | None = None,
         env: Mapping[str, str] | None = None,
         on_event: Callable[[PlatformEvent], None] | None = None,
+        boot_time: float = 0.0,
+        rate_limit: int | None = None,
     ) -> None:
+        """`boot_time`: seconds each dyno boots before its command starts (Heroku: 20-60 s;
+        default 0). `rate_limit`: the API's token pool (Heroku: 4,500, refilled hourly);
+        None, the default, never answers 429."""
         self.commands = procfile.load(procfile_path)
         #: Where every command runs, as the app root is on Heroku: the Procfile's folder.
         self.app_root = Path(procfile_path).resolve().parent
@@ -64,8 +69,10 @@ class LocalPlatform:
             kill_timeout=kill_timeout,
             on_event=record,
             cwd=str(self.app_root),
+            boot_time=boot_time,
         )
         self.server = FormationServer(port, app, self.token, self.dynos)
+        self.server.set_rate_limit(rate_limit)
         self.dynos.env["HEROKU_API_URL"] = self.server.url
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="formation-api", daemon=True
