@@ -42,6 +42,8 @@ class Scripted:
     message: str = "scripted failure"
     #: A PATCH takes effect before the scripted answer (an answer lost after the change).
     applied: bool = False
+    #: Only requests of this method get this answer (None: any).
+    method: str | None = None
 
 
 class FakeHeroku(ThreadingHTTPServer):
@@ -117,7 +119,11 @@ class _Handler(BaseHTTPRequestHandler):
         with server.lock:
             server.requests.append(Recorded(method, self.path, dict(self.headers), body))
             server.remaining -= 1
-            scripted = server.script.popleft() if server.script else server.always
+            scripted = next(
+                (one for one in server.script if one.method in (None, method)), server.always
+            )
+            if scripted is not None and scripted is not server.always:
+                server.script.remove(scripted)
         if scripted is not None and not scripted.applied:
             return self._error(scripted.status, scripted.message, scripted.headers)
         if self.headers.get("Authorization") != f"Bearer {server.token}":

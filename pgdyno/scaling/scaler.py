@@ -332,6 +332,7 @@ class Scaler:
             cause=cause,
             retry_in_s=round(retry_in, 1),
             failures=failures,
+            error=str(exc),
             msg="no formation call for this type before then, by any process",
         )
         return retry_in, cause
