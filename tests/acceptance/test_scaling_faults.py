@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 from fake_heroku import FakeHeroku, Scripted
-from helpers import PgdynoProcess, log_fields, wait_for_status, wait_until, worker
+from helpers import (
+    PgdynoProcess,
+    log_fields,
+    wait_for_listeners,
+    wait_for_status,
+    wait_until,
+    worker,
+)
 
 pytestmark = pytest.mark.usefixtures("effects")
 
@@ -81,9 +89,9 @@ def scale_events(conn) -> list[tuple]:
 
 
 def test_1_linger_counts_from_the_last_job_of_the_type_on_any_dyno(start_platform, conn):
-    """linger=6, a short job and a gated one on two dynos: the type must not go to zero
-    until 6 s after the gated job ended (the idle sibling used its own idle time, which
-    went to zero within its 5 s re-check of the other dyno's last job)."""
+    """linger=6, two dynos, a gated job on one: the type must not go to zero until 6 s after
+    that job ended. The idle sibling compared its own idle time with the linger: once past it,
+    its 5 s re-checks took the type to zero within 5 s of the other dyno's last job."""
     platform = start_platform(
         "julia: {pgdyno} dispatcher --scale reports=winston,max=2,linger=6\n"
         "winston: {pgdyno} worker --queue reports --import sample_tasks\n"
@@ -93,6 +101,10 @@ def test_1_linger_counts_from_the_last_job_of_the_type_on_any_dyno(start_platfor
     gated = insert(conn, task="gate", key="long")
     wait_until(lambda: len(platform.alive("winston")) == 2, timeout=30, message="2 dynos")
     wait_for_status(conn, gated, "running", timeout=30)
+    wait_for_listeners(conn, 2, timeout=30)
+    both_up = time.monotonic()
+    # The linger is time: let the idle sibling pass it (and make its first check) first.
+    wait_until(lambda: time.monotonic() > both_up + 6.5, timeout=10, message="the linger")
     conn.execute("INSERT INTO test_effects (kind, job_key, pid) VALUES ('open', 'long', 0)")
     finished = wait_for_status(conn, gated, "done")["finished_at"].timestamp()
     wait_until(
