@@ -182,13 +182,16 @@ def test_4_after_an_unanswered_scale_down_the_next_job_still_gets_a_dyno(
             " WHERE process_type = 'winston'"
         )
         with winston_worker(database_url, heroku):
+            # Its decision recorded (committed with its failed scale event), then it goes.
             wait_until(
                 lambda: (
                     heroku.formations["winston"]["quantity"] == 0
-                    and any(r.method == "PATCH" for r in heroku.requests)
+                    and conn.execute(
+                        "SELECT count(*) FROM pgdyno.scale_events WHERE to_quantity = 0"
+                    ).fetchone()[0]
                 ),
                 timeout=20,
-                message="the worker's scale-down, applied, answered 503",
+                message="the worker's scale-down, applied, answered 503, recorded",
             )
         job = insert(conn, task="noop")
         wait_until(
