@@ -17,10 +17,11 @@ Code map: a job's path from INSERT to scale-down.
    name at commit (sql/migrations/0001_queue.sql).
 2. The dispatcher wakes (scaling/dispatcher.py, on the always-on dyno): LISTEN, debounce,
    then `Scaler.scale_up` for every process type whose queues it serves.
-3. Scale up (scaling/scaler.py): lock the type's row in pgdyno.formations, read the load
-   (scaling/state.py), decide with the pure policy (scaling/policy.py), call the formation
-   backend (scaling/formation/: the Heroku Platform API; locally `pgdyno dev`, platform/),
-   record the scale event.
+3. Scale up (scaling/scaler.py): lock the type's row in pgdyno.formations (never waiting: a
+   locked type is decided again shortly), read the load (scaling/state.py), decide with the
+   pure policy (scaling/policy.py), call the formation backend once (scaling/formation/: the
+   Heroku Platform API; locally `pgdyno dev`, platform/), record the scale event; a failed
+   call records when the type may be called again (Retry-After, backoff).
 4. A dyno starts `pgdyno worker` (cli/worker.py, or `run_worker` here: embed.py), which builds
    a `Worker` (worker/loop.py) with scale-to-zero as its idle callback (scaling/idle.py).
 5. Claim and run. Each turn of the worker loop reports finished jobs and claims new ones in
@@ -35,15 +36,17 @@ Code map: a job's path from INSERT to scale-down.
    (backoff.py) or failed; jobs whose worker died are rescued when their lease expires
    (rescue.py, by every worker's poll and the dispatcher's timer).
 7. Scale to zero. Idle past the rule's linger, the worker calls `Scaler.scale_to_zero`: under
-   the same lock, it checks that no job of the type's queues is ready or running, sets the
-   quantity to 0, and re-checks after its commit. A job committed meanwhile is seen by the
+   the same lock, it checks that no job of the type's queues, nor of any queue its workers
+   serve (the registry, registry.py), is ready or running, and that the whole type lingered,
+   sets the quantity to 0, and re-checks after its commit. A job committed meanwhile is seen by the
    dispatcher, whose decision waited for that lock (the argument is in scaling/scaler.py).
 8. The platform sends SIGTERM (signals.py); the worker stops claiming, lets running jobs
    finish within the grace period, hands back the rest, and exits.
 
 Shared by all: config.py (Settings, the only reader of the environment), errors.py (the
 exception tree), db.py (connections, reconnect), clock.py (time and waiting), logfmt.py (one
-log line per event), sql/ (every statement, by name), migrate.py. Reports (reports/) are a
+log line per event), sql/ (every statement, by name), migrate.py, registry.py (the workers
+registry: each worker's row in pgdyno.workers). Reports (reports/) are a
 built-in task; demo/ is `make run`.
 """
 

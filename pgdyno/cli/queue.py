@@ -132,13 +132,15 @@ def enqueue(
 @database_option
 def status(as_json: bool, database_url: str | None) -> None:
     """Jobs per queue and status, the age of the oldest ready job, and scaling state."""
+    from pgdyno import registry
     from pgdyno.scaling.state import scaling_status
 
     with connection(database_url) as conn:
         queues = queue.status(conn)
         scaling = scaling_status(conn)
+        workers = registry.workers(conn)
     if as_json:
-        echo_json({"queues": queues, "scaling": scaling})
+        echo_json({"queues": queues, "scaling": scaling, "workers": workers})
         return
     _echo_scaling(scaling)
     if not queues:
@@ -161,11 +163,29 @@ def _echo_scaling(types: dict[str, dict[str, Any]]) -> None:
         known = "not known yet (no formation call so far)" if quantity is None else quantity
         line = (
             f"process type {name}: quantity {known}, queues "
-            f"{','.join(entry['queues'])}, max {entry['max']}, linger {entry['linger_s']:g}s"
+            f"{','.join(entry['queues'])}, max {entry['max']}, linger {entry['linger_s']:g}s, "
+            f"{entry['workers']} live worker{'s' if entry['workers'] != 1 else ''}"
         )
         click.echo(line)
         if entry["last_error"]:
-            click.echo(f"  last formation error ({entry['last_error_at']}): {entry['last_error']}")
+            failures = entry["failures"]
+            click.echo(
+                f"  standing formation error ({failures} failed call{'s' if failures != 1 else ''}"
+                f", last at {entry['last_error_at']}): {entry['last_error']}"
+            )
+        if entry["not_before"]:
+            cause = (
+                "the platform's Retry-After"
+                if entry["not_before_cause"] == "retry_after"
+                else "backoff after failed calls"
+            )
+            click.echo(f"  no formation API call before {entry['not_before']} ({cause})")
+        if entry["unserved_queues"]:
+            click.echo(
+                f"  WARNING: no {name} worker serves {', '.join(entry['unserved_queues'])} "
+                f"(they serve {', '.join(entry['served_queues'])}): those jobs wait, and keep "
+                f"{name} up; add --queue to its command or fix the --scale rule"
+            )
         if entry["last_event"]:
             event = entry["last_event"]
             click.echo(

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pgdyno import tasks
+from pgdyno import registry, tasks
 from pgdyno.cli.common import DURATION, database_option
 from pgdyno.config import Settings, parse_size
 from pgdyno.errors import ConfigError
@@ -137,8 +137,11 @@ def worker(
     app_root_importable()
     tasks.import_modules([*settings.import_list, *modules])
     runner = Worker(settings, queues, burst=burst)
+    runner.registration = registry.for_worker(runner.id, runner.queues, settings)
     if not burst:
-        runner.idle_callback = scale_down.from_settings(settings, actor=f"worker {runner.id}")
+        runner.idle_callback = scale_down.from_settings(
+            settings, actor=f"worker {runner.id}", queues=runner.queues
+        )
     runner.install_signal_handlers()
     sys.exit(runner.run())
 

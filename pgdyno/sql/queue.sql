@@ -65,11 +65,11 @@ WITH reported AS (
     INSERT INTO pgdyno.jobs_finished (
            id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
-           timeout, peak_rss_bytes)
+           handbacks, timeout, peak_rss_bytes)
     SELECT id, queue, task, args, 'done', priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, now(), worker, NULL,
            nullif((SELECT outcomes FROM reported) -> id::text -> 0, 'null'), NULL,
-           timeout, ((SELECT outcomes FROM reported) -> id::text ->> 1)::bigint
+           handbacks, timeout, ((SELECT outcomes FROM reported) -> id::text ->> 1)::bigint
       FROM finished
     RETURNING id
 ), picked AS (
@@ -141,9 +141,10 @@ WITH held AS (
     INSERT INTO pgdyno.jobs_finished (
            id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
-           timeout, peak_rss_bytes)
+           handbacks, timeout, peak_rss_bytes)
     SELECT id, queue, task, args, 'failed', priority, run_at, attempts, max_attempts, %(error)s,
-           created_at, started_at, now(), NULL, NULL, result, NULL, timeout, %(peak)s::bigint
+           created_at, started_at, now(), NULL, NULL, result, NULL, handbacks, timeout,
+           %(peak)s::bigint
       FROM failed
     RETURNING status::text
 )
@@ -177,16 +178,37 @@ RETURNING id;
 -- Hands running jobs back: ready again at once, the attempt not counted. On shutdown %(ids)s
 -- lists the jobs to hand back; after a lost connection %(ids)s is NULL and every job this
 -- worker holds except %(keep)s goes back (a claim that committed but whose reply was lost).
+-- Hand-backs on shutdown are counted (issue 12, migration 0008): after the first
+-- pgdyno.free_handbacks() of a job each one keeps its attempt, and a job whose attempts are
+-- then spent fails (HandedBack), instead of being handed back forever by a platform that
+-- restarts dynos more often than the job takes. Lost-reply releases (%(ids)s NULL) never count.
 WITH released AS (
     UPDATE pgdyno.jobs
-       SET status = 'ready', attempts = greatest(attempts - 1, 0), run_at = now(),
-           started_at = NULL, worker = NULL, lease_expires_at = NULL, progress = NULL
+       SET status = CASE WHEN %(ids)s::bigint[] IS NOT NULL
+                          AND handbacks >= pgdyno.free_handbacks() AND attempts >= max_attempts
+                         THEN 'failed' ELSE 'ready' END::pgdyno.job_status,
+           finished_at = CASE WHEN %(ids)s::bigint[] IS NOT NULL
+                               AND handbacks >= pgdyno.free_handbacks()
+                               AND attempts >= max_attempts THEN now() END,
+           last_error = CASE WHEN %(ids)s::bigint[] IS NOT NULL
+                              AND handbacks >= pgdyno.free_handbacks()
+                              AND attempts >= max_attempts
+                             THEN format('HandedBack: handed back %%s times on shutdown (the worker '
+                                         'was stopped before the job finished, each time); its '
+                                         'last attempt is spent', handbacks + 1)
+                             ELSE last_error END,
+           attempts = CASE WHEN %(ids)s::bigint[] IS NOT NULL
+                            AND handbacks >= pgdyno.free_handbacks() THEN attempts
+                           ELSE greatest(attempts - 1, 0) END,
+           handbacks = handbacks + CASE WHEN %(ids)s::bigint[] IS NOT NULL THEN 1 ELSE 0 END,
+           run_at = now(), started_at = NULL, worker = NULL, lease_expires_at = NULL, progress = NULL
      WHERE status = 'running' AND worker = %(worker)s
        AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
        AND NOT id = ANY(%(keep)s::bigint[])
-    RETURNING id, queue
+    RETURNING id, queue, status
 )
-SELECT r.id, pg_notify('pgdyno_jobs', r.queue) IS NULL FROM released AS r;
+SELECT r.id, CASE WHEN r.status = 'ready' THEN pg_notify('pgdyno_jobs', r.queue) END IS NULL
+  FROM released AS r;
 
 -- name: job_rescue_expired
 -- Jobs whose worker stopped renewing the lease (killed, dyno lost) go back to ready, the lost
@@ -215,9 +237,10 @@ WITH expired AS (
     INSERT INTO pgdyno.jobs_finished (
            id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
-           timeout, peak_rss_bytes)
+           handbacks, timeout, peak_rss_bytes)
     SELECT id, queue, task, args, 'failed', priority, now(), attempts, max_attempts, error,
-           created_at, started_at, now(), NULL, NULL, result, NULL, timeout, peak_rss_bytes
+           created_at, started_at, now(), NULL, NULL, result, NULL, handbacks, timeout,
+           peak_rss_bytes
       FROM failed
     RETURNING id, queue, status::text AS status, last_error
 ), rescued AS (
@@ -248,7 +271,7 @@ SELECT queue, status::text, count(*),
 -- name: job_get
 SELECT id, queue, task, args, status::text AS status, priority, run_at, attempts, max_attempts,
        last_error, created_at, started_at, finished_at, worker, lease_expires_at, result,
-       progress, timeout, peak_rss_bytes
+       progress, handbacks, timeout, peak_rss_bytes
   FROM pgdyno.jobs
  WHERE id = %(id)s;
 
@@ -262,10 +285,12 @@ SELECT id, queue, task, status::text AS status, priority, attempts, max_attempts
  LIMIT %(limit)s;
 
 -- name: job_retry
--- A failed or cancelled job runs again with a fresh attempt budget; the last error stays.
+-- A failed or cancelled job runs again with a fresh attempt budget (and free hand-backs);
+-- the last error stays.
 WITH retried AS (
     UPDATE pgdyno.jobs
-       SET status = 'ready', attempts = 0, run_at = now(), started_at = NULL, finished_at = NULL
+       SET status = 'ready', attempts = 0, handbacks = 0, run_at = now(), started_at = NULL,
+           finished_at = NULL
      WHERE id = %(id)s AND status IN ('failed', 'cancelled')
     RETURNING id, queue
 )

@@ -19,6 +19,7 @@ turn with fakes of all three (tests/unit/test_worker_loop.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -35,6 +36,7 @@ from pgdyno.clock import SYSTEM_CLOCK, Clock, Wakeup
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob, Finished
+from pgdyno.registry import Registration
 from pgdyno.worker import executor, fencing, health
 from pgdyno.worker.executor import Outcome
 from pgdyno.worker.session import JobQueue, PostgresSession, Session, SessionOpener
@@ -113,6 +115,9 @@ class Worker:
         )
         self._outcomes = self._pool.outcomes
         self._vacuum = HotTableVacuum(self._dsn, self.id)
+        #: The worker's row in pgdyno.workers (pgdyno/registry.py), set by `pgdyno worker` and
+        #: build_worker; None: the worker is not registered.
+        self.registration: Registration | None = None
 
     @property
     def refused_writes(self) -> int:
@@ -169,6 +174,9 @@ class Worker:
             while not self._turn():
                 pass
         finally:
+            if self.registration is not None and self._session is not None:
+                with contextlib.suppress(psycopg.Error):  # else it expires (registry.EXPIRY_S)
+                    self.registration.stopped(self._conn)
             self._disconnect()
             self._pool.stop()
         log_event(log, "worker_stopped", worker=self.id, refused_writes=self._fence.refused)
@@ -230,6 +238,9 @@ class Worker:
             if polled or timer_fired or self._idle_since is None:
                 self._schedule_next_due()
         self._track_idle(now, idle)
+        if self.registration is not None:  # the workers registry: heartbeat, busy or idle
+            running = len(self._running)
+            self._timers.registry = self.registration.tick(self._conn, now, running=running)
         if self._running and passed(self._timers.heartbeat, now):
             self._heartbeat()
         if self._progress:
