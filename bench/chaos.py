@@ -367,8 +367,10 @@ def run(
             feeder.stop()
             drain_s = _drain(url, drain_timeout)
         finally:
-            feeder.stop()
-            workers.stop()
+            try:
+                feeder.stop()
+            finally:
+                workers.stop()  # whatever happened: no worker outlives the soak
         result = chaos_report.account(url, feeder, chaos.faults, lease_s=LEASE_S)
         result.update(
             seed=seed,
