@@ -7,6 +7,7 @@ caller's connection, so an enqueue joins the caller's transaction and commits wi
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from pgdyno import sql
 from pgdyno.config import Settings, parse_duration
 from pgdyno.db import connect, retry_on_conflict
 from pgdyno.errors import ConfigError, InvalidJob, InvalidJobState, JobNotFound
+from pgdyno.logfmt import redact
 
 STATUSES = ("ready", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
@@ -34,7 +36,32 @@ _CONSTRAINT_HINTS = {
     "args_must_be_a_json_object": 'args must be a JSON object, for example {"id": 7}',
     "priority_must_be_between_minus_1000_and_1000": "priority must be between -1000 and 1000",
     "max_attempts_must_be_between_1_and_1000": "max_attempts must be between 1 and 1000",
+    # Migration 0006: bounds every role keeps, and what a client role may set.
+    "run_at_must_be_between_1970_and_2200": (
+        "run_at must be a time from 1970-01-01 to 2200-01-01 UTC (not infinity, not BC)"
+    ),
+    "times_must_be_between_1970_and_2200": (
+        "a job's times must be from 1970-01-01 to 2200-01-01 UTC (not infinity, not BC)"
+    ),
+    "attempts_must_not_exceed_max_attempts": "attempts must not exceed max_attempts",
+    "ready_job_must_have_an_attempt_left": "a ready job must have attempts below max_attempts",
+    "queue_must_not_contain_control_characters": (
+        "queue must not contain control characters (tabs, newlines, escapes)"
+    ),
+    "task_must_not_contain_control_characters": (
+        "task must not contain control characters (tabs, newlines, escapes)"
+    ),
+    "args_must_be_at_most_1_mb": "args must be at most 1 MB (as jsonb)",
+    "args_must_nest_at_most_64_levels": (
+        "args must nest at most 64 levels deep (the object itself is the first)"
+    ),
+    "args_numbers_must_be_between_minus_1e308_and_1e308": (
+        "numbers in args must be between -1e308 and 1e308 (what a JSON client can decode)"
+    ),
 }
+
+#: The longest last_error kept in a job's row (characters): errors are read back by clients.
+MAX_ERROR_CHARS = 4000
 
 
 class ClaimedJob(NamedTuple):
@@ -44,6 +71,9 @@ class ClaimedJob(NamedTuple):
     args: dict[str, Any]
     attempts: int
     max_attempts: int
+    #: Why the job's args could not be decoded (args is then {}): the job fails alone, without
+    #: retry (worker/executor.py). None for every job a client could enqueue.
+    args_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +143,20 @@ def refused(exc: psycopg.errors.IntegrityError | psycopg.errors.DataError) -> In
     return InvalidJob(f"job refused: {hint} ({detail})" if hint else f"job refused: {detail}")
 
 
+def not_permitted(exc: psycopg.errors.InsufficientPrivilege) -> ConfigError:
+    """The connection's role may not enqueue as asked: say which grant fixes it.
+
+    `pgdyno.enqueue` and `enqueue_many` read the new ids back (INSERT ... RETURNING id), which
+    an enqueue role may do only with `pgdyno grant-enqueue ROLE --returning-id`.
+    """
+    detail = exc.diag.message_primary or str(exc)
+    hint = exc.diag.message_hint or (
+        "an enqueue role needs `pgdyno grant-enqueue ROLE --returning-id` (run by the owner "
+        "of the pgdyno schema) for pgdyno.enqueue and enqueue_many, which return the new ids"
+    )
+    return ConfigError(f"enqueue not permitted: {detail}; {hint}")
+
+
 def enqueue(
     conn: psycopg.Connection | str | None,
     task: str,
@@ -145,6 +189,8 @@ def enqueue(
         row = connection.execute(sql.query("job_insert"), params).fetchone()
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
         raise refused(exc) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise not_permitted(exc) from exc
     finally:
         if owned:
             connection.close()
@@ -207,26 +253,46 @@ def enqueue_many(
             ).fetchone()
             assert reserved is not None  # the statement always returns one row
             now, default_attempts, ids = reserved
-            with connection.cursor().copy(sql.query("job_copy_in")) as copy:
-                copy.set_types(["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4"])
-                for job_id, spec, (at, delay) in zip(ids, specs, whens, strict=True):
-                    copy.write_row(
-                        (
-                            job_id,
-                            spec.queue,
-                            spec.task,
-                            _args(spec.args).obj,
-                            spec.priority,
-                            at or (now + delay if delay else now),
-                            default_attempts if spec.max_attempts is None else spec.max_attempts,
-                        )
-                    )
+            rows = [
+                (
+                    spec.queue,
+                    spec.task,
+                    _args(spec.args).obj,
+                    spec.priority,
+                    at or (now + delay if delay else now),
+                    default_attempts if spec.max_attempts is None else spec.max_attempts,
+                )
+                for spec, (at, delay) in zip(specs, whens, strict=True)
+            ]
+            if ids is None:  # a client role: it may not write ids (migration 0006)
+                ids = _insert_many(connection, rows)
+            else:
+                with connection.cursor().copy(sql.query("job_copy_in")) as copy:
+                    copy.set_types(["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4"])
+                    for job_id, row in zip(ids, rows, strict=True):
+                        copy.write_row((job_id, *row))
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
         raise refused(exc) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise not_permitted(exc) from exc
     finally:
         if owned:
             connection.close()
     return list(ids)
+
+
+def _insert_many(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> list[int]:
+    """Insert a batch with one INSERT ... SELECT FROM unnest(...) RETURNING id (ids in order)."""
+    columns = list(zip(*rows, strict=True))
+    params = {
+        "queues": list(columns[0]),
+        "tasks": list(columns[1]),
+        "args": [Jsonb(value) for value in columns[2]],
+        "priorities": list(columns[3]),
+        "run_ats": list(columns[4]),
+        "max_attempts": list(columns[5]),
+    }
+    return [row[0] for row in connection.execute(sql.query("job_insert_many"), params)]
 
 
 # --- worker side -----------------------------------------------------------------------------
@@ -259,13 +325,37 @@ def complete_and_claim(
         "lease": timedelta(seconds=lease),
     }
     rows = conn.execute(sql.query("job_complete_and_claim"), params, prepare=True).fetchall()
-    return [ClaimedJob(*row) for row in rows]
+    return [_claimed(*row) for row in rows]
+
+
+def _claimed(
+    job_id: int, queue: str, task: str, args: str, attempts: int, max_attempts: int
+) -> ClaimedJob:
+    """A claimed job with its args (JSON text) decoded; args that Python cannot decode (nested
+    too deep, an integer of thousands of digits) or that are not an object make the job carry
+    an args_error instead, never an exception that would stop the worker."""
+    try:
+        decoded = json.loads(args)
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        error = f"the job's args cannot be decoded: {type(exc).__name__}: {reason}"
+        return ClaimedJob(job_id, queue, task, {}, attempts, max_attempts, f"InvalidArgs: {error}")
+    if not isinstance(decoded, dict):
+        error = f"InvalidArgs: the job's args are a JSON {type(decoded).__name__}, not an object"
+        return ClaimedJob(job_id, queue, task, {}, attempts, max_attempts, error)
+    return ClaimedJob(job_id, queue, task, decoded, attempts, max_attempts)
 
 
 def fail(
     conn: psycopg.Connection, *, worker: str, job_id: int, error: str, retry_in: float | None
 ) -> str | None:
-    """Record a failed attempt; returns the job's new status (None if this worker lost it)."""
+    """Record a failed attempt; returns the job's new status (None if this worker lost it).
+
+    `error` is cut to MAX_ERROR_CHARS and stripped of URL credentials and passwords: the row
+    is read back by clients and shown in pages."""
+    error = redact(error)
+    if len(error) > MAX_ERROR_CHARS:
+        error = error[: MAX_ERROR_CHARS - 20] + " ... (error cut)"
     row = conn.execute(
         sql.query("job_fail"),
         {
