@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -437,7 +438,7 @@ def status(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     for queue, state, count, oldest in conn.execute(sql.query("queue_status"), {}).fetchall():
         entry = queues.setdefault(queue, {**dict.fromkeys(STATUSES, 0), "oldest_ready_age_s": None})
         entry[state] = int(count)
-        if oldest is not None:
+        if oldest is not None and math.isfinite(float(oldest)):  # JSON has no Infinity
             entry["oldest_ready_age_s"] = round(max(float(oldest), 0.0), 3)
     return queues
 

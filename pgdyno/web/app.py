@@ -19,7 +19,7 @@ import psycopg
 from flask import Flask, Response, current_app, g, request
 from psycopg_pool import ConnectionPool
 
-from pgdyno import sql
+from pgdyno import db, sql
 from pgdyno.config import Settings
 from pgdyno.errors import ConfigError
 from pgdyno.logfmt import redact_dsn
@@ -46,6 +46,7 @@ class Database:
         self._lock = threading.Lock()
 
     def _configure(self, conn: psycopg.Connection) -> None:
+        db.pin_session(conn)  # one of pgdyno's own sessions (search_path, lenient JSON)
         conn.execute(
             sql.query("web_session_setup"),
             {"timeout": STATEMENT_TIMEOUT, "read_only": "on" if self.read_only else "off"},

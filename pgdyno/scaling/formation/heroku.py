@@ -18,7 +18,7 @@ import requests
 
 from pgdyno import backoff
 from pgdyno.errors import FormationRejected, FormationUnavailable
-from pgdyno.logfmt import log_event
+from pgdyno.logfmt import log_event, redact
 from pgdyno.scaling.formation.base import Formation
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class HerokuFormation:
         )
 
     def __repr__(self) -> str:  # the session holds the token: keep it out of reprs
-        return f"HerokuFormation(app={self.app!r}, base_url={self.base_url!r})"
+        return f"HerokuFormation(app={self.app!r}, base_url={redact(self.base_url)!r})"
 
     def get(self, process_type: str) -> Formation:
         return self._formation(self._call("GET", process_type, None))
@@ -98,7 +98,8 @@ class HerokuFormation:
             try:
                 response = self._session.request(method, url, json=body, timeout=self.timeout)
             except requests.RequestException as exc:
-                failure = f"{type(exc).__name__}: cannot reach {self.base_url}"
+                # redact: HEROKU_API_URL may carry credentials (https://user:pass@host).
+                failure = f"{type(exc).__name__}: cannot reach {redact(self.base_url)}"
                 wait = backoff.delay(attempt, self.backoff_base, self.backoff_cap)
                 self._log(method, process_type, attempt, None, started, error=failure)
             else:
