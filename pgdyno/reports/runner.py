@@ -48,9 +48,10 @@ from pgdyno.worker.executor import current_job
 log = logging.getLogger(__name__)
 
 # SQLSTATE classes where the same query fails the same way however often it runs: feature not
-# supported, cardinality, data exception, integrity, read-only, invalid names, syntax or
-# access, WITH CHECK, PL/pgSQL raise.
-_PERMANENT_CLASSES = {"0A", "21", "22", "23", "25", "2B", "3D", "3F", "42", "44", "P0"}
+# supported, cardinality, data exception, integrity, read-only, routine exceptions (dblink
+# refusing a connection without a password), invalid names, syntax or access, WITH CHECK,
+# PL/pgSQL raise.
+_PERMANENT_CLASSES = {"0A", "21", "22", "23", "25", "2B", "2F", "3D", "3F", "42", "44", "P0"}
 
 
 @task("report")

@@ -38,10 +38,12 @@ COPY pgdyno.jobs (id, queue, task, args, priority, run_at, max_attempts) FROM ST
 -- (rows are inserted, and returned, in ORDER BY order).
 INSERT INTO pgdyno.jobs (queue, task, args, priority, run_at, max_attempts)
 SELECT b.queue, b.task, b.args, b.priority, b.run_at, b.max_attempts
-  FROM pg_catalog.unnest(%(queues)s::pg_catalog.text[], %(tasks)s::pg_catalog.text[],
-                         %(args)s::pg_catalog.jsonb[], %(priorities)s::pg_catalog.int4[],
-                         %(run_ats)s::pg_catalog.timestamptz[],
-                         %(max_attempts)s::pg_catalog.int4[])
+  FROM ROWS FROM (pg_catalog.unnest(%(queues)s::pg_catalog.text[]),
+                 pg_catalog.unnest(%(tasks)s::pg_catalog.text[]),
+                 pg_catalog.unnest(%(args)s::pg_catalog.jsonb[]),
+                 pg_catalog.unnest(%(priorities)s::pg_catalog.int4[]),
+                 pg_catalog.unnest(%(run_ats)s::pg_catalog.timestamptz[]),
+                 pg_catalog.unnest(%(max_attempts)s::pg_catalog.int4[]))
        WITH ORDINALITY AS b (queue, task, args, priority, run_at, max_attempts, n)
  ORDER BY b.n
 RETURNING id;

@@ -1,0 +1,316 @@
+"""Fixtures of the security tests: the enqueue role, a second server (PostgreSQL 15), and the
+system under attack (a worker, a dispatcher and `pgdyno status`) that every scenario must
+leave running.
+
+Each scenario is played as the enqueue role: a role with only the documented grants
+(`pgdyno grant-enqueue`; on a pgdyno that predates it, the grants its README documented:
+USAGE on the schema, INSERT on pgdyno.jobs, SELECT on its id), against a real server. The
+scenarios whose outcome depends on the server's version run on both the embedded server and
+the system's PostgreSQL 15 (/usr/lib/postgresql/15/bin), started once per test session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from fake_heroku import FakeHeroku
+from helpers import REPO_DIR, TESTS_DIR, PgdynoProcess, server_dir, wait_for_status, wait_until
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+import pgdyno
+from pgdyno.cli import main
+from pgdyno.migrate import migrate
+
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+SECURITY_DIR = Path(__file__).resolve().parent
+_names = itertools.count()
+
+
+# --- servers and databases -----------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A Postgres server the tests may create databases and roles on, with a migrated template."""
+
+    name: str
+    admin_url: str
+    template: str
+
+    @property
+    def version(self) -> int:
+        with psycopg.connect(self.admin_url) as conn:
+            return conn.info.server_version // 10000
+
+    @contextlib.contextmanager
+    def database(self) -> Iterator[str]:
+        """A fresh migrated database (owner: the admin, a superuser); its URL."""
+        name = f"pgdyno_sec_{os.getpid()}_{next(_names)}"
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(
+                pgsql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    pgsql.Identifier(name), pgsql.Identifier(self.template)
+                )
+            )
+        try:
+            yield make_conninfo(self.admin_url, dbname=name)
+        finally:
+            with psycopg.connect(self.admin_url, autocommit=True) as admin:
+                admin.execute(
+                    pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        pgsql.Identifier(name)
+                    )
+                )
+
+
+def _template(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(pgsql.SQL("DROP DATABASE IF EXISTS {}").format(pgsql.Identifier(name)))
+        admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    with psycopg.connect(make_conninfo(admin_url, dbname=name), autocommit=True) as conn:
+        migrate(conn)
+
+
+@pytest.fixture(scope="session")
+def pg15_server() -> Iterator[Server]:
+    """The system's PostgreSQL 15, started once per session (skipped where not installed)."""
+    if not (PG15_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 binaries are not installed")
+    from pgdyno.platform.postgres import EmbeddedPostgres
+
+    with server_dir() as path:
+        server = EmbeddedPostgres(
+            path / "pg15",
+            bin_dir=PG15_BIN,
+            settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+        )
+        try:
+            url = server.start()
+            _template(url, "pgdyno_sec_template")
+            yield Server("pg15", url, "pgdyno_sec_template")
+        finally:
+            server.destroy()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, pg_admin_url: str, template_db: str) -> Server:
+    """The embedded server, or PostgreSQL 15 for tests parametrized with indirect "pg15"."""
+    if getattr(request, "param", "embedded") == "pg15":
+        return request.getfixturevalue("pg15_server")
+    return Server("embedded", pg_admin_url, template_db)
+
+
+#: For scenarios whose outcome depends on the server's version.
+BOTH_SERVERS = pytest.mark.parametrize("server", ["embedded", "pg15"], indirect=True)
+
+
+@pytest.fixture
+def db(server: Server) -> Iterator[str]:
+    """A fresh migrated database on `server`; its owner's URL."""
+    with server.database() as url:
+        yield url
+
+
+@pytest.fixture
+def owner(db: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection as the database's owner (a superuser, as pgdyno's own role)."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        yield conn
+
+
+# --- the enqueue role ----------------------------------------------------------------------------
+
+
+def grant_enqueue(conn: psycopg.Connection, role: str, returning_id: bool) -> None:
+    """The documented recipe: `pgdyno grant-enqueue`, or, on a pgdyno without it, the grants
+    its README documented."""
+    try:
+        from pgdyno import roles
+    except ImportError:
+        name = pgsql.Identifier(role)
+        conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA pgdyno TO {}").format(name))
+        conn.execute(pgsql.SQL("GRANT INSERT ON pgdyno.jobs TO {}").format(name))
+        if returning_id:
+            conn.execute(pgsql.SQL("GRANT SELECT (id) ON pgdyno.jobs TO {}").format(name))
+        return
+    roles.grant_enqueue(conn, role, returning_id=returning_id)
+
+
+@contextlib.contextmanager
+def login_role(conn: psycopg.Connection, prefix: str) -> Iterator[str]:
+    """A LOGIN role with a password, dropped afterwards (its sessions ended); its name."""
+    name = f"{prefix}_{os.getpid()}_{next(_names)}"
+    role = pgsql.Identifier(name)
+    conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw-of-the-test'").format(role))
+    try:
+        yield name
+    finally:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+        )
+        conn.execute(pgsql.SQL("DROP OWNED BY {}").format(role))
+        with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):
+            conn.execute(pgsql.SQL("DROP ROLE {}").format(role))
+
+
+@pytest.fixture
+def enqueue_url(owner: psycopg.Connection, db: str) -> Iterator[str]:
+    """The URL of an enqueue role (only the documented grants) on the test's database."""
+    with login_role(owner, "app_enqueue") as name:
+        grant_enqueue(owner, name, returning_id=False)
+        yield make_conninfo(db, user=name, password="pw-of-the-test")
+
+
+@pytest.fixture
+def attacker(enqueue_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection as the enqueue role."""
+    with psycopg.connect(enqueue_url, autocommit=True) as conn:
+        yield conn
+
+
+# --- the system under attack --------------------------------------------------------------------
+
+
+def cli(database_url: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """`pgdyno ARGS --database-url URL` in-process (click's CliRunner); the result."""
+    return CliRunner().invoke(
+        main,
+        [*args, "--database-url", database_url],
+        env={"DATABASE_URL": None, "PGDYNO_LOG_LEVEL": "WARNING", **(env or {})},
+    )
+
+
+def _no_constant(name: str) -> Any:
+    raise AssertionError(f"{name} is not JSON")
+
+
+def strict_json(text: str) -> Any:
+    """JSON as RFC 8259 has it: NaN and Infinity (which Python writes) are refused."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
+@dataclass
+class Attacked:
+    """A worker (concurrency 4) on queue q and a dispatcher scaling q=winston on a fake
+    Heroku: the system every scenario must leave running."""
+
+    database_url: str
+    heroku: FakeHeroku
+    worker: PgdynoProcess
+    dispatcher: PgdynoProcess
+    processes: list[PgdynoProcess] = field(default_factory=list)
+
+    def wait_ready(self, conn: psycopg.Connection) -> None:
+        self.dispatcher.wait_for_output("dispatcher_leading", timeout=30)
+        wait_until(
+            lambda: conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE"
+                " 'pgdyno listen %%' AND query LIKE 'LISTEN%%' AND datname = current_database()"
+            ).fetchone()[0],
+            timeout=30,
+            message="the worker to LISTEN",
+        )
+
+    def assert_unharmed(self, conn: psycopg.Connection) -> None:
+        """The worker and the dispatcher still run, `pgdyno status --json` answers JSON, and a
+        job enqueued now runs to done."""
+        for proc in (self.worker, self.dispatcher):
+            assert proc.proc.poll() is None, (
+                f"pgdyno {proc.args[0]} exited {proc.proc.returncode}:\n{proc.output()[-3000:]}"
+            )
+        status = cli(self.database_url, "status", "--json")
+        assert status.exit_code == 0, status.output
+        strict_json(status.stdout)
+        innocent = pgdyno.enqueue(conn, "noop", queue="q")
+        wait_for_status(conn, innocent, "done", timeout=30)
+        for proc in (self.worker, self.dispatcher):
+            assert "Traceback" not in proc.output(), proc.output()[-3000:]
+
+    def stop(self) -> None:
+        """SIGTERM both; they exit 0."""
+        for proc in (self.worker, self.dispatcher):
+            if proc.proc.poll() is None:
+                proc.signal(signal.SIGTERM)
+        for proc in (self.worker, self.dispatcher):
+            assert proc.wait(60) == 0, proc.output()[-3000:]
+
+    def close(self) -> None:
+        for proc in self.processes:
+            proc.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item, so `attack` can print the logs of a failed test."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def attack(request: pytest.FixtureRequest) -> Iterator[Callable[..., Attacked]]:
+    """attack(database_url, conn, **worker_env) -> Attacked, started and ready; stopped after."""
+    started: list[Attacked] = []
+    servers: list[FakeHeroku] = []
+
+    def start(
+        database_url: str,
+        conn: psycopg.Connection,
+        *,
+        queues: Sequence[str] = ("q",),
+        imports: Sequence[str] = ("sample_tasks",),
+        **worker_env: str,
+    ) -> Attacked:
+        heroku = FakeHeroku(types={"winston": 0}).__enter__()
+        servers.append(heroku)
+        args = ["worker", "--concurrency", "4"]
+        for queue in queues:
+            args += ["--queue", queue]
+        for module in imports:
+            args += ["--import", module]
+        pythonpath = os.pathsep.join([str(SECURITY_DIR), str(TESTS_DIR), str(REPO_DIR)])
+        worker = PgdynoProcess(
+            args,
+            database_url,
+            PGDYNO_POLL_INTERVAL="0.5",
+            PGDYNO_LEASE="5",
+            PYTHONPATH=pythonpath,
+            **worker_env,
+        )
+        dispatcher = PgdynoProcess(
+            ["dispatcher", "--scale", "q=winston,max=2", "--reconcile-interval", "1"],
+            database_url,
+            HEROKU_API_URL=heroku.url,
+            HEROKU_APP_NAME=heroku.app,
+            HEROKU_API_KEY=heroku.token,
+        )
+        attacked = Attacked(database_url, heroku, worker, dispatcher, [worker, dispatcher])
+        started.append(attacked)
+        attacked.wait_ready(conn)
+        return attacked
+
+    yield start
+    failed = getattr(request.node, "rep_call", None)
+    for attacked in started:
+        if failed is not None and failed.failed:
+            for proc in attacked.processes:
+                print(f"--- pgdyno {proc.args[0]} ---\n{proc.output()[-6000:]}")
+        attacked.close()
+    for heroku in servers:
+        heroku.__exit__()
+
+
+def db_user(url: str) -> str:
+    return str(conninfo_to_dict(url)["user"])
