@@ -17,7 +17,7 @@ import json
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -203,47 +203,58 @@ def strict_json(text: str) -> Any:
 
 @dataclass
 class Attacked:
-    """A worker (concurrency 4) on queue q and a dispatcher scaling q=winston on a fake
+    """Workers (concurrency 4) on queue q and a dispatcher scaling q=winston on a fake
     Heroku: the system every scenario must leave running."""
 
     database_url: str
     heroku: FakeHeroku
-    worker: PgdynoProcess
+    workers: list[PgdynoProcess]
     dispatcher: PgdynoProcess
-    processes: list[PgdynoProcess] = field(default_factory=list)
+    queue: str = "q"
+
+    @property
+    def worker(self) -> PgdynoProcess:
+        return self.workers[0]
+
+    @property
+    def processes(self) -> list[PgdynoProcess]:
+        return [*self.workers, self.dispatcher]
 
     def wait_ready(self, conn: psycopg.Connection) -> None:
         self.dispatcher.wait_for_output("dispatcher_leading", timeout=30)
         wait_until(
-            lambda: conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE"
-                " 'pgdyno listen %%' AND query LIKE 'LISTEN%%' AND datname = current_database()"
-            ).fetchone()[0],
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE"
+                    " 'pgdyno listen %%' AND query LIKE 'LISTEN%%' AND datname = current_database()"
+                ).fetchone()[0]
+                == len(self.workers)
+            ),
             timeout=30,
-            message="the worker to LISTEN",
+            message="the workers to LISTEN",
         )
 
     def assert_unharmed(self, conn: psycopg.Connection) -> None:
         """The worker and the dispatcher still run, `pgdyno status --json` answers JSON, and a
         job enqueued now runs to done."""
-        for proc in (self.worker, self.dispatcher):
+        for proc in self.processes:
             assert proc.proc.poll() is None, (
                 f"pgdyno {proc.args[0]} exited {proc.proc.returncode}:\n{proc.output()[-3000:]}"
             )
         status = cli(self.database_url, "status", "--json")
         assert status.exit_code == 0, status.output
         strict_json(status.stdout)
-        innocent = pgdyno.enqueue(conn, "noop", queue="q")
+        innocent = pgdyno.enqueue(conn, "noop", queue=self.queue)
         wait_for_status(conn, innocent, "done", timeout=30)
-        for proc in (self.worker, self.dispatcher):
+        for proc in self.processes:
             assert "Traceback" not in proc.output(), proc.output()[-3000:]
 
     def stop(self) -> None:
-        """SIGTERM both; they exit 0."""
-        for proc in (self.worker, self.dispatcher):
+        """SIGTERM every process; each exits 0."""
+        for proc in self.processes:
             if proc.proc.poll() is None:
                 proc.signal(signal.SIGTERM)
-        for proc in (self.worker, self.dispatcher):
+        for proc in self.processes:
             assert proc.wait(60) == 0, proc.output()[-3000:]
 
     def close(self) -> None:
@@ -271,6 +282,7 @@ def attack(request: pytest.FixtureRequest) -> Iterator[Callable[..., Attacked]]:
         *,
         queues: Sequence[str] = ("q",),
         imports: Sequence[str] = ("sample_tasks",),
+        workers: int = 1,
         **worker_env: str,
     ) -> Attacked:
         heroku = FakeHeroku(types={"winston": 0}).__enter__()
@@ -281,14 +293,17 @@ def attack(request: pytest.FixtureRequest) -> Iterator[Callable[..., Attacked]]:
         for module in imports:
             args += ["--import", module]
         pythonpath = os.pathsep.join([str(SECURITY_DIR), str(TESTS_DIR), str(REPO_DIR)])
-        worker = PgdynoProcess(
-            args,
-            database_url,
-            PGDYNO_POLL_INTERVAL="0.5",
-            PGDYNO_LEASE="5",
-            PYTHONPATH=pythonpath,
-            **worker_env,
-        )
+        running = [
+            PgdynoProcess(
+                args,
+                database_url,
+                PGDYNO_POLL_INTERVAL="0.5",
+                PGDYNO_LEASE="5",
+                PYTHONPATH=pythonpath,
+                **worker_env,
+            )
+            for _ in range(workers)
+        ]
         dispatcher = PgdynoProcess(
             ["dispatcher", "--scale", "q=winston,max=2", "--reconcile-interval", "1"],
             database_url,
@@ -296,7 +311,7 @@ def attack(request: pytest.FixtureRequest) -> Iterator[Callable[..., Attacked]]:
             HEROKU_APP_NAME=heroku.app,
             HEROKU_API_KEY=heroku.token,
         )
-        attacked = Attacked(database_url, heroku, worker, dispatcher, [worker, dispatcher])
+        attacked = Attacked(database_url, heroku, running, dispatcher, queues[0])
         started.append(attacked)
         attacked.wait_ready(conn)
         return attacked
