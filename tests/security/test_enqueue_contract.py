@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from conftest import cli, login_role
 from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
+from security_support import cli, login_role
 
 import pgdyno
 from pgdyno import sql

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from conftest import BOTH_SERVERS, Server, cli, strict_json
 from helpers import wait_for_status
 from psycopg.rows import dict_row
+from security_support import BOTH_SERVERS, Server, cli, strict_json
 
 import pgdyno
 from pgdyno import sql

@@ -28,12 +28,14 @@ HUGE_NUMBER = '{"n": ' + "9" * 5000 + "}"
 
 def test_columns_only_pgdyno_sets_are_refused_to_the_enqueue_role(db, owner, attacker, attack):
     system = attack(db, owner)
-    finished = pgdyno.enqueue(owner, "noop", queue="q")
-    wait_for_status(owner, finished, "done")
+    finished = owner.execute(
+        "INSERT INTO pgdyno.jobs (queue, task, status, attempts, finished_at)"
+        " VALUES ('q', 'noop', 'done', 1, now()) RETURNING id"
+    ).fetchone()[0]
     attempts = "INSERT INTO pgdyno.jobs (queue, task, attempts) VALUES ('q', 'x', 2147483647)"
     ghost = (
         "INSERT INTO pgdyno.jobs (queue, task, status, worker, lease_expires_at)"
-        " VALUES ('reports', 'x', 'running', 'ghost:1:0', 'infinity')"
+        " VALUES ('q', 'x', 'running', 'ghost:1:0', 'infinity')"
     )
     for statement in (attempts, ghost):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

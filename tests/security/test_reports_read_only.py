@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 
 import psycopg
-from conftest import login_role
 from helpers import wait_for_status, wait_until
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from reports_support import write_report
+from security_support import login_role
 
 
 def _reports(folder: Path, db: str, owner: psycopg.Connection) -> dict[str, str]:

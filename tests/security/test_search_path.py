@@ -12,9 +12,9 @@ superuser would make the role one. pgdyno's sessions and functions pin their sea
 from __future__ import annotations
 
 import psycopg
-from conftest import BOTH_SERVERS, cli, db_user
 from helpers import wait_for_status
 from psycopg import sql as pgsql
+from security_support import BOTH_SERVERS, cli, db_user
 
 import pgdyno
 

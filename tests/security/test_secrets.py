@@ -8,9 +8,9 @@ a task can print holds no database URL.
 from __future__ import annotations
 
 import psycopg
-from conftest import cli, db_user
 from helpers import PgdynoProcess, wait_for_status
 from psycopg.conninfo import conninfo_to_dict
+from security_support import cli, db_user
 
 import pgdyno
 from pgdyno.logfmt import LogfmtFormatter
