@@ -10,8 +10,10 @@ import pytest
 from helpers import job_row, wait_for_status, wait_until
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from security_support import cli, strict_json
 
 import pgdyno
+from pgdyno.web.app import create_app
 
 
 def _state(conn: psycopg.Connection, job_id: int) -> dict:
@@ -117,6 +119,13 @@ def test_a_poison_job_that_got_in_fails_alone_and_the_jobs_claimed_with_it_run(d
         assert row["attempts"] == 1  # no retry: decoding cannot succeed next time
         assert row["last_error"].startswith("InvalidArgs: the job's args cannot be decoded")
         assert "9999" not in row["last_error"] and len(row["last_error"]) < 400
+        # The CLI and the dashboard show such a job too, its args marked undecodable.
+        shown = cli(db, "jobs", "show", str(job_id), "--json")
+        assert shown.exit_code == 0 and "_undecodable" in strict_json(shown.stdout)["args"]
+    app = create_app(db)
+    with app.test_client() as web:
+        assert all(web.get(f"/jobs/{job_id}").status_code == 200 for job_id in poison)
+    app.extensions["pgdyno_db"].close()
     system.assert_unharmed(owner)
     system.stop()
 
