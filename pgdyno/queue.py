@@ -56,9 +56,6 @@ _CONSTRAINT_HINTS = {
     "args_must_nest_at_most_64_levels": (
         "args must nest at most 64 levels deep (the object itself is the first)"
     ),
-    "args_numbers_must_be_between_minus_1e308_and_1e308": (
-        "numbers in args must be between -1e308 and 1e308 (what a JSON client can decode)"
-    ),
 }
 
 #: The longest last_error kept in a job's row (characters): errors are read back by clients.

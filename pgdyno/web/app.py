@@ -20,7 +20,7 @@ from flask import Flask, Response, current_app, g, request
 from psycopg_pool import ConnectionPool
 
 from pgdyno import db, sql
-from pgdyno.config import Settings
+from pgdyno.config import Settings, check_dsn
 from pgdyno.errors import ConfigError
 from pgdyno.logfmt import redact_dsn
 from pgdyno.web import auth
@@ -98,6 +98,7 @@ def create_app(
             "the dashboard needs a credential: set PGDYNO_WEB_PASSWORD (HTTP Basic) or "
             "PGDYNO_WEB_TOKEN (bearer)"
         )
+    database_url = check_dsn(database_url)  # never quoted by the pool's own error logs
     app = Flask(__name__)
     app.config.update(
         PGDYNO_READ_ONLY=read_only,

@@ -28,6 +28,8 @@ from security_support import (
 def pg15_server() -> Iterator[Server]:
     """The system's PostgreSQL 15, started once per session (skipped where not installed)."""
     if not (PG15_BIN / "initdb").exists():
+        if os.environ.get("PGDYNO_REQUIRE_PG15") == "1":
+            pytest.fail(f"PGDYNO_REQUIRE_PG15=1 but {PG15_BIN}/initdb is missing")
         pytest.skip("PostgreSQL 15 binaries are not installed")
     from pgdyno.platform.postgres import EmbeddedPostgres
 

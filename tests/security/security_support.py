@@ -29,6 +29,7 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgdyno
+from pgdyno import sql
 from pgdyno.cli import main
 from pgdyno.migrate import migrate
 
@@ -81,6 +82,23 @@ def make_template(admin_url: str, name: str) -> None:
         admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
     with psycopg.connect(make_conninfo(admin_url, dbname=name), autocommit=True) as conn:
         migrate(conn)
+
+
+@contextlib.contextmanager
+def database_at_0005(server: Server) -> Iterator[str]:
+    """A database with pgdyno's migrations up to 0005 only: as before this issue."""
+    with server.database() as url, psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA pgdyno CASCADE")
+        conn.execute(sql.query("schema_create"))
+        conn.execute(sql.query("schema_migrations_create"))
+        for version, name, text in sql.migrations():
+            if version <= 5:
+                with conn.transaction():
+                    conn.execute(text)
+                    conn.execute(
+                        sql.query("schema_migration_record"), {"version": version, "name": name}
+                    )
+        yield url
 
 
 #: For scenarios whose outcome depends on the server's version (the `server` fixture).

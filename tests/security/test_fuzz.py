@@ -228,6 +228,11 @@ def test_random_rows_through_the_enqueue_role_are_refused_or_finish(db, owner, a
     failures = owner.execute(
         "SELECT DISTINCT split_part(last_error, ':', 1) FROM pgdyno.jobs WHERE status = 'failed'"
     ).fetchall()
-    assert {kind for (kind,) in failures} <= {"UnknownTask", "InvalidReport", "InvalidArguments"}
+    assert {kind for (kind,) in failures} <= {
+        "UnknownTask",
+        "InvalidReport",
+        "InvalidArguments",
+        "InvalidArgs",
+    }
     system.assert_unharmed(owner)
     system.stop()

@@ -9,15 +9,13 @@ Infinity, which is not JSON.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from helpers import wait_for_status
 from psycopg.rows import dict_row
-from security_support import BOTH_SERVERS, Server, cli, strict_json
+from security_support import BOTH_SERVERS, cli, database_at_0005, strict_json
 
 import pgdyno
 from pgdyno import sql
@@ -41,23 +39,6 @@ def test_times_outside_1970_to_2200_are_refused_to_every_role(owner, attacker):
     assert owner.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 0
 
 
-@contextlib.contextmanager
-def _database_at_0005(server: Server) -> Iterator[str]:
-    """A database with pgdyno's migrations up to 0005 only: as before this issue."""
-    with server.database() as url, psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA pgdyno CASCADE")
-        conn.execute(sql.query("schema_create"))
-        conn.execute(sql.query("schema_migrations_create"))
-        for version, name, text in sql.migrations():
-            if version <= 5:
-                with conn.transaction():
-                    conn.execute(text)
-                    conn.execute(
-                        sql.query("schema_migration_record"), {"version": version, "name": name}
-                    )
-        yield url
-
-
 LEGACY_ROWS = """
 INSERT INTO pgdyno.jobs (queue, task, run_at)
      VALUES ('q', 'noop', '-infinity'), ('q', 'noop', 'infinity');
@@ -71,7 +52,7 @@ INSERT INTO pgdyno.jobs (queue, task, status, created_at, finished_at, attempts)
 
 @BOTH_SERVERS
 def test_rows_written_before_0006_are_repaired_and_nothing_crashes_on_them(server, attack):
-    with _database_at_0005(server) as url, psycopg.connect(url, autocommit=True) as owner:
+    with database_at_0005(server) as url, psycopg.connect(url, autocommit=True) as owner:
         owner.execute(LEGACY_ROWS)
         legacy = [row[0] for row in owner.execute("SELECT id FROM pgdyno.jobs ORDER BY id")]
         assert migrate(owner) == [v for v, _, _ in sql.migrations() if v > 5]

@@ -63,10 +63,9 @@ def test_columns_only_pgdyno_sets_are_refused_to_the_enqueue_role(db, owner, att
     ("args", "rule"),
     [
         (DEEP_ARGS, "args_must_nest_at_most_64_levels"),
-        (HUGE_NUMBER, "args_numbers_must_be_between_minus_1e308_and_1e308"),
         ('{"s": "' + "x" * (1024 * 1024) + '"}', "args_must_be_at_most_1_mb"),
     ],
-    ids=["1000 levels", "5000 digits", "1 MB"],
+    ids=["1000 levels", "1 MB"],
 )
 def test_args_no_client_could_decode_are_refused_at_insert_naming_the_rule(
     owner, attacker, args, rule
@@ -88,24 +87,26 @@ def test_pgdyno_enqueue_says_which_bound_a_job_breaks(owner):
         nested = {"a": nested}
     with pytest.raises(pgdyno.InvalidJob, match="args must nest at most 64 levels deep"):
         pgdyno.enqueue(owner, "noop", nested)
-    with pytest.raises(pgdyno.InvalidJob, match="numbers in args must be between -1e308"):
-        pgdyno.enqueue_many(owner, [{"task": "noop", "args": {"n": 10**400}}])
+    with pytest.raises(pgdyno.InvalidJob, match="args must be at most 1 MB"):
+        pgdyno.enqueue_many(owner, [{"task": "noop", "args": {"s": "x" * 1_100_000}}])
     with pytest.raises(pgdyno.InvalidJob, match="task must not contain control characters"):
         pgdyno.enqueue(owner, "noop\x1b[2J", queue="q")
 
 
-def test_a_poison_job_that_got_in_fails_alone_and_the_jobs_claimed_with_it_run(db, owner, attack):
-    # Written past the checks, as rows from before migration 0006 were: the enqueue trigger off.
-    owner.execute("SET session_replication_role = replica")
-    poison = [
-        owner.execute(
-            "INSERT INTO pgdyno.jobs (queue, task, args) VALUES ('q', 'noop', %s::jsonb)"
-            " RETURNING id",
-            (args,),
-        ).fetchone()[0]
-        for args in (DEEP_ARGS, HUGE_NUMBER)
-    ]
+def test_a_poison_job_fails_alone_and_the_jobs_claimed_with_it_run(db, owner, attacker, attack):
+    # An integer of 5,000 digits: Postgres takes it, Python refuses to read it (over 4,300).
+    attacker.execute(
+        "INSERT INTO pgdyno.jobs (queue, task, args) VALUES ('q', 'noop', %s::jsonb)",
+        (HUGE_NUMBER,),
+    )
+    # Args 1,000 deep, written past the checks as rows from before migration 0006 were.
+    owner.execute("SET session_replication_role = replica")  # the enqueue trigger off
+    owner.execute(
+        "INSERT INTO pgdyno.jobs (queue, task, args) VALUES ('q', 'noop', %s::jsonb)",
+        (DEEP_ARGS,),
+    )
     owner.execute("RESET session_replication_role")
+    poison = [row[0] for row in owner.execute("SELECT id FROM pgdyno.jobs ORDER BY id")]
     innocent = [pgdyno.enqueue(owner, "noop", {"n": n}, queue="q") for n in range(3)]
     system = attack(db, owner)  # concurrency 4: the poison is claimed along with innocent jobs
     for job_id in innocent:

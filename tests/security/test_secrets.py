@@ -10,10 +10,11 @@ from __future__ import annotations
 import psycopg
 from helpers import PgdynoProcess, wait_for_status
 from psycopg.conninfo import conninfo_to_dict
-from security_support import cli, db_user
+from security_support import cli, database_at_0005, db_user
 
 import pgdyno
 from pgdyno.logfmt import LogfmtFormatter
+from pgdyno.migrate import migrate
 from pgdyno.platform.postgres import free_port
 from pgdyno.scaling.formation.heroku import HerokuFormation
 from pgdyno.scaling.policy import parse_rule, policies
@@ -86,3 +87,22 @@ def test_the_context_a_task_prints_holds_no_database_url(db, owner, attack):
     assert db_user(db) in str(psycopg.conninfo.conninfo_to_dict(url))
     system.assert_unharmed(owner)
     system.stop()
+
+
+def test_formation_errors_recorded_before_0006_lose_their_credentials(server):
+    with database_at_0005(server) as url, psycopg.connect(url, autocommit=True) as owner:
+        leaked = f"error: GET failed (ConnectionError: cannot reach https://user:{PASSWORD}@api)"
+        owner.execute(
+            "INSERT INTO pgdyno.scale_events (process_type, to_quantity, reason, actor, outcome)"
+            " VALUES ('winston', 1, 'r', 'a', %s)",
+            (leaked,),
+        )
+        owner.execute(
+            "INSERT INTO pgdyno.formations (process_type, last_error) VALUES ('winston', %s)",
+            (leaked,),
+        )
+        migrate(owner)
+        shown = owner.execute(
+            "SELECT outcome, last_error FROM pgdyno.scale_events, pgdyno.formations"
+        ).fetchone()
+    assert shown == (leaked.replace(PASSWORD, "***"),) * 2

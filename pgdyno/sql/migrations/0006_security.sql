@@ -7,7 +7,8 @@
 -- a job's id, status, attempts, worker, lease, result, progress or timestamps. Bounds hold for
 -- every role: timestamps are finite times from 1970 to 2200 (CHECK constraints, so updates keep
 -- them too), attempts stay within max_attempts, and the enqueue trigger refuses names with
--- control characters and args too big, too deep or with numbers no client can decode.
+-- control characters and args too big or too deep for clients to decode. (A number of
+-- thousands of digits is accepted: the worker fails such a job alone, see pgdyno/queue.py.)
 --
 -- Every function here, and every pgdyno function before it, runs with a pinned search_path
 -- (pg_catalog, pgdyno, then pg_temp): an object another role creates in a schema such as
@@ -171,14 +172,32 @@ ALTER TABLE pgdyno.jobs
 CREATE OR REPLACE FUNCTION pgdyno.notify_jobs_inserted() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pgdyno, pg_temp AS $$
 DECLARE
+    own boolean;
     beyond text;
-    refused record;
+    rule text;
+    queues text[];
+    queue text;
 BEGIN
+    -- One pass over the statement's rows: whether the role is pgdyno's own (is_own_role()),
+    -- the first rule a row breaks, and the queues to notify. Args 64 levels deep take more
+    -- than 500 bytes (jsonb: 8 bytes a level at least), so only bigger ones are walked.
+    SELECT pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c
+                                       WHERE c.oid = 'pgdyno.jobs'::regclass), 'USAGE'),
+           min(CASE WHEN i.queue ~ '[[:cntrl:]]' THEN 'queue_must_not_contain_control_characters'
+                    WHEN i.task ~ '[[:cntrl:]]' THEN 'task_must_not_contain_control_characters'
+                    WHEN pg_column_size(i.args) > 1048576 THEN 'args_must_be_at_most_1_mb'
+                    ELSE 'args_must_nest_at_most_64_levels' END)
+               FILTER (WHERE (i.queue || i.task) ~ '[[:cntrl:]]'
+                          OR pg_column_size(i.args) > 1048576
+                          OR (pg_column_size(i.args) > 500
+                              AND jsonb_path_exists(i.args, 'strict $.**{64 to last}'))),
+           array_agg(DISTINCT i.queue) FILTER (WHERE i.status = 'ready' AND i.run_at <= now())
+      INTO own, rule, queues
+      FROM inserted_jobs AS i;
     -- Who: a role other than pgdyno's own may only have set the enqueue columns. A role that
     -- could INSERT any other column (an id, a status, a lease) is refused outright: the rows
     -- cannot tell whether it did (an id looks the same whoever picked it).
-    IF NOT pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c  -- is_own_role()
-                                       WHERE c.oid = 'pgdyno.jobs'::regclass), 'USAGE') THEN
+    IF NOT own THEN
         SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) INTO beyond
           FROM pg_attribute AS a
          WHERE a.attrelid = 'pgdyno.jobs'::regclass AND a.attnum > 0 AND NOT a.attisdropped
@@ -196,39 +215,30 @@ BEGIN
         END IF;
     END IF;
     -- What: bounds the column types do not give, on values that never change after insert.
-    -- Args 64 levels deep take more than 500 bytes (jsonb: 8 bytes a level at least), so only
-    -- bigger ones are walked for their depth; a number of any size fits in a few bytes.
-    SELECT i.id,
-           CASE WHEN i.queue ~ '[[:cntrl:]]' THEN 'queue_must_not_contain_control_characters'
-                WHEN i.task ~ '[[:cntrl:]]' THEN 'task_must_not_contain_control_characters'
-                WHEN pg_column_size(i.args) > 1048576 THEN 'args_must_be_at_most_1_mb'
-                WHEN pg_column_size(i.args) > 500
-                     AND jsonb_path_exists(i.args, 'strict $.**{64 to last}')
-                    THEN 'args_must_nest_at_most_64_levels'
-                ELSE 'args_numbers_must_be_between_minus_1e308_and_1e308' END AS rule
-      INTO refused
-      FROM inserted_jobs AS i
-     WHERE i.queue ~ '[[:cntrl:]]' OR i.task ~ '[[:cntrl:]]'
-        OR pg_column_size(i.args) > 1048576
-        OR (pg_column_size(i.args) > 500
-            AND jsonb_path_exists(i.args, 'strict $.**{64 to last}'))
-        OR jsonb_path_exists(
-               i.args, 'strict $.** ? (@.type() == "number" && (@ > 1e308 || @ < -1e308))')
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'new row for relation "jobs" violates check constraint "%"', refused.rule
-              USING ERRCODE = 'check_violation', CONSTRAINT = refused.rule,
-                    SCHEMA = 'pgdyno', TABLE = 'jobs';
+    IF rule IS NOT NULL THEN
+        RAISE EXCEPTION 'new row for relation "jobs" violates check constraint "%"', rule
+              USING ERRCODE = 'check_violation', CONSTRAINT = rule, SCHEMA = 'pgdyno',
+                    TABLE = 'jobs';
     END IF;
-    IF coalesce(current_setting('pgdyno.skip_notify', true), '') IN ('on', 'true', '1') THEN
+    IF queues IS NULL
+       OR coalesce(current_setting('pgdyno.skip_notify', true), '') IN ('on', 'true', '1') THEN
         RETURN NULL;
     END IF;
-    PERFORM pg_notify('pgdyno_jobs', q.queue)
-       FROM (SELECT DISTINCT queue FROM inserted_jobs
-              WHERE status = 'ready' AND run_at <= now()) AS q;
+    FOREACH queue IN ARRAY queues LOOP
+        PERFORM pg_notify('pgdyno_jobs', queue);
+    END LOOP;
     RETURN NULL;
 END
 $$;
+
+-- Formation errors recorded before pgdyno redacted URL credentials (HEROKU_API_URL=https://
+-- user:password@host) lose them: `pgdyno status` and the dashboard show these rows.
+UPDATE pgdyno.scale_events
+   SET outcome = regexp_replace(outcome, '(://[^\s/@:]*):[^\s/]*@', '\1:***@', 'g')
+ WHERE outcome ~ '://[^\s/@:]*:[^\s/]*@';
+UPDATE pgdyno.formations
+   SET last_error = regexp_replace(last_error, '(://[^\s/@:]*):[^\s/]*@', '\1:***@', 'g')
+ WHERE last_error ~ '://[^\s/@:]*:[^\s/]*@';
 
 -- Every other pgdyno function pins its search_path too.
 ALTER FUNCTION pgdyno.default_max_attempts() SET search_path = pg_catalog, pgdyno, pg_temp;
