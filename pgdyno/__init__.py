@@ -13,8 +13,9 @@ The names in `__all__` are the stable API: module paths inside the package may c
 Code map: a job's path from INSERT to scale-down.
 
 1. Enqueue. A plain INSERT into pgdyno.jobs, or `queue.enqueue`/`enqueue_many` (statements
-   in sql/queue.sql). The table's statement trigger sends NOTIFY pgdyno_jobs with the queue
-   name at commit (sql/migrations/0001_queue.sql).
+   in sql/queue.sql). The table's statement trigger checks the rows against the enqueue
+   contract (which role may set which column, bounds on values: sql/migrations/0009_security.sql,
+   roles.py) and sends NOTIFY pgdyno_jobs with the queue name at commit.
 2. The dispatcher wakes (scaling/dispatcher.py, on the always-on dyno): LISTEN, debounce,
    then `Scaler.scale_up` for every process type whose queues it serves.
 3. Scale up (scaling/scaler.py): lock the type's row in pgdyno.formations (never waiting: a
@@ -44,9 +45,10 @@ Code map: a job's path from INSERT to scale-down.
    finish within the grace period, hands back the rest, and exits.
 
 Shared by all: config.py (Settings, the only reader of the environment), errors.py (the
-exception tree), db.py (connections, reconnect), clock.py (time and waiting), logfmt.py (one
-log line per event), sql/ (every statement, by name), migrate.py, registry.py (the workers
-registry: each worker's row in pgdyno.workers). Reports (reports/) are a
+exception tree), db.py (connections, reconnect, pgdyno's own sessions' search_path), clock.py
+(time and waiting), logfmt.py (one log line per event, secrets redacted), sql/ (every
+statement, by name), migrate.py, registry.py (the workers registry: each worker's row in
+pgdyno.workers). Reports (reports/) are a
 built-in task; demo/ is `make run`.
 """
 

@@ -14,7 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
 from pgdyno.errors import ConfigError
+from pgdyno.logfmt import redact
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)?\s*$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -156,6 +160,15 @@ class Settings:
     #: Folder where the `directory` report store writes NAME-JOB.csv.gz files
     #: (PGDYNO_REPORTS_OUTPUT_DIR). On Heroku the disk is ephemeral: prefer the default store.
     reports_output_dir: str = ".pgdyno/reports"
+    #: Where reports' queries run (PGDYNO_REPORTS_DATABASE_URL): a follower, or a role with
+    #: SELECT on the report tables only. Default: DATABASE_URL. Results are stored through
+    #: DATABASE_URL either way.
+    reports_database_url: str | None = None
+    #: Hosts the `http` report store may upload to, comma-separated (PGDYNO_REPORTS_HTTP_ALLOW):
+    #: names (`bucket.s3.amazonaws.com`, `*.s3.amazonaws.com` for its subdomains), IP addresses
+    #: or networks (`10.1.2.0/24`), which also admit those private addresses. Empty (the
+    #: default): the http store is off. See pgdyno/reports/fence.py.
+    reports_http_allow: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -207,12 +220,46 @@ class Settings:
         return [name.strip() for name in self.imports.split(",") if name.strip()]
 
     def require_database_url(self) -> str:
+        """DATABASE_URL; ConfigError when it is missing or libpq cannot read it."""
         if not self.database_url:
             raise ConfigError(
                 "DATABASE_URL is not set: export DATABASE_URL=postgresql://user:pass@host/db "
                 "or pass --database-url (`make run` starts an embedded Postgres for you)"
             )
-        return self.database_url
+        return check_dsn(self.database_url)
+
+    def __repr__(self) -> str:
+        """Every field, with URL credentials and passwords replaced by ***; no API token."""
+        shown = (
+            f"{spec.name}={redact(repr(getattr(self, spec.name)))}"
+            for spec in dataclasses.fields(self)
+            if spec.repr
+        )
+        return f"Settings({', '.join(shown)})"
+
+
+def check_dsn(dsn: str) -> str:
+    """`dsn` if libpq can read it; ConfigError otherwise, never quoting it."""
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise unreadable_dsn(exc) from None
+    return dsn
+
+
+def unreadable_dsn(exc: BaseException) -> ConfigError:
+    """The error for a DSN libpq cannot parse. libpq's message quotes the faulty part, which
+    may be the password ('invalid percent-encoded token: "pw%ZZ..."'): quoted parts are shown
+    as "***", and anything else is passed through `redact`."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    percent = "percent" in text
+    reason = re.sub(r'"[^"]*"', '"***"', text) if percent else redact(text)
+    hint = (
+        " (in a URL, write a % in the password as %25, and @ : / ? # as %40 %3A %2F %3F %23)"
+        if percent
+        else ""
+    )
+    return ConfigError(f"the database URL cannot be read: {reason}{hint}")
 
 
 def _convert(name: str, raw: Any, source: str) -> Any:

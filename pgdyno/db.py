@@ -3,11 +3,21 @@ retrying a statement that lost a race.
 
 LISTEN needs a direct connection (not through a transaction-mode pooler such as PgBouncer in
 transaction mode): notifications and session advisory locks are bound to one server session.
+
+pgdyno's own sessions (workers, dispatchers, the CLI, the report store) pin their search_path
+to pg_catalog, pgdyno (then pg_temp): Postgres picks an operator or function whose argument
+types match exactly over a built-in one that needs a cast or is polymorphic (the enum `=`),
+wherever it is on the path, so with public on it a role allowed to CREATE there could make
+pgdyno's statements run its code with pgdyno's privileges. Their JSON is decoded leniently:
+a value Python cannot decode (args nested thousands deep, an integer of thousands of digits,
+written before pgdyno bounded them) reads as {"_undecodable": why} instead of failing the
+statement that reads it.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -15,8 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import set_json_loads
 
-from pgdyno import backoff
+from pgdyno import backoff, sql
+from pgdyno.config import unreadable_dsn
 from pgdyno.errors import DatabaseUnavailable
 from pgdyno.logfmt import log_event
 
@@ -68,11 +80,18 @@ def connect(
     application_name: str = "pgdyno",
     autocommit: bool = True,
     connect_timeout: int = 10,
+    own_session: bool = True,
 ) -> psycopg.Connection:
     """A connection in autocommit mode (callers open transactions explicitly), with TCP
-    keepalives (KEEPALIVES)."""
+    keepalives (KEEPALIVES).
+
+    `own_session`: pgdyno's own statements run on it: its search_path is pinned and its JSON
+    decoded leniently (see the module's docstring). A report's query connection, whose SQL is
+    the report author's, passes False. A DSN that cannot be read raises ConfigError without
+    quoting it (it may hold the password); an unreachable server, DatabaseUnavailable.
+    """
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             autocommit=autocommit,
             application_name=application_name,
@@ -81,6 +100,30 @@ def connect(
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to Postgres: {first_line(exc)}") from exc
+    except psycopg.ProgrammingError as exc:  # libpq could not parse the DSN
+        raise unreadable_dsn(exc) from None
+    if own_session:
+        try:
+            pin_session(conn)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def pin_session(conn: psycopg.Connection) -> None:
+    """Make `conn` one of pgdyno's own sessions: search_path pinned, lenient JSON."""
+    conn.execute(sql.query("session_pin_search_path"))
+    if not conn.autocommit:
+        conn.commit()
+    set_json_loads(_lenient_json, conn)
+
+
+def _lenient_json(data: str | bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        return {"_undecodable": f"{type(exc).__name__}: {first_line(exc)[:200]}"}
 
 
 def scalar(conn: psycopg.Connection, query: QueryNoTemplate, params: Params | None = None) -> Any:

@@ -93,7 +93,15 @@ class FormationUnavailable(FormationError):
 
 class InvalidReport(PermanentJobError):
     """A report cannot run as asked (unknown name, bad parameters, a file that is not one
-    read-only query): retrying cannot help, so the job fails at once."""
+    read-only query): retrying cannot help, so the job fails at once.
+
+    `public`: the message for the job's row, which clients read back: without the reports
+    folder's path or the names of other reports (the full message goes to the worker's log).
+    """
+
+    def __init__(self, message: str, *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = message if public is None else public
 
 
 class ReportFailed(PgdynoError):

@@ -7,6 +7,8 @@ caller's connection, so an enqueue joins the caller's transaction and commits wi
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -19,6 +21,7 @@ from pgdyno import sql
 from pgdyno.config import Settings, parse_duration
 from pgdyno.db import connect, retry_on_conflict
 from pgdyno.errors import ConfigError, InvalidJob, InvalidJobState, JobNotFound
+from pgdyno.logfmt import redact
 
 STATUSES = ("ready", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
@@ -37,7 +40,29 @@ _CONSTRAINT_HINTS = {
     "timeout_must_be_positive_and_at_most_1_day": (
         "timeout must be more than 0 and at most 1 day, for example '30 seconds'"
     ),
+    # Migration 0009: bounds every role keeps, and what a client role may set.
+    "run_at_must_be_between_1970_and_2200": (
+        "run_at must be a time from 1970-01-01 to 2200-01-01 UTC (not infinity, not BC)"
+    ),
+    "times_must_be_between_1970_and_2200": (
+        "a job's times must be from 1970-01-01 to 2200-01-01 UTC (not infinity, not BC)"
+    ),
+    "attempts_must_not_exceed_max_attempts": "attempts must not exceed max_attempts",
+    "ready_job_must_have_an_attempt_left": "a ready job must have attempts below max_attempts",
+    "queue_must_not_contain_control_characters": (
+        "queue must not contain control characters (tabs, newlines, escapes)"
+    ),
+    "task_must_not_contain_control_characters": (
+        "task must not contain control characters (tabs, newlines, escapes)"
+    ),
+    "args_must_be_at_most_1_mb": "args must be at most 1 MB (as jsonb)",
+    "args_must_nest_at_most_64_levels": (
+        "args must nest at most 64 levels deep (the object itself is the first)"
+    ),
 }
+
+#: The longest last_error kept in a job's row (characters): errors are read back by clients.
+MAX_ERROR_CHARS = 4000
 
 
 class ClaimedJob(NamedTuple):
@@ -50,6 +75,9 @@ class ClaimedJob(NamedTuple):
     max_attempts: int
     #: Seconds one attempt may run (the job's `timeout` column); None: the task's default.
     timeout: float | None = None
+    #: Why the job's args could not be decoded (args is then {}): the job fails alone, without
+    #: retry (worker/executor.py). None for every job a client could enqueue.
+    args_error: str | None = None
 
 
 class Finished(NamedTuple):
@@ -155,6 +183,20 @@ def refused(exc: psycopg.errors.IntegrityError | psycopg.errors.DataError) -> In
     return InvalidJob(f"job refused: {hint} ({detail})" if hint else f"job refused: {detail}")
 
 
+def not_permitted(exc: psycopg.errors.InsufficientPrivilege) -> ConfigError:
+    """The connection's role may not enqueue as asked: say which grant fixes it.
+
+    `pgdyno.enqueue` and `enqueue_many` read the new ids back (INSERT ... RETURNING id), which
+    an enqueue role may do only with `pgdyno grant-enqueue ROLE --returning-id`.
+    """
+    detail = exc.diag.message_primary or str(exc)
+    hint = exc.diag.message_hint or (
+        "an enqueue role needs `pgdyno grant-enqueue ROLE --returning-id` (run by the owner "
+        "of the pgdyno schema) for pgdyno.enqueue and enqueue_many, which return the new ids"
+    )
+    return ConfigError(f"enqueue not permitted: {detail}; {hint}")
+
+
 def enqueue(
     conn: psycopg.Connection | str | None,
     task: str,
@@ -192,6 +234,8 @@ def enqueue(
         row = connection.execute(sql.query("job_insert"), params).fetchone()
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
         raise refused(exc) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise not_permitted(exc) from exc
     finally:
         if owned:
             connection.close()
@@ -255,31 +299,50 @@ def enqueue_many(
             ).fetchone()
             assert reserved is not None  # the statement always returns one row
             now, default_attempts, ids = reserved
-            with connection.cursor().copy(sql.query("job_copy_in")) as copy:
-                copy.set_types(
-                    ["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4", "interval"]
+            rows = [
+                (
+                    spec.queue,
+                    spec.task,
+                    _args(spec.args).obj,
+                    spec.priority,
+                    at or (now + delay if delay else now),
+                    default_attempts if spec.max_attempts is None else spec.max_attempts,
+                    limit,
                 )
-                for job_id, spec, (at, delay), limit in zip(
-                    ids, specs, whens, timeouts, strict=True
-                ):
-                    copy.write_row(
-                        (
-                            job_id,
-                            spec.queue,
-                            spec.task,
-                            _args(spec.args).obj,
-                            spec.priority,
-                            at or (now + delay if delay else now),
-                            default_attempts if spec.max_attempts is None else spec.max_attempts,
-                            limit,
-                        )
+                for spec, (at, delay), limit in zip(specs, whens, timeouts, strict=True)
+            ]
+            if ids is None:  # a client role: it may not write ids (migration 0009)
+                ids = _insert_many(connection, rows)
+            else:
+                with connection.cursor().copy(sql.query("job_copy_in")) as copy:
+                    copy.set_types(
+                        ["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4", "interval"]
                     )
+                    for job_id, row in zip(ids, rows, strict=True):
+                        copy.write_row((job_id, *row))
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
         raise refused(exc) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise not_permitted(exc) from exc
     finally:
         if owned:
             connection.close()
     return list(ids)
+
+
+def _insert_many(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> list[int]:
+    """Insert a batch with one INSERT ... SELECT FROM unnest(...) RETURNING id (ids in order)."""
+    columns = list(zip(*rows, strict=True))
+    params = {
+        "queues": list(columns[0]),
+        "tasks": list(columns[1]),
+        "args": [Jsonb(value) for value in columns[2]],
+        "priorities": list(columns[3]),
+        "run_ats": list(columns[4]),
+        "max_attempts": list(columns[5]),
+        "timeouts": list(columns[6]),
+    }
+    return [row[0] for row in connection.execute(sql.query("job_insert_many"), params)]
 
 
 # --- worker side -----------------------------------------------------------------------------
@@ -325,9 +388,33 @@ def complete_and_claim(
     }
     rows = conn.execute(sql.query("job_complete_and_claim"), params, prepare=True).fetchall()
     return Claimed(
-        (ClaimedJob(*row[1:]) for row in rows if row[0] == "claimed"),
+        (_claimed(*row[1:]) for row in rows if row[0] == "claimed"),
         (row[1] for row in rows if row[0] == "refused"),
     )
+
+
+def _claimed(
+    job_id: int,
+    queue: str,
+    task: str,
+    args: str,
+    attempts: int,
+    max_attempts: int,
+    timeout: float | None,
+) -> ClaimedJob:
+    """A claimed job with its args (JSON text) decoded; args that Python cannot decode (nested
+    too deep, an integer of thousands of digits) or that are not an object make the job carry
+    an args_error instead, never an exception that would stop the worker."""
+    try:
+        decoded = json.loads(args)
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        error = f"InvalidArgs: the job's args cannot be decoded: {type(exc).__name__}: {reason}"
+        return ClaimedJob(job_id, queue, task, {}, attempts, max_attempts, timeout, error)
+    if not isinstance(decoded, dict):
+        error = f"InvalidArgs: the job's args are a JSON {type(decoded).__name__}, not an object"
+        return ClaimedJob(job_id, queue, task, {}, attempts, max_attempts, timeout, error)
+    return ClaimedJob(job_id, queue, task, decoded, attempts, max_attempts, timeout)
 
 
 def fail(
@@ -341,7 +428,13 @@ def fail(
     peak_rss_bytes: int | None = None,
 ) -> str | None:
     """Record a failed attempt; returns the job's new status, None when the write was refused
-    (this worker no longer holds the job, or not attempt `attempt`; None: any attempt)."""
+    (this worker no longer holds the job, or not attempt `attempt`; None: any attempt).
+
+    `error` is cut to MAX_ERROR_CHARS and stripped of URL credentials and passwords: the row
+    is read back by clients and shown in pages."""
+    error = redact(error)
+    if len(error) > MAX_ERROR_CHARS:
+        error = error[: MAX_ERROR_CHARS - 20] + " ... (error cut)"
     row = conn.execute(
         sql.query("job_fail"),
         {
@@ -443,7 +536,7 @@ def status(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     for queue, state, count, oldest in conn.execute(sql.query("queue_status"), {}).fetchall():
         entry = queues.setdefault(queue, {**dict.fromkeys(STATUSES, 0), "oldest_ready_age_s": None})
         entry[state] = int(count)
-        if oldest is not None:
+        if oldest is not None and math.isfinite(float(oldest)):  # JSON has no Infinity
             entry["oldest_ready_age_s"] = round(max(float(oldest), 0.0), 3)
     return queues
 

@@ -9,11 +9,15 @@ run: `timeout=` (seconds one attempt may take, unless the job sets its own) and 
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple, TypeVar
 
 from pgdyno.errors import ConfigError, UnknownTask
+from pgdyno.logfmt import log_event
+
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,16 +90,26 @@ def import_modules(modules: Iterable[str]) -> None:
 
 
 def lookup(name: str) -> Callable[..., Any]:
-    """The function for task `name`, or UnknownTask naming what this worker knows."""
+    """The function for task `name`, or UnknownTask.
+
+    The error (kept in the job's row, which clients read back) names the task only; the
+    worker's log line `unknown_task` adds the modules it imported and the tasks it knows.
+    """
     try:
         return _registry[name]
     except KeyError:
-        modules = ", ".join(_imported) or "none"
-        known = ", ".join(sorted(_registry)) or "none"
+        log_event(
+            log,
+            "unknown_task",
+            logging.WARNING,
+            task=name,
+            imported=",".join(_imported) or "none",
+            known=",".join(sorted(_registry)) or "none",
+        )
         raise UnknownTask(
-            f"unknown task {name!r}: no function is registered under that name in this worker "
-            f"(imported modules: {modules}; known tasks: {known}); start the worker with "
-            f"--import MODULE for the module that defines @pgdyno.task({name!r})"
+            f"unknown task {name!r}: no function is registered under that name in this worker; "
+            f"start the worker with --import MODULE for the module that defines "
+            f"@pgdyno.task({name!r}) (its log line unknown_task lists the tasks it knows)"
         ) from None
 
 

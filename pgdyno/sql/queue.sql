@@ -16,22 +16,52 @@
 -- column of pgdyno.jobs (tests/integration/test_fencing.py checks it against the table):
 -- a migration that adds a column adds it there too.
 
+-- The enqueue statements run on the caller's connection, whose search_path pgdyno does not
+-- set: every function, operator and type in them is schema-qualified, so nothing another role
+-- created in a schema on that path (public, say) can stand in for the built-in one.
+
 -- name: job_insert
 INSERT INTO pgdyno.jobs (queue, task, args, priority, run_at, max_attempts, timeout)
 VALUES (%(queue)s, %(task)s, %(args)s, %(priority)s,
-        coalesce(%(run_at)s::timestamptz, now() + coalesce(%(delay)s::interval, '0 s')),
-        coalesce(%(max_attempts)s::integer, pgdyno.default_max_attempts()), %(timeout)s::interval)
+        coalesce(%(run_at)s::pg_catalog.timestamptz,
+                 pg_catalog.now() OPERATOR(pg_catalog.+)
+                 coalesce(%(delay)s::pg_catalog.interval, '0 s')),
+        coalesce(%(max_attempts)s::pg_catalog.int4, pgdyno.default_max_attempts()),
+        %(timeout)s::pg_catalog.interval)
 RETURNING id;
 
 -- name: job_reserve_ids
--- For a COPY batch: the transaction's now() and the default attempt budget (what the column
--- defaults would give) and %(n)s ids from the table's own identity sequence.
-SELECT now(), pgdyno.default_max_attempts(),
-       array(SELECT nextval(pg_get_serial_sequence('pgdyno.jobs', 'id'))
-               FROM generate_series(1, %(n)s));
+-- For a batch: the transaction's now() and the default attempt budget (what the column
+-- defaults would give) and, for a role that may write ids (pgdyno's own), %(n)s ids from the
+-- table's own identity sequence for a COPY; NULL for any other role, which inserts the batch
+-- with job_insert_many instead.
+SELECT pg_catalog.now(), pgdyno.default_max_attempts(),
+       CASE WHEN pg_catalog.has_column_privilege('pgdyno.jobs', 'id', 'INSERT')
+                 AND pgdyno.is_own_role()
+            THEN ARRAY(
+                     SELECT pg_catalog.nextval(
+                                pg_catalog.pg_get_serial_sequence('pgdyno.jobs', 'id')::pg_catalog.regclass)
+                       FROM pg_catalog.generate_series(1, %(n)s))
+       END;
 
 -- name: job_copy_in
 COPY pgdyno.jobs (id, queue, task, args, priority, run_at, max_attempts, timeout) FROM STDIN (FORMAT BINARY);
+
+-- name: job_insert_many
+-- A batch for a role that may not write ids: the ids come back in the order of the arrays
+-- (rows are inserted, and returned, in ORDER BY order).
+INSERT INTO pgdyno.jobs (queue, task, args, priority, run_at, max_attempts, timeout)
+SELECT b.queue, b.task, b.args, b.priority, b.run_at, b.max_attempts, b.timeout
+  FROM ROWS FROM (pg_catalog.unnest(%(queues)s::pg_catalog.text[]),
+                 pg_catalog.unnest(%(tasks)s::pg_catalog.text[]),
+                 pg_catalog.unnest(%(args)s::pg_catalog.jsonb[]),
+                 pg_catalog.unnest(%(priorities)s::pg_catalog.int4[]),
+                 pg_catalog.unnest(%(run_ats)s::pg_catalog.timestamptz[]),
+                 pg_catalog.unnest(%(max_attempts)s::pg_catalog.int4[]),
+                 pg_catalog.unnest(%(timeouts)s::pg_catalog.interval[]))
+       WITH ORDINALITY AS b (queue, task, args, priority, run_at, max_attempts, timeout, n)
+ ORDER BY b.n
+RETURNING id;
 
 -- name: job_complete_and_claim
 -- The hot path: in one statement (one round trip, one commit) move the finished jobs to
@@ -66,6 +96,7 @@ WITH reported AS (
            id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
            handbacks, timeout, peak_rss_bytes)
+    OVERRIDING SYSTEM VALUE  -- the job keeps its id (0009 made id GENERATED ALWAYS)
     SELECT id, queue, task, args, 'done', priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, now(), worker, NULL,
            nullif((SELECT outcomes FROM reported) -> id::text -> 0, 'null'), NULL,
@@ -92,7 +123,9 @@ WITH reported AS (
       -- = ANY(ARRAY(...)) keeps this an index lookup even in a generic (prepared) plan, which
       -- cannot know how many rows LIMIT %(limit)s gives and would otherwise hash-join a seq scan.
      WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.status = 'ready'
-    RETURNING j.id, j.queue, j.task, j.args, j.attempts, j.max_attempts,
+    -- args as text: the worker decodes each job's args on its own (queue.py), so args no
+    -- client can decode fail that job alone instead of the whole claim.
+    RETURNING j.id, j.queue, j.task, j.args::text AS args, j.attempts, j.max_attempts,
               extract(epoch FROM j.timeout)::float8 AS timeout
 )
 SELECT 'claimed' AS kind, c.* FROM claimed AS c
@@ -142,6 +175,7 @@ WITH held AS (
            id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
            handbacks, timeout, peak_rss_bytes)
+    OVERRIDING SYSTEM VALUE  -- the job keeps its id (0009 made id GENERATED ALWAYS)
     SELECT id, queue, task, args, 'failed', priority, run_at, attempts, max_attempts, %(error)s,
            created_at, started_at, now(), NULL, NULL, result, NULL, handbacks, timeout,
            %(peak)s::bigint
@@ -238,6 +272,7 @@ WITH expired AS (
            id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
            handbacks, timeout, peak_rss_bytes)
+    OVERRIDING SYSTEM VALUE  -- the job keeps its id (0009 made id GENERATED ALWAYS)
     SELECT id, queue, task, args, 'failed', priority, now(), attempts, max_attempts, error,
            created_at, started_at, now(), NULL, NULL, result, NULL, handbacks, timeout,
            peak_rss_bytes

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pgdyno import tasks
@@ -72,8 +72,10 @@ class JobContext:
     max_attempts: int
     #: The worker's id, e.g. winston.1:4242:9f3a.
     worker: str
-    database_url: str
-    _progress: ProgressSink
+    #: Left out of repr(): it holds the database password (a task printing its context would
+    #: put it in logs and in the job's last_error).
+    database_url: str = field(repr=False)
+    _progress: ProgressSink = field(repr=False)
 
     def set_progress(self, **fields: Any) -> None:
         """Publish progress (JSON values), shown by `pgdyno jobs show`; the latest call wins.
@@ -122,6 +124,13 @@ def _arguments_mismatch(fn: Callable[..., Any], args: dict[str, Any]) -> str | N
     return None
 
 
+def _names(args: dict[str, Any], shown: int = 10) -> str:
+    """The first `shown` argument names, sorted: a client may send thousands."""
+    keys = sorted(args)
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return "[" + ", ".join(map(repr, keys[:shown])) + more + "]"
+
+
 def bind_thread(worker: str, database_url: str, progress: ProgressSink) -> None:
     """Tell an executor thread which worker it serves (for current_job())."""
     _local.worker = (worker, database_url, progress)
@@ -131,6 +140,8 @@ def run(job: ClaimedJob) -> Outcome:
     """Call the job's task with its args as keyword arguments; never raises."""
     started = time.monotonic()
     _local.job = job
+    if job.args_error is not None:  # args no JSON client can decode: this job fails alone
+        return Outcome(job, None, job.args_error, False, time.monotonic() - started)
     try:
         return _run(job, started)
     except BaseException as exc:  # a last resort: no outcome may be lost
@@ -155,7 +166,7 @@ def _run(job: ClaimedJob, started: float) -> Outcome:
         if mismatch is not None:
             error = (
                 f"InvalidArguments: task {job.task!r} cannot take args "
-                f"{sorted(job.args)}: {mismatch}"
+                f"{_names(job.args)}: {mismatch}"
             )
             retryable = False
         else:

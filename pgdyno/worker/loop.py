@@ -39,6 +39,7 @@ from pgdyno.queue import ClaimedJob, Finished
 from pgdyno.registry import Registration
 from pgdyno.worker import executor, fencing, health
 from pgdyno.worker.executor import Outcome
+from pgdyno.worker.hints import NotifyHints, earliest
 from pgdyno.worker.session import JobQueue, PostgresSession, Session, SessionOpener
 from pgdyno.worker.storable import storable_text
 from pgdyno.worker.threads import ExecutorPool
@@ -110,6 +111,7 @@ class Worker:
         self._progress: dict[int, tuple[int, str]] = {}
         self._fence = fencing.Fence(self.id)
         self._wakeup = Wakeup(clock)
+        self._hints = NotifyHints(self.queues)  # notifications coalesced (worker/hints.py)
         self._pool = ExecutorPool.for_worker(
             settings, self.id, self._dsn, self._wakeup, self._set_progress
         )
@@ -226,6 +228,7 @@ class Worker:
         # Reporting finished jobs costs a statement anyway: claim in it whenever slots are free.
         claim = free > 0 and not self._stopping.is_set() and (self._claim_due or bool(self._done))
         claimed = self._flush(limit=free if claim else 0)
+        self._hints.settle(now, worked=bool(claimed))
         if claim:
             self._claim_due = len(claimed) == free
         idle = not self._running and not self._outcomes
@@ -427,9 +430,7 @@ class Worker:
         self._timers.heartbeat = None
 
     def _read_notifications(self) -> None:
-        if self._session is None:
-            return
-        if any(payload in self.queues for payload in self._session.notifications()):
+        if self._session is not None and self._hints.read(self._session, self._clock.now()):
             self._claim_due = True
 
     def _schedule_next_due(self) -> None:
@@ -461,9 +462,10 @@ class Worker:
         """Block until a notification, a finished job, a signal or the next deadline."""
         if not self._running:
             self._timers.heartbeat = None
-        wake = self._timers.next_wake()
-        timeout = None if wake is None else max(0.0, wake - self._clock.now())
-        fds = self._session.fds() if self._session is not None else []
+        now = self._clock.now()
+        wake = earliest(self._timers.next_wake(), self._hints.quiet_until)
+        timeout = None if wake is None else max(0.0, wake - now)
+        fds = self._hints.fds(self._session, now) if self._session is not None else []
         check_in = self._session.wake_in() if self._session is not None else None
         if check_in is not None:
             timeout = check_in if timeout is None else min(timeout, check_in)

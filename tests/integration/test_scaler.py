@@ -48,7 +48,7 @@ def insert_jobs(conn: psycopg.Connection, count: int = 1, status: str = "ready")
             status,
             1 if status == "running" else 0,
             "w" if status == "running" else None,
-            "infinity" if status == "running" else None,
+            "2100-01-01 00:00:00+00" if status == "running" else None,  # never expires here
             count,
         ),
     )

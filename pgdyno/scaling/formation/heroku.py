@@ -23,7 +23,7 @@ from urllib.parse import quote
 import requests
 
 from pgdyno.errors import FormationRejected, FormationUnavailable
-from pgdyno.logfmt import log_event
+from pgdyno.logfmt import log_event, redact
 from pgdyno.scaling.formation.base import Formation
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class HerokuFormation:
         )
 
     def __repr__(self) -> str:  # the session holds the token: keep it out of reprs
-        return f"HerokuFormation(app={self.app!r}, base_url={self.base_url!r})"
+        return f"HerokuFormation(app={self.app!r}, base_url={redact(self.base_url)!r})"
 
     def get(self, process_type: str) -> Formation:
         return self._formation(self._call("GET", process_type, None))
@@ -96,7 +96,7 @@ class HerokuFormation:
         try:
             response = self._session.request(method, url, json=body, timeout=self.timeout)
         except requests.RequestException as exc:
-            failure = f"{type(exc).__name__}: cannot reach {self.base_url} or no answer"
+            failure = f"{type(exc).__name__}: cannot reach {redact(self.base_url)} or no answer"
             self._log(method, process_type, None, started, error=failure)
             raise FormationUnavailable(f"{what} failed ({failure})") from None
         retry_after = retry_after_s(
