@@ -33,6 +33,12 @@ class DatabaseUnavailable(PgdynoError):
     """Postgres cannot be reached; callers retry with backoff."""
 
 
+class LocalPlatformError(PgdynoError):
+    """The local stand-in for Heroku failed at run time: the embedded Postgres could not be
+    initialised, started or stopped (its log's tail is in the message), or `pgdyno dev`'s
+    release phase exited non-zero."""
+
+
 class SchemaNotMigrated(DatabaseUnavailable):
     """The database's pgdyno schema is missing or behind this pgdyno's migrations.
 
