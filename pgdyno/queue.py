@@ -34,7 +34,13 @@ _CONSTRAINT_HINTS = {
     "args_must_be_a_json_object": 'args must be a JSON object, for example {"id": 7}',
     "priority_must_be_between_minus_1000_and_1000": "priority must be between -1000 and 1000",
     "max_attempts_must_be_between_1_and_1000": "max_attempts must be between 1 and 1000",
+    "unique_key_must_be_a_non_empty_key_of_at_most_200_characters": (
+        "unique_key must be a non-empty key of at most 200 characters"
+    ),
 }
+
+#: Tries of a unique enqueue whose key holder finished between the INSERT and the look-up.
+UNIQUE_TRIES = 10
 
 
 class ClaimedJob(NamedTuple):
@@ -122,6 +128,7 @@ def enqueue(
     priority: int = 0,
     run_at: RunAt = None,
     max_attempts: int | None = None,
+    unique_key: str | None = None,
 ) -> int:
     """Enqueue one job and return its id.
 
@@ -129,7 +136,20 @@ def enqueue(
     and notified, only when that transaction commits. `run_at` is an aware datetime, or a
     delay (timedelta or seconds) counted from the database's clock; a naive datetime, an
     infinite, NaN or over-100-years delay raise InvalidJob, as does a job the database refuses.
+    `unique_key` (at most 200 characters): while a job of `queue` with this key is ready or
+    running, no job is added and that job's id is returned (enqueue_unique tells which).
     """
+    if unique_key is not None:
+        return enqueue_unique(
+            conn,
+            task,
+            args,
+            unique_key=unique_key,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            max_attempts=max_attempts,
+        )[0]
     at, delay = _when(run_at)
     connection, owned = _resolve_conn(conn)
     params = {
@@ -150,6 +170,57 @@ def enqueue(
             connection.close()
     assert row is not None
     return int(row[0])
+
+
+def enqueue_unique(
+    conn: psycopg.Connection | str | None,
+    task: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    unique_key: str,
+    queue: str = "default",
+    priority: int = 0,
+    run_at: RunAt = None,
+    max_attempts: int | None = None,
+) -> tuple[int, bool]:
+    """Enqueue a job unless a ready or running job of `queue` holds `unique_key`.
+
+    Returns (job id, True) for a new job, (the holder's id, False) otherwise. Concurrent calls
+    with one key make one job: the database's unique index decides (a call waits for another's
+    uncommitted job, then finds it). Inside a REPEATABLE READ or SERIALIZABLE transaction, a
+    holder committed after the transaction's snapshot raises psycopg's SerializationFailure.
+    """
+    at, delay = _when(run_at)
+    connection, owned = _resolve_conn(conn)
+    params = {
+        "queue": queue,
+        "task": task,
+        "args": _args(args),
+        "priority": priority,
+        "run_at": at,
+        "delay": delay,
+        "max_attempts": max_attempts,
+        "unique_key": unique_key,
+    }
+    try:
+        for _ in range(UNIQUE_TRIES):
+            row = connection.execute(sql.query("job_insert_unique"), params).fetchone()
+            if row is not None:
+                return int(row[0]), True
+            # Each statement sees what committed before it started (READ COMMITTED): the holder
+            # that made the INSERT do nothing, unless it finished meanwhile (then insert again).
+            held = connection.execute(sql.query("job_find_unique"), params).fetchone()
+            if held is not None:
+                return int(held[0]), False
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+        raise refused(exc) from exc
+    finally:
+        if owned:
+            connection.close()
+    raise InvalidJobState(
+        f"unique key {unique_key!r} of queue {queue!r} kept changing hands: its jobs finish as "
+        f"fast as they are enqueued ({UNIQUE_TRIES} tries); enqueue again"
+    )
 
 
 def _args(args: Mapping[str, Any] | None) -> Jsonb:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ def report(
         headers=headers,
         spool=spool,
         progress=lambda fields: job.set_progress(**fields),
+        on_cancel=job.on_cancel,
     )
 
 
@@ -82,8 +84,13 @@ def run(
     headers: Any = None,
     spool: Any = False,
     progress: Progress | None = None,
+    on_cancel: Callable[[Callable[[], None]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one report for job `job_id` and return what the job's result records."""
+    """Run one report for job `job_id` and return what the job's result records.
+
+    `on_cancel` registers what to do when the job's cancel is requested (JobContext.on_cancel):
+    the runner then cancels its query on the server (ReportFailed follows).
+    """
     started = time.monotonic()
     report = catalog.load(Path(settings.reports_dir), name)
     values = report.bind(params)
@@ -104,12 +111,17 @@ def run(
         application_name=f"pgdyno report {report.name} job {job_id}"[:63],
     )
     conn.read_only = True  # every transaction on it starts with BEGIN READ ONLY
+    cancelled = threading.Event()
+    if on_cancel is not None:
+        on_cancel(lambda: _cancel_query(conn, cancelled))
     # The postgres store writes on this connection once the COPY is over: one per report.
     target = open_store(store, **store_args, connection=conn)
     log_event(log, "report_started", job=job_id, report=report.name, store=target.kind)
     stream: GzipStream | None = None
     try:
         statement = _prepare(conn, report, values)
+        if cancelled.is_set():
+            raise ReportFailed(f"report {report.name!r} was cancelled before its query ran")
         cursor = conn.cursor()
         blocks = _copy_blocks(cursor, statement)
         stream = GzipStream(blocks, progress=progress, final_rows=lambda: cursor.rowcount)
@@ -154,6 +166,15 @@ def run(
         peak_rss_mib=round(result["worker_peak_rss_bytes"] / 2**20, 1),
     )
     return result
+
+
+def _cancel_query(conn: psycopg.Connection, cancelled: threading.Event) -> None:
+    """Cancel what the report's connection runs, on the server (as pg_cancel_backend would, but
+    through the session's own cancel key: no privilege needed, and never another session that
+    reused the backend's pid once this one has ended)."""
+    cancelled.set()
+    if not conn.closed:
+        conn.cancel_safe(timeout=5.0)
 
 
 def _prepare(conn: psycopg.Connection, report: Report, values: dict[str, Any]) -> pgsql.Composed:

@@ -32,6 +32,7 @@ from pgdyno.scaling.formation.base import FormationBackend
 from pgdyno.scaling.policy import Rule
 from pgdyno.scaling.scaler import Scaler
 from pgdyno.scaling.state import record_rules
+from pgdyno.schedules.runner import ScheduleRunner
 from pgdyno.web.sampler import Sampler
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class Leading:
 class Dispatcher:
     """Scales process types up as jobs arrive in their queues.
 
-    `rules`: the --scale rules; `backend`: the platform's formation API; `clock`: for tests.
+    `rules`: the --scale rules; `backend`: the platform's formation API; `clock`: for tests;
+    `schedules`: enqueues scheduled runs while leading (default: the table's schedules only).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class Dispatcher:
         backend: FormationBackend,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        schedules: ScheduleRunner | None = None,
     ) -> None:
         self.settings = settings
         self.rules = rules
@@ -79,6 +82,7 @@ class Dispatcher:
         self._reconnect = db.Reconnect(base=0.2, cap=5.0, pause=self._pause, actor=self.actor)
         self._has_led = False
         self.sampler = Sampler()  # the dashboard's timeline samples; never raises
+        self.schedules = schedules or ScheduleRunner(clock)
 
     def stop(self) -> None:
         """Stop leading (or waiting to lead) and return from run(); safe from any thread."""
@@ -166,6 +170,7 @@ class Dispatcher:
         """Record the rules, LISTEN, and catch up on what happened while no one led."""
         record_rules(conn, self.rules)
         db.listen(conn)
+        self.schedules.start(conn)  # schedules: LISTEN pgdyno_control, sync @periodic ones
         self._reconcile(
             conn, "reconnect" if self._has_led else "startup", rescue=True, refresh=True
         )
@@ -176,9 +181,15 @@ class Dispatcher:
         """Decide if a notification or the timer calls for it, else wait for one of them."""
         # Notifications may also have arrived while this connection ran a decision's
         # queries (psycopg keeps those aside): drain before deciding to wait.
-        if any(payload in self._queues for payload in db.drain_notifications(conn)):
+        payloads = db.drain_notifications(conn)
+        if any(payload in self._queues for payload in payloads):
             leading.pending = True
+        self.schedules.notified(payloads)
         now = self._clock.now()
+        if self.schedules.step(conn, now):
+            # A scheduled run was due (or a schedule changed): its job's NOTIFY, on this
+            # connection, makes the next step scale up for it.
+            return
         if now >= leading.next_tick:
             # The safety net; it does not start a debounce period, so the next
             # notification is still acted on at once.
@@ -193,6 +204,8 @@ class Dispatcher:
             deadline = leading.next_tick
             if leading.pending:
                 deadline = min(deadline, leading.quiet_until)
+            if self.schedules.wake_at is not None:  # the next scheduled run
+                deadline = min(deadline, self.schedules.wake_at)
             self._wakeup.wait([conn.pgconn.socket], max(0.0, deadline - now))
 
     # --- decisions -------------------------------------------------------------------------------

@@ -10,6 +10,22 @@ VALUES (%(queue)s, %(task)s, %(args)s, %(priority)s,
         coalesce(%(max_attempts)s::integer, pgdyno.default_max_attempts()))
 RETURNING id;
 
+-- name: job_insert_unique
+-- A job with a unique key: nothing happens while a ready or running job of the queue holds the key
+-- (ON CONFLICT without a target: the partial unique index on jobs_active is the arbiter, see
+-- migration 0009). A concurrent enqueue of the same key waits for the other's commit, then finds
+-- the conflict. No row back means "taken": the caller looks the holder up (job_find_unique).
+INSERT INTO pgdyno.jobs (queue, task, args, priority, run_at, max_attempts, unique_key)
+VALUES (%(queue)s, %(task)s, %(args)s, %(priority)s,
+        coalesce(%(run_at)s::timestamptz, now() + coalesce(%(delay)s::interval, '0 s')),
+        coalesce(%(max_attempts)s::integer, pgdyno.default_max_attempts()), %(unique_key)s)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: job_find_unique
+-- The ready or running job that holds a unique key (none once it has finished).
+SELECT id FROM pgdyno.jobs_active WHERE queue = %(queue)s AND unique_key = %(unique_key)s;
+
 -- name: job_reserve_ids
 -- For a COPY batch: the transaction's now() and the default attempt budget (what the column
 -- defaults would give) and %(n)s ids from the table's own identity sequence.
@@ -49,6 +65,9 @@ WITH finished AS (
             ORDER BY priority DESC, run_at, id
             LIMIT %(limit)s
               FOR UPDATE SKIP LOCKED) AS c
+     -- Paused queues (pgdyno.queues) are left out before their index is scanned: a filter on q
+     -- alone, with the paused names read once per statement (an InitPlan on a tiny table).
+     WHERE q.name <> ALL (ARRAY(SELECT p.name FROM pgdyno.queues AS p WHERE p.paused))
      ORDER BY c.priority DESC, c.run_at, c.id
      LIMIT %(limit)s
 )
@@ -70,12 +89,16 @@ SET plan_cache_mode = force_generic_plan;
 -- name: job_fail
 -- A failed attempt: back to ready after %(retry_in)s, or failed for good when the attempt
 -- budget is spent or %(retry_in)s is NULL (retrying cannot help).
+-- A job whose cancel was requested (cancel_requested_at) ends cancelled, never retried.
 UPDATE pgdyno.jobs AS j
-   SET status = CASE WHEN %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts
+   SET status = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                     WHEN %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts
                      THEN 'ready' ELSE 'failed' END::pgdyno.job_status,
        run_at = CASE WHEN %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts
+                          AND j.cancel_requested_at IS NULL
                      THEN now() + %(retry_in)s::interval ELSE j.run_at END,
        finished_at = CASE WHEN %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts
+                               AND j.cancel_requested_at IS NULL
                           THEN NULL ELSE now() END,
        last_error = %(error)s, worker = NULL, lease_expires_at = NULL, progress = NULL
  WHERE j.id = %(id)s AND j.status = 'running' AND j.worker = %(worker)s
@@ -97,20 +120,26 @@ UPDATE pgdyno.jobs
 -- Hands running jobs back: ready again at once, the attempt not counted. On shutdown %(ids)s
 -- lists the jobs to hand back; after a lost connection %(ids)s is NULL and every job this
 -- worker holds except %(keep)s goes back (a claim that committed but whose reply was lost).
+-- A job whose cancel was requested is not handed back: it ends cancelled.
 WITH released AS (
     UPDATE pgdyno.jobs
-       SET status = 'ready', attempts = greatest(attempts - 1, 0), run_at = now(),
+       SET status = CASE WHEN cancel_requested_at IS NULL THEN 'ready'
+                         ELSE 'cancelled' END::pgdyno.job_status,
+           finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
+           attempts = greatest(attempts - 1, 0), run_at = now(),
            started_at = NULL, worker = NULL, lease_expires_at = NULL, progress = NULL
      WHERE status = 'running' AND worker = %(worker)s
        AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
        AND NOT id = ANY(%(keep)s::bigint[])
-    RETURNING id, queue
+    RETURNING id, queue, status
 )
-SELECT r.id, pg_notify('pgdyno_jobs', r.queue) IS NULL FROM released AS r;
+SELECT r.id, CASE WHEN r.status = 'ready' THEN pg_notify('pgdyno_jobs', r.queue) END IS NULL
+  FROM released AS r;
 
 -- name: job_rescue_expired
 -- Jobs whose worker stopped renewing the lease (killed, dyno lost) go back to ready, the lost
--- attempt counted; on the last attempt they fail. Any worker or dispatcher may run this.
+-- attempt counted; on the last attempt they fail, and a job whose cancel was requested ends
+-- cancelled. Any worker or dispatcher may run this.
 WITH expired AS (
     SELECT id
       FROM pgdyno.jobs
@@ -118,9 +147,11 @@ WITH expired AS (
        FOR UPDATE SKIP LOCKED
 ), rescued AS (
     UPDATE pgdyno.jobs AS j
-       SET status = CASE WHEN j.attempts < j.max_attempts
+       SET status = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                         WHEN j.attempts < j.max_attempts
                          THEN 'ready' ELSE 'failed' END::pgdyno.job_status,
-           finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+           finished_at = CASE WHEN j.attempts < j.max_attempts AND j.cancel_requested_at IS NULL
+                              THEN NULL ELSE now() END,
            run_at = now(),
            last_error = format('LeaseExpired: worker %%s stopped renewing its lease during attempt %%s',
                                j.worker, j.attempts),
@@ -171,7 +202,8 @@ SELECT id, queue, task, status::text AS status, priority, attempts, max_attempts
 -- A failed or cancelled job runs again with a fresh attempt budget; the last error stays.
 WITH retried AS (
     UPDATE pgdyno.jobs
-       SET status = 'ready', attempts = 0, run_at = now(), started_at = NULL, finished_at = NULL
+       SET status = 'ready', attempts = 0, run_at = now(), started_at = NULL, finished_at = NULL,
+           cancel_requested_at = NULL
      WHERE id = %(id)s AND status IN ('failed', 'cancelled')
     RETURNING id, queue
 )

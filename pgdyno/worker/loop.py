@@ -29,6 +29,7 @@ from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob
 from pgdyno.worker import executor
+from pgdyno.worker.cancels import CancelWatch
 from pgdyno.worker.executor import Outcome
 from pgdyno.worker.session import JobQueue, PostgresSession, Session, SessionOpener
 from pgdyno.worker.threads import ExecutorPool
@@ -55,6 +56,7 @@ class Worker:
     `idle_callback`: called while the worker has nothing to run (scale-to-zero is one).
     `id`: the worker's name in the jobs it holds (default: `worker_id(settings.dyno)`).
     `clock`, `jobs`, `connect`: the loop's seams, for tests; the defaults are the real ones.
+    `cancels`: the cancel requests of running jobs (default: a CancelWatch asking Postgres).
     Raises ValueError without queues, ConfigError without a database URL.
     """
 
@@ -69,6 +71,7 @@ class Worker:
         clock: Clock = SYSTEM_CLOCK,
         jobs: JobQueue = queue,
         connect: SessionOpener = PostgresSession.open,
+        cancels: CancelWatch | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -101,6 +104,7 @@ class Worker:
         )
         self._outcomes = self._pool.outcomes
         self._vacuum = HotTableVacuum(self._dsn, self.id)
+        self._cancels = cancels or CancelWatch(self.id)
 
     # --- control -----------------------------------------------------------------------------
 
@@ -191,6 +195,7 @@ class Worker:
         if polled:
             self._poll(now)
         self._read_notifications()
+        self._cancels.check(self._conn, self._running, now)  # cancel requests: worker/cancels.py
         timer_fired = passed(self._timers.due, now)
         if timer_fired:
             self._timers.due = None
@@ -301,6 +306,7 @@ class Worker:
         """The safety net: rescue expired leases and claim even without a notification."""
         self._timers.poll = now + self.settings.poll_interval
         self._claim_due = True
+        self._cancels.poll()
         rescue.rescue_expired(self._conn, self._jobs.rescue_expired)
 
     def _heartbeat(self) -> None:
@@ -338,7 +344,9 @@ class Worker:
     def _read_notifications(self) -> None:
         if self._session is None:
             return
-        if any(payload in self.queues for payload in self._session.notifications()):
+        payloads = self._session.notifications()
+        self._cancels.notified(payloads)
+        if any(payload in self.queues for payload in payloads):
             self._claim_due = True
 
     def _schedule_next_due(self) -> None:
@@ -423,7 +431,8 @@ class Worker:
     def _collect_outcomes(self) -> None:
         """Move finished jobs from the executors into the done / failed lists, logging each."""
         while self._outcomes:
-            outcome = self._outcomes.popleft()
+            # A job whose cancel was requested ends cancelled, whatever its task did.
+            outcome = self._cancels.outcome(self._outcomes.popleft())
             job = outcome.job
             if self._running.pop(job.id, None) is None:
                 continue  # handed back already

@@ -108,6 +108,7 @@ class PostgresSession:
             raise
         try:
             db.listen(listen)
+            db.listen(listen, db.CONTROL_CHANNEL)  # cancel requests (pgdyno/worker/cancels.py)
         except BaseException:
             work.close()
             listen.close()
