@@ -45,7 +45,7 @@ VALUES (%(name)s, true, now())
 WITH resumed AS (
     UPDATE pgdyno.queues
        SET paused = false, paused_at = NULL, updated_at = now()
-     WHERE name = %(name)s
+     WHERE name = %(name)s AND paused
     RETURNING name
 )
 SELECT pg_notify('pgdyno_jobs', %(name)s) IS NULL, (SELECT count(*) FROM resumed);
