@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -19,7 +20,7 @@ from helpers import (
 )
 
 import pgdyno
-from pgdyno import db, pausing, queue
+from pgdyno import db, pausing, queue, sql
 from pgdyno.errors import InvalidJob
 from pgdyno.scaling.formation.memory import MemoryFormation
 from pgdyno.scaling.policy import Rule, policies
@@ -136,3 +137,40 @@ def test_a_paused_queue_causes_no_claim_and_no_scale_up_until_resumed(
 def cli_resume(database_url: str) -> int:
     with PgdynoProcess(["queue", "resume", "reports"], database_url) as resume:
         return resume.wait()
+
+
+def test_the_claim_skips_a_paused_queue_before_scanning_its_index(conn):
+    """Plan guard: the paused names are read once (an InitPlan) and filter the queue list, so a
+    paused queue's ready jobs are neither scanned nor locked, in the worker's generic plan."""
+    conn.execute(
+        "INSERT INTO pgdyno.jobs (queue, task) SELECT (ARRAY['a', 'b'])[1 + n % 2], 't'"
+        " FROM generate_series(1, 2000) AS n"
+    )
+    conn.execute("ANALYZE pgdyno.jobs_active")
+    pausing.pause(conn, "a")
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    params = {
+        "done_ids": [],
+        "done_results": [],
+        "queues": ["a", "b"],
+        "limit": 5,
+        "worker": "w",
+        "lease": timedelta(seconds=30),
+    }
+    with conn.transaction(force_rollback=True):
+        explained = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + sql.query("job_complete_and_claim"),
+            params,
+            prepare=True,
+        ).fetchone()[0]
+
+    def nodes(plan):
+        yield plan
+        for child in plan.get("Plans", []):
+            yield from nodes(child)
+
+    found = list(nodes(explained[0]["Plan"]))
+    [claim_scan] = [n for n in found if n.get("Index Name") == "jobs_active_claim_idx"]
+    assert claim_scan["Actual Loops"] == 1  # queue b only
+    [queue_list] = [n for n in found if n.get("Function Name") == "unnest" and "Filter" in n]
+    assert queue_list["Rows Removed by Filter"] == 1
