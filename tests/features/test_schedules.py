@@ -291,9 +291,9 @@ def test_two_dispatchers_enqueue_each_tick_once_and_the_standby_goes_on(cli, con
     leader.signal(signal.SIGKILL)
     standby.wait_for_output("dispatcher_leading", timeout=10)
     wait_until(
-        lambda: len(scheduled_times(conn, "tick")) >= len(first) + 3,
+        lambda: len(scheduled_times(conn, "tick")) >= len(first) + 2,
         timeout=15,
-        message="three more ticks from the new leader",
+        message="two more ticks from the new leader",
     )
     times = scheduled_times(conn, "tick")
     assert len(set(times)) == len(times), times  # no scheduled time twice
