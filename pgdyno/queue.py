@@ -150,17 +150,8 @@ def enqueue(
             run_at=run_at,
             max_attempts=max_attempts,
         )[0]
-    at, delay = _when(run_at)
+    params = _insert_params(task, args, queue, priority, run_at, max_attempts)
     connection, owned = _resolve_conn(conn)
-    params = {
-        "queue": queue,
-        "task": task,
-        "args": _args(args),
-        "priority": priority,
-        "run_at": at,
-        "delay": delay,
-        "max_attempts": max_attempts,
-    }
     try:
         row = connection.execute(sql.query("job_insert"), params).fetchone()
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
@@ -190,18 +181,9 @@ def enqueue_unique(
     uncommitted job, then finds it). Inside a REPEATABLE READ or SERIALIZABLE transaction, a
     holder committed after the transaction's snapshot raises psycopg's SerializationFailure.
     """
-    at, delay = _when(run_at)
+    params = _insert_params(task, args, queue, priority, run_at, max_attempts)
+    params["unique_key"] = unique_key
     connection, owned = _resolve_conn(conn)
-    params = {
-        "queue": queue,
-        "task": task,
-        "args": _args(args),
-        "priority": priority,
-        "run_at": at,
-        "delay": delay,
-        "max_attempts": max_attempts,
-        "unique_key": unique_key,
-    }
     try:
         for _ in range(UNIQUE_TRIES):
             row = connection.execute(sql.query("job_insert_unique"), params).fetchone()
@@ -221,6 +203,27 @@ def enqueue_unique(
         f"unique key {unique_key!r} of queue {queue!r} kept changing hands: its jobs finish as "
         f"fast as they are enqueued ({UNIQUE_TRIES} tries); enqueue again"
     )
+
+
+def _insert_params(
+    task: str,
+    args: Mapping[str, Any] | None,
+    queue: str,
+    priority: int,
+    run_at: RunAt,
+    max_attempts: int | None,
+) -> dict[str, Any]:
+    """The parameters of job_insert(_unique); InvalidJob for a bad run_at (see _when)."""
+    at, delay = _when(run_at)
+    return {
+        "queue": queue,
+        "task": task,
+        "args": _args(args),
+        "priority": priority,
+        "run_at": at,
+        "delay": delay,
+        "max_attempts": max_attempts,
+    }
 
 
 def _args(args: Mapping[str, Any] | None) -> Jsonb:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -62,7 +62,7 @@ class ScheduleRunner:
         self._declared = declared
         self._prune = prune
         self._due = True
-        self._timings: dict[tuple[object, ...], Timing] = {}
+        self._timings: dict[tuple[str | None, timedelta | None, str], Timing] = {}
         #: When (on the dispatcher's clock) the earliest next run comes; None: no schedule.
         self.wake_at: float | None = None
 
@@ -121,10 +121,11 @@ class ScheduleRunner:
         else:
             self.wake_at = self._clock.now() + max((soonest - db_now).total_seconds(), 0.0)
 
-    def _timing(self, cron: str | None, every: object, timezone: str) -> Timing:
+    def _timing(self, cron: str | None, every: timedelta | None, timezone: str) -> Timing:
+        """The row's timing, parsed once per definition; ConfigError for a bad one."""
         key = (cron, every, timezone)
         if key not in self._timings:
-            self._timings[key] = Timing(cron, every, timezone)  # type: ignore[arg-type]
+            self._timings[key] = Timing(cron, every, timezone)
         return self._timings[key]
 
     def _run_one(

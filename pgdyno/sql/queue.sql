@@ -23,8 +23,10 @@ ON CONFLICT DO NOTHING
 RETURNING id;
 
 -- name: job_find_unique
--- The ready or running job that holds a unique key (none once it has finished).
-SELECT id FROM pgdyno.jobs_active WHERE queue = %(queue)s AND unique_key = %(unique_key)s;
+-- The ready or running job that holds a unique key (none once it has finished). Through the
+-- parent table (pruned to jobs_active), so an enqueue role needs no grant on the partition.
+SELECT id FROM pgdyno.jobs
+ WHERE status IN ('ready', 'running') AND queue = %(queue)s AND unique_key = %(unique_key)s;
 
 -- name: job_reserve_ids
 -- For a COPY batch: the transaction's now() and the default attempt budget (what the column
