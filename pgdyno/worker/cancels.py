@@ -85,9 +85,14 @@ def _request(worker: str, job_id: int) -> None:
 
 
 def _forget(worker: str, job_id: int) -> None:
+    """Drop a finished job's flag and callbacks (its task has returned: nothing registers any
+    more, so the common case, nothing to drop, needs no lock)."""
+    key = (worker, job_id)
+    if key not in _requested and key not in _callbacks:
+        return
     with _lock:
-        _requested.discard((worker, job_id))
-        _callbacks.pop((worker, job_id), None)
+        _requested.discard(key)
+        _callbacks.pop(key, None)
 
 
 def _call(job_id: int, callback: Callable[[], None]) -> None:
@@ -139,6 +144,8 @@ class CancelWatch:
     def check(self, conn: psycopg.Connection, running: Collection[int], now: float) -> None:
         """Learn of new requests among `running` (one query, only when notified or polled),
         and call on_overdue for tasks that ignored theirs past the grace period."""
+        if not self._check_due and not self._since:
+            return  # the loop's common turn: nothing to ask, nobody to watch
         if self._check_due:
             self._check_due = False
             if running:
@@ -165,6 +172,8 @@ class CancelWatch:
     def outcome(self, outcome: Outcome) -> Outcome:
         """The outcome to record for a finished job: a JobCancelled failure, never retried, if
         its cancel was requested; else `outcome` itself."""
+        if not self._since and not _callbacks:
+            return outcome  # the common case: no request, no callback anywhere
         job_id = outcome.job.id
         _forget(self.worker, job_id)
         self._overdue.discard(job_id)
