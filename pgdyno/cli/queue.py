@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 import psycopg
 
-from pgdyno import cancellation, pausing, queue, results
+from pgdyno import cancellation, pausing, queue, results, signals
 from pgdyno.cli.common import DURATION, connection, database_option, echo_json
 from pgdyno.migrate import migrate as apply_migrations
 from pgdyno.web import sampler
@@ -159,9 +159,13 @@ def status(as_json: bool, watch: bool, interval: float, database_url: str | None
     """Jobs per queue and status, the age of the oldest ready job, paused queues, schedules
     with their next run, and scaling state; with --watch, again and again."""
     tty = sys.stdout.isatty()
-    with connection(database_url) as conn:
-        try:
-            while True:
+    stop = threading.Event()
+    # Ctrl-C (or SIGTERM) ends --watch after the refresh under way, exit status 0: handled
+    # here, so that it works even where the shell started the command ignoring SIGINT.
+    restore = signals.install(lambda _signal: stop.set()) if watch else None
+    try:
+        with connection(database_url) as conn:
+            while not stop.is_set():
                 snapshot, schedules = _status(conn)
                 if as_json and watch:
                     click.echo(json.dumps(snapshot, default=str))  # one line per refresh
@@ -177,9 +181,10 @@ def status(as_json: bool, watch: bool, interval: float, database_url: str | None
                     return
                 if not tty and not as_json:
                     click.echo()
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            return
+                stop.wait(interval)
+    finally:
+        if restore is not None:
+            restore()
 
 
 def _status(conn: psycopg.Connection) -> tuple[dict[str, Any], list[str]]:
