@@ -70,7 +70,7 @@ from pgdyno.errors import (
 )
 from pgdyno.queue import JobSpec, enqueue, enqueue_many
 from pgdyno.results import result
-from pgdyno.schedules.periodic import periodic
+from pgdyno.schedules.declare import periodic
 from pgdyno.tasks import task
 from pgdyno.worker.executor import JobContext, current_job
 from pgdyno.worker.loop import Worker

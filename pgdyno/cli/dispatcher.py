@@ -57,7 +57,7 @@ def dispatcher(
     from pgdyno.scaling.dispatcher import Dispatcher
     from pgdyno.scaling.formation import backend_from_settings
     from pgdyno.scaling.policy import parse_rule, policies
-    from pgdyno.schedules.periodic import declared
+    from pgdyno.schedules.declare import declared
     from pgdyno.schedules.runner import ScheduleRunner
 
     settings = Settings.from_env(

@@ -28,7 +28,7 @@ from pgdyno.clock import Clock
 from pgdyno.errors import ConfigError, InvalidJob
 from pgdyno.logfmt import log_event
 from pgdyno.schedules import store
-from pgdyno.schedules.periodic import Declared
+from pgdyno.schedules.declare import Declared
 from pgdyno.schedules.timing import Timing
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from pgdyno import sql
 from pgdyno.errors import ConfigError, InvalidJob, ScheduleNotFound
-from pgdyno.schedules.periodic import Declared
+from pgdyno.schedules.declare import Declared
 from pgdyno.schedules.timing import Timing
 
 # What each CHECK constraint of pgdyno.schedules means, said the way a user fixes it.

@@ -18,9 +18,10 @@ from fakes import FakeClock
 from features.conftest import count
 from helpers import effects_of, job_row, wait_until
 
+import pgdyno
 from pgdyno.errors import ConfigError
-from pgdyno.schedules import store
-from pgdyno.schedules.periodic import Declared
+from pgdyno.schedules import declare, store
+from pgdyno.schedules.declare import Declared
 from pgdyno.schedules.runner import ScheduleRunner, run_key
 from pgdyno.schedules.timing import Timing
 
@@ -81,6 +82,39 @@ def test_periods_run_on_a_grid_from_the_epoch_and_aliases_are_spelled_out():
 def test_bad_timings_are_refused_saying_how_to_write_them(cron, every, zone, message):
     with pytest.raises(ConfigError, match=message):
         Timing.of(cron, every, zone)
+
+
+def test_periodic_declares_a_schedule_of_a_task_and_refuses_a_plain_function(monkeypatch):
+    monkeypatch.setattr(declare, "_pending", [])
+
+    @pgdyno.periodic(cron="0 3 * * *", queue="reports", args={"day": "yesterday"}, timezone=LONDON)
+    @pgdyno.task("feature.nightly")
+    def nightly(day: str) -> None: ...
+
+    @pgdyno.periodic(every="15m", task="feature.nightly", name="quarterly")
+    def helper() -> None: ...
+
+    assert declare.declared() == [
+        Declared(
+            "feature.nightly",
+            "feature.nightly",
+            "reports",
+            {"day": "yesterday"},
+            Timing("0 3 * * *", None, LONDON),
+        ),
+        Declared(
+            "quarterly",
+            "feature.nightly",
+            "default",
+            {},
+            Timing(None, timedelta(minutes=15), "UTC"),
+        ),
+    ]
+    with pytest.raises(ConfigError, match=r"is not a task; put @pgdyno\.periodic above"):
+        pgdyno.periodic(cron="@daily")(lambda: None)
+    pgdyno.periodic(every="1h", task="feature.nightly")(helper)
+    with pytest.raises(ConfigError, match=r"two @pgdyno\.periodic schedules are named"):
+        declare.declared()
 
 
 # --- the dispatcher's runner, on a real database -----------------------------------------------

@@ -38,9 +38,8 @@ class Declared:
 
 @dataclass
 class _Pending:
-    fn: Callable[..., Any]
     name: str | None
-    task: str | None
+    task: str
     queue: str
     args: dict[str, Any]
     timing: Timing
@@ -64,9 +63,9 @@ def periodic(
     `every` ("15m", seconds or a timedelta), in `queue`, with `args` as its keyword arguments.
 
     `name`: the schedule's name (default: the task's name; give one when a task has several
-    schedules). `task`: the task to enqueue (default: the decorated function's task name, or
-    its own name, registered as a task if it is not one). Raises ConfigError at import for a
-    bad cron expression, period or time zone.
+    schedules). `task`: the task to enqueue (default: the task the decorated function is
+    registered as: put @pgdyno.periodic above @pgdyno.task). Raises ConfigError at import for a
+    bad cron expression, period or time zone, or a function that is no task.
     """
     timing = Timing.of(cron, every, timezone)
     if args is not None and not isinstance(args, Mapping):
@@ -74,26 +73,28 @@ def periodic(
 
     def register(fn: F) -> F:
         where = f"{fn.__module__}.{fn.__qualname__}"
-        _pending.append(_Pending(fn, name, task, queue, dict(args or {}), timing, where))
+        task_name = task or tasks.registered_name(fn)
+        if task_name is None:  # the workers would not know what to run
+            raise ConfigError(
+                f"@pgdyno.periodic on {where}: the function is not a task; put "
+                "@pgdyno.periodic above @pgdyno.task(...), or give task='name'"
+            )
+        _pending.append(_Pending(name, task_name, queue, dict(args or {}), timing, where))
         return fn
 
     return register
 
 
 def declared() -> list[Declared]:
-    """Every schedule declared so far, with its task and name resolved; ConfigError when two
-    declarations share a name."""
+    """Every schedule declared so far, named; ConfigError when two declarations share a
+    name."""
     found: dict[str, Declared] = {}
     for entry in _pending:
-        task_name = entry.task or tasks.registered_name(entry.fn)
-        if task_name is None:  # @periodic on a plain function: it becomes a task of its name
-            task_name = entry.fn.__name__
-            tasks.task(task_name)(entry.fn)
-        name = entry.name or task_name
+        name = entry.name or entry.task
         if name in found:
             raise ConfigError(
                 f"two @pgdyno.periodic schedules are named {name!r} (the second on "
                 f"{entry.where}): give each a name=..."
             )
-        found[name] = Declared(name, task_name, entry.queue, entry.args, entry.timing)
+        found[name] = Declared(name, entry.task, entry.queue, entry.args, entry.timing)
     return list(found.values())
