@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +12,7 @@ import psycopg
 
 from pgdyno import cancellation, pausing, queue, results, signals
 from pgdyno.cli.common import DURATION, connection, database_option, echo_json
+from pgdyno.clock import Wakeup
 from pgdyno.migrate import migrate as apply_migrations
 from pgdyno.web import sampler
 
@@ -159,13 +159,20 @@ def status(as_json: bool, watch: bool, interval: float, database_url: str | None
     """Jobs per queue and status, the age of the oldest ready job, paused queues, schedules
     with their next run, and scaling state; with --watch, again and again."""
     tty = sys.stdout.isatty()
-    stop = threading.Event()
     # Ctrl-C (or SIGTERM) ends --watch after the refresh under way, exit status 0: handled
-    # here, so that it works even where the shell started the command ignoring SIGINT.
-    restore = signals.install(lambda _signal: stop.set()) if watch else None
+    # here, so that it works even where the shell started the command ignoring SIGINT. The
+    # handler only sets a flag and writes to a pipe (no lock, which a handler could deadlock on).
+    stopping: list[bool] = []
+    wakeup = Wakeup()
+
+    def stop(_signal: object) -> None:
+        stopping.append(True)
+        wakeup.poke()
+
+    restore = signals.install(stop) if watch else None
     try:
         with connection(database_url) as conn:
-            while not stop.is_set():
+            while not stopping:
                 snapshot, schedules = _status(conn)
                 if as_json and watch:
                     click.echo(json.dumps(snapshot, default=str))  # one line per refresh
@@ -181,7 +188,7 @@ def status(as_json: bool, watch: bool, interval: float, database_url: str | None
                     return
                 if not tty and not as_json:
                     click.echo()
-                stop.wait(interval)
+                wakeup.wait([], interval, lambda: bool(stopping))
     finally:
         if restore is not None:
             restore()

@@ -37,11 +37,16 @@ STREAMY = """
 
 
 def in_terminal(
-    args: list[str], env: dict[str, str], *, until: Callable[[str], bool], timeout: float = 60
-) -> tuple[str, subprocess.Popen[bytes]]:
-    """Run `pgdyno ARGS` with a pseudo-terminal as stdin, stdout and stderr; read what it
-    writes until `until(output)` or it exits. Returns the output and the process (running
-    if `until` said stop first)."""
+    args: list[str],
+    env: dict[str, str],
+    *,
+    ctrl_c_when: Callable[[str], bool] | None = None,
+    timeout: float = 60,
+) -> tuple[str, int]:
+    """Run `pgdyno ARGS` with a pseudo-terminal as stdin, stdout and stderr, and read what it
+    writes until it exits; once `ctrl_c_when(output)` holds, send it SIGINT (Ctrl-C) and read
+    on. Returns the output and the exit status. The terminal stays open until the process has
+    exited (a write to a closed one would fail it); the process is killed at `timeout`."""
     controller, terminal = pty.openpty()
     # A terminal of 40 rows and 120 columns (a new pseudo-terminal has none, which a progress
     # bar takes as no room at all).
@@ -57,32 +62,34 @@ def in_terminal(
     )
     os.close(terminal)
     received = b""
+    interrupted = False
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
+        while True:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; output so far:\n{received.decode('replace')}")
             if select.select([controller], [], [], 0.05)[0]:
                 try:
                     chunk = os.read(controller, 65536)
-                except OSError:  # the terminal closed: the process has exited
+                except OSError:  # EIO: no process holds the terminal any more
                     chunk = b""
-                if not chunk and proc.poll() is not None:
-                    break
+                if not chunk:
+                    if proc.poll() is not None:
+                        break
+                    time.sleep(0.01)
                 received += chunk
             elif proc.poll() is not None:
                 break
-            if until(received.decode(errors="replace")):
-                break
-        else:
-            raise AssertionError(f"timed out; output so far:\n{received.decode(errors='replace')}")
+            text = received.decode(errors="replace")
+            if ctrl_c_when is not None and not interrupted and ctrl_c_when(text):
+                os.killpg(proc.pid, signal.SIGINT)
+                interrupted = True
+        return received.decode(errors="replace"), proc.wait(10)
     finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
         os.close(controller)
-    return received.decode(errors="replace"), proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
 
 
 def test_report_run_wait_draws_a_bar_in_a_terminal_and_lines_elsewhere(
@@ -97,10 +104,8 @@ def test_report_run_wait_draws_a_bar_in_a_terminal_and_lines_elsewhere(
             ["report", "run", "streamy", "--wait"], database_url, PGDYNO_REPORTS_DIR=str(folder)
         ) as piped,  # at the same time, into a file
     ):
-        output, proc = in_terminal(
-            ["report", "run", "streamy", "--wait"], env, until=lambda _: False
-        )
-        assert proc.wait(10) == 0, output
+        output, status = in_terminal(["report", "run", "streamy", "--wait"], env)
+        assert status == 0, output
         # tqdm redraws one line in place: carriage returns, a rate and the elapsed time.
         bar_lines = [line for line in output.split("\r") if "rows/s" in line]
         assert any(
@@ -125,15 +130,11 @@ def test_status_watch_refreshes_until_ctrl_c(database_url, conn):
         assert piped.wait(10) == 0
         assert "Traceback" not in piped.output()
 
-    output, proc = in_terminal(
+    output, status = in_terminal(
         ["status", "--watch", "--interval", "200ms"],
         env,
-        until=lambda text: text.count("pgdyno status at") >= 2,
+        ctrl_c_when=lambda text: text.count("pgdyno status at") >= 2,
     )
-    try:
-        assert "\x1b[2J" in output  # the screen is cleared before each refresh
-        assert "watched" in output
-        os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(10) == 0
-    finally:
-        stop(proc)
+    assert status == 0, output
+    assert "\x1b[2J" in output  # the screen is cleared before each refresh
+    assert "watched" in output and "Traceback" not in output
