@@ -7,6 +7,10 @@
 
 Run: python -m bench.scaling [--enqueues 100] [--scale-downs 10] [--idle-seconds 30]
 Prints a table and writes bench/results/scaling-<timestamp>.json.
+
+`python -m bench.scaling cost [--boot 20] [--time-scale 1] [--max 2]`: what scaling costs,
+a bursty trace replayed per policy on the local platform (bench/scaling_cost.py), written to
+bench/results/scaling-cost-<timestamp>.json; `all` runs both.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 import psycopg
 import requests
 
+from bench import scaling_cost
 from pgdyno.migrate import migrate
 from pgdyno.platform import LocalPlatform
 from pgdyno.platform.postgres import EmbeddedPostgres
@@ -161,22 +166,41 @@ def dispatcher_footprint(url: str, workdir: Path, idle_seconds: float) -> dict[s
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", nargs="?", choices=("latency", "cost", "all"), default="latency")
+    parser.add_argument("--boot", type=float, default=20.0, help="simulated dyno boot, s")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="run N times faster")
+    parser.add_argument("--max", type=int, default=2, help="most winston dynos")
     parser.add_argument("--enqueues", type=int, default=100)
     parser.add_argument("--scale-downs", type=int, default=10)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="pgdyno-bench-scaling-"))
     server = EmbeddedPostgres(workdir / "pg", settings={"fsync": "on", "synchronous_commit": "on"})
+    result: dict[str, Any] = {}
     try:
         url = server.start()
-        with psycopg.connect(url, autocommit=True) as conn:
-            migrate(conn)
-        up = decision_latency(url, workdir, args.enqueues)
-        down = scale_down_latency(url, workdir, args.scale_downs)
-        footprint = dispatcher_footprint(url, workdir, args.idle_seconds)
+        if args.part in ("cost", "all"):
+            result["cost"] = scaling_cost.run(
+                url, workdir, boot=args.boot, time_scale=args.time_scale, max_dynos=args.max
+            )
+            scaling_cost.print_table(result["cost"])
+            _write("scaling-cost", result["cost"])
+        if args.part in ("latency", "all"):
+            with psycopg.connect(url, autocommit=True) as conn:
+                migrate(conn)
+            up = decision_latency(url, workdir, args.enqueues)
+            down = scale_down_latency(url, workdir, args.scale_downs)
+            footprint = dispatcher_footprint(url, workdir, args.idle_seconds)
+            result.update(latency_result(up, down, footprint))
+            print_table(result)
+            _write("scaling", result)
     finally:
         server.destroy()
-    result = {
+    return result
+
+
+def latency_result(up: list[float], down: list[float], footprint: dict[str, float]) -> dict:
+    return {
         "benchmark": "scaling",
         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "decision_latency_ms": {
@@ -195,12 +219,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "dispatcher": footprint,
         "targets": TARGETS,
     }
-    print_table(result)
+
+
+def _write(name: str, result: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"scaling-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
-    return result
 
 
 def print_table(result: dict[str, Any]) -> None:

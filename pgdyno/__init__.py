@@ -13,26 +13,33 @@ The names in `__all__` are the stable API: module paths inside the package may c
 Code map: a job's path from INSERT to scale-down.
 
 1. Enqueue. A plain INSERT into pgdyno.jobs, or `queue.enqueue`/`enqueue_many` (statements
-   in sql/queue.sql). The table's statement trigger sends NOTIFY pgdyno_jobs with the queue
-   name at commit (sql/migrations/0001_queue.sql).
+   in sql/queue.sql). The table's statement trigger checks the rows against the enqueue
+   contract (which role may set which column, bounds on values: sql/migrations/0009_security.sql,
+   roles.py) and sends NOTIFY pgdyno_jobs with the queue name at commit.
 2. The dispatcher wakes (scaling/dispatcher.py, on the always-on dyno): LISTEN, debounce,
    then `Scaler.scale_up` for every process type whose queues it serves.
-3. Scale up (scaling/scaler.py): lock the type's row in pgdyno.formations, read the load
-   (scaling/state.py), decide with the pure policy (scaling/policy.py), call the formation
-   backend (scaling/formation/: the Heroku Platform API; locally `pgdyno dev`, platform/),
-   record the scale event.
+3. Scale up (scaling/scaler.py): lock the type's row in pgdyno.formations (never waiting: a
+   locked type is decided again shortly), read the load (scaling/state.py), decide with the
+   pure policy (scaling/policy.py), call the formation backend once (scaling/formation/: the
+   Heroku Platform API; locally `pgdyno dev`, platform/), record the scale event; a failed
+   call records when the type may be called again (Retry-After, backoff).
 4. A dyno starts `pgdyno worker` (cli/worker.py, or `run_worker` here: embed.py), which builds
    a `Worker` (worker/loop.py) with scale-to-zero as its idle callback (scaling/idle.py).
 5. Claim and run. Each turn of the worker loop reports finished jobs and claims new ones in
    one statement (`queue.complete_and_claim`); executor threads (worker/threads.py) run each
-   job's task (worker/executor.py, the registry in tasks.py) while the loop heartbeats the
-   leases (worker/timers.py holds its deadlines, worker/session.py its connections).
+   job's task (worker/executor.py, the registry in tasks.py), in themselves or, with
+   `--pool process`, each in a child process (worker/pool.py, worker/child.py) under a
+   timeout and a memory limit, while the loop heartbeats the leases (worker/timers.py holds
+   its deadlines, worker/session.py its connections and their LISTEN check, worker/health.py).
+   Every write about a job is fenced by its attempt (worker/fencing.py); an outcome the
+   database could not store fails its job instead (worker/storable.py).
 6. Outcomes: the next claim marks done jobs done; failures are retried with backoff
    (backoff.py) or failed; jobs whose worker died are rescued when their lease expires
    (rescue.py, by every worker's poll and the dispatcher's timer).
 7. Scale to zero. Idle past the rule's linger, the worker calls `Scaler.scale_to_zero`: under
-   the same lock, it checks that no job of the type's queues is ready or running, sets the
-   quantity to 0, and re-checks after its commit. A job committed meanwhile is seen by the
+   the same lock, it checks that no job of the type's queues, nor of any queue its workers
+   serve (the registry, registry.py), is ready or running, and that the whole type lingered,
+   sets the quantity to 0, and re-checks after its commit. A job committed meanwhile is seen by the
    dispatcher, whose decision waited for that lock (the argument is in scaling/scaler.py).
 8. The platform sends SIGTERM (signals.py); the worker stops claiming, lets running jobs
    finish within the grace period, hands back the rest, and exits.
@@ -43,8 +50,10 @@ the scaling load), cancellation.py with worker/cancels.py (cancelling a running 
 results.py (waiting for a job's outcome).
 
 Shared by all: config.py (Settings, the only reader of the environment), errors.py (the
-exception tree), db.py (connections, reconnect), clock.py (time and waiting), logfmt.py (one
-log line per event), sql/ (every statement, by name), migrate.py. Reports (reports/) are a
+exception tree), db.py (connections, reconnect, pgdyno's own sessions' search_path), clock.py
+(time and waiting), logfmt.py (one log line per event, secrets redacted), sql/ (every
+statement, by name), migrate.py, registry.py (the workers registry: each worker's row in
+pgdyno.workers). Reports (reports/) are a
 built-in task; demo/ is `make run`.
 """
 

@@ -14,7 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
 from pgdyno.errors import ConfigError
+from pgdyno.logfmt import redact
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)?\s*$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -32,6 +36,8 @@ _UNIT_SECONDS = {
 #: The longest duration accepted anywhere (100 years): past it, datetime arithmetic overflows.
 MAX_DURATION_S = 100 * 365 * 86400
 DURATION_SYNTAX = "250ms, 30s, 5m (or 5min), 2h, 7d, 2w, or plain seconds"
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 
 
 def parse_duration(text: str | float | int, what: str = "duration") -> float:
@@ -64,6 +70,31 @@ def parse_duration(text: str | float | int, what: str = "duration") -> float:
     return seconds
 
 
+def parse_size(text: str | int, what: str = "size") -> int:
+    """'512MB', '2GB', '1.5G', '800MiB' or a bare number of bytes -> bytes.
+
+    Units are binary, as Heroku's dyno sizes mean them: KB = KiB = 1024 bytes, MB = MiB,
+    GB = GiB. Raises ConfigError, naming `what`, for anything else, and for sizes under 1 MiB
+    (too small for a Python process) or over 1 TiB.
+    """
+    if isinstance(text, bool):
+        raise ConfigError(f"{what} {text!r} is not a size: write e.g. 512MB or 2GB")
+    if isinstance(text, int):
+        size = text
+    else:
+        match = _SIZE.match(text) if isinstance(text, str) else None
+        if not match:
+            raise ConfigError(
+                f"{what} {text!r} is not a size: write a number with a unit (KB, MB, GB, "
+                "binary: 1 MB = 1024 KB), for example 512MB or 2GB"
+            )
+        unit = (match.group(2) or "b").lower()[0]
+        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if not 2**20 <= size <= 2**40:
+        raise ConfigError(f"{what} {text!r} is out of range: give 1MB to 1024GB")
+    return size
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with units and defaults."""
@@ -91,6 +122,13 @@ class Settings:
     log_level: str = "INFO"
     #: Extra modules every worker imports to register tasks, comma-separated (PGDYNO_IMPORT).
     imports: str = field(default="", metadata={"env": "PGDYNO_IMPORT"})
+    #: Where a worker runs its jobs (PGDYNO_POOL): "thread", in its own threads (light jobs),
+    #: or "process", each job in a child process of its own (heavy jobs: memory returned when
+    #: the job ends, a real timeout and memory limit, a crash takes only that job).
+    pool: str = "thread"
+    #: Bytes a job's process may use before it is stopped (PGDYNO_MAX_JOB_MEMORY, `2GB`),
+    #: enforced with pool=process; None: 80% of the dyno's memory divided by the concurrency.
+    max_job_memory: int | None = None
 
     # --- scaling ---------------------------------------------------------------------------
     #: Heroku Platform API base URL (HEROKU_API_URL); `pgdyno dev` points it at itself.
@@ -122,6 +160,15 @@ class Settings:
     #: Folder where the `directory` report store writes NAME-JOB.csv.gz files
     #: (PGDYNO_REPORTS_OUTPUT_DIR). On Heroku the disk is ephemeral: prefer the default store.
     reports_output_dir: str = ".pgdyno/reports"
+    #: Where reports' queries run (PGDYNO_REPORTS_DATABASE_URL): a follower, or a role with
+    #: SELECT on the report tables only. Default: DATABASE_URL. Results are stored through
+    #: DATABASE_URL either way.
+    reports_database_url: str | None = None
+    #: Hosts the `http` report store may upload to, comma-separated (PGDYNO_REPORTS_HTTP_ALLOW):
+    #: names (`bucket.s3.amazonaws.com`, `*.s3.amazonaws.com` for its subdomains), IP addresses
+    #: or networks (`10.1.2.0/24`), which also admit those private addresses. Empty (the
+    #: default): the http store is off. See pgdyno/reports/fence.py.
+    reports_http_allow: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -148,6 +195,8 @@ class Settings:
             )
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.pool not in ("thread", "process"):
+            raise ConfigError(f"pool must be 'thread' or 'process', got {self.pool!r}")
         for name in ("poll_interval", "lease", "retry_base", "retry_max"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -171,16 +220,52 @@ class Settings:
         return [name.strip() for name in self.imports.split(",") if name.strip()]
 
     def require_database_url(self) -> str:
+        """DATABASE_URL; ConfigError when it is missing or libpq cannot read it."""
         if not self.database_url:
             raise ConfigError(
                 "DATABASE_URL is not set: export DATABASE_URL=postgresql://user:pass@host/db "
                 "or pass --database-url (`make run` starts an embedded Postgres for you)"
             )
-        return self.database_url
+        return check_dsn(self.database_url)
+
+    def __repr__(self) -> str:
+        """Every field, with URL credentials and passwords replaced by ***; no API token."""
+        shown = (
+            f"{spec.name}={redact(repr(getattr(self, spec.name)))}"
+            for spec in dataclasses.fields(self)
+            if spec.repr
+        )
+        return f"Settings({', '.join(shown)})"
+
+
+def check_dsn(dsn: str) -> str:
+    """`dsn` if libpq can read it; ConfigError otherwise, never quoting it."""
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise unreadable_dsn(exc) from None
+    return dsn
+
+
+def unreadable_dsn(exc: BaseException) -> ConfigError:
+    """The error for a DSN libpq cannot parse. libpq's message quotes the faulty part, which
+    may be the password ('invalid percent-encoded token: "pw%ZZ..."'): quoted parts are shown
+    as "***", and anything else is passed through `redact`."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    percent = "percent" in text
+    reason = re.sub(r'"[^"]*"', '"***"', text) if percent else redact(text)
+    hint = (
+        " (in a URL, write a % in the password as %25, and @ : / ? # as %40 %3A %2F %3F %23)"
+        if percent
+        else ""
+    )
+    return ConfigError(f"the database URL cannot be read: {reason}{hint}")
 
 
 def _convert(name: str, raw: Any, source: str) -> Any:
     field_type = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    if name == "max_job_memory":
+        return parse_size(raw, source)
     try:
         if field_type == "int":
             return int(raw)

@@ -3,19 +3,32 @@ retrying a statement that lost a race.
 
 LISTEN needs a direct connection (not through a transaction-mode pooler such as PgBouncer in
 transaction mode): notifications and session advisory locks are bound to one server session.
+
+pgdyno's own sessions (workers, dispatchers, the CLI, the report store) pin their search_path
+to pg_catalog, pgdyno (then pg_temp): Postgres picks an operator or function whose argument
+types match exactly over a built-in one that needs a cast or is polymorphic (the enum `=`),
+wherever it is on the path, so with public on it a role allowed to CREATE there could make
+pgdyno's statements run its code with pgdyno's privileges. Their JSON is decoded leniently:
+a value Python cannot decode (args nested thousands deep, an integer of thousands of digits,
+written before pgdyno bounded them) reads as {"_undecodable": why} instead of failing the
+statement that reads it.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import set_json_loads
 
-from pgdyno import backoff
+from pgdyno import backoff, sql
+from pgdyno.config import unreadable_dsn
 from pgdyno.errors import DatabaseUnavailable
 from pgdyno.logfmt import log_event
 
@@ -43,6 +56,29 @@ CONFLICTS = (
 )
 T = TypeVar("T")
 
+#: TCP keepalives on every connection pgdyno opens (unless the URL sets them): an idle
+#: connection whose peer vanished (a dyno moved, a NAT entry dropped) fails after about
+#: 15 + 5 x 3 = 30 s of silence instead of hanging, and data left unacknowledged for 30 s
+#: closes it. A middlebox that answers the probes but forwards nothing is not caught by TCP:
+#: the worker checks its LISTEN connection itself (pgdyno.worker.health).
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "15",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+
+def _keepalives(dsn: str) -> dict[str, Any]:
+    """The KEEPALIVES the URL does not set itself (none for a URL that does not parse: the
+    connection attempt reports that)."""
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return {}
+    return {key: value for key, value in KEEPALIVES.items() if key not in given}
+
 
 def connect(
     dsn: str,
@@ -50,17 +86,50 @@ def connect(
     application_name: str = "pgdyno",
     autocommit: bool = True,
     connect_timeout: int = 10,
+    own_session: bool = True,
 ) -> psycopg.Connection:
-    """A connection in autocommit mode (callers open transactions explicitly)."""
+    """A connection in autocommit mode (callers open transactions explicitly), with TCP
+    keepalives (KEEPALIVES).
+
+    `own_session`: pgdyno's own statements run on it: its search_path is pinned and its JSON
+    decoded leniently (see the module's docstring). A report's query connection, whose SQL is
+    the report author's, passes False. A DSN that cannot be read raises ConfigError without
+    quoting it (it may hold the password); an unreachable server, DatabaseUnavailable.
+    """
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             autocommit=autocommit,
             application_name=application_name,
             connect_timeout=connect_timeout,
+            **_keepalives(dsn),
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to Postgres: {first_line(exc)}") from exc
+    except psycopg.ProgrammingError as exc:  # libpq could not parse the DSN
+        raise unreadable_dsn(exc) from None
+    if own_session:
+        try:
+            pin_session(conn)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def pin_session(conn: psycopg.Connection) -> None:
+    """Make `conn` one of pgdyno's own sessions: search_path pinned, lenient JSON."""
+    conn.execute(sql.query("session_pin_search_path"))
+    if not conn.autocommit:
+        conn.commit()
+    set_json_loads(_lenient_json, conn)
+
+
+def _lenient_json(data: str | bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        return {"_undecodable": f"{type(exc).__name__}: {first_line(exc)[:200]}"}
 
 
 def scalar(conn: psycopg.Connection, query: QueryNoTemplate, params: Params | None = None) -> Any:
@@ -77,24 +146,44 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def listen(conn: psycopg.Connection, channel: str = CHANNEL) -> None:
-    conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+def listen(conn: psycopg.Connection, *channels: str) -> None:
+    """LISTEN on `channels` (default: pgdyno_jobs), all in one round trip."""
+    statements = [
+        psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel))
+        for channel in channels or (CHANNEL,)
+    ]
+    conn.execute(psycopg.sql.SQL("; ").join(statements))
 
 
-def drain_notifications(conn: psycopg.Connection) -> list[str]:
-    """Payloads of the notifications received on `conn`, without blocking.
+@overload
+def drain_notifications(conn: psycopg.Connection) -> list[str]: ...
+
+
+@overload
+def drain_notifications(
+    conn: psycopg.Connection, *, with_channel: Literal[True]
+) -> list[tuple[str, str]]: ...
+
+
+def drain_notifications(
+    conn: psycopg.Connection, *, with_channel: bool = False
+) -> list[str] | list[tuple[str, str]]:
+    """Payloads (or (channel, payload) pairs) of the notifications received on `conn`,
+    without blocking.
 
     Includes those psycopg set aside while the connection ran queries; raises
     OperationalError when the connection is gone. Payloads of CONTROL_CHANNEL come with
     CONTROL_PREFIX before them; the others are queue names.
     """
-    payloads = [
-        notify.payload if notify.channel != CONTROL_CHANNEL else CONTROL_PREFIX + notify.payload
-        for notify in conn.notifies(timeout=0)
-    ]
+    received = list(conn.notifies(timeout=0))
     if conn.closed or conn.pgconn.status != psycopg.pq.ConnStatus.OK:
         raise psycopg.OperationalError("LISTEN connection lost")
-    return payloads
+    if with_channel:
+        return [(notify.channel, notify.payload) for notify in received]
+    return [
+        notify.payload if notify.channel != CONTROL_CHANNEL else CONTROL_PREFIX + notify.payload
+        for notify in received
+    ]
 
 
 def retry_on_conflict(action: Callable[[], T], attempts: int = 5) -> T:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from pgdyno import tasks
+from pgdyno import registry, tasks
 from pgdyno.config import Settings
 from pgdyno.worker.loop import Worker, worker_id
 
@@ -42,8 +42,10 @@ def build_worker(
     if scale_down and not burst:
         from pgdyno.scaling import idle  # the Heroku client: only for workers that scale
 
-        idle_callback = idle.from_settings(settings, actor=f"worker {name}")
-    return Worker(settings, queues, burst=burst, idle_callback=idle_callback, id=name)
+        idle_callback = idle.from_settings(settings, actor=f"worker {name}", queues=queues)
+    worker = Worker(settings, queues, burst=burst, idle_callback=idle_callback, id=name)
+    worker.registration = registry.for_worker(name, worker.queues, settings)  # pgdyno.workers
+    return worker
 
 
 def run_worker(

@@ -19,7 +19,7 @@ PgdynoError                  anything pgdyno raises on purpose (the CLI prints i
 ├── ResultUnavailable        a report job has no (whole) result to fetch
 └── FormationError           a formation backend refused or failed a request
     ├── FormationRejected    401, 403, 404, 422: retrying cannot help
-    └── FormationUnavailable unreachable, or 429/5xx after retries
+    └── FormationUnavailable unreachable, unanswered, 429 or 5xx (with its Retry-After)
 """
 
 from __future__ import annotations
@@ -116,12 +116,26 @@ class FormationRejected(FormationError):
 
 
 class FormationUnavailable(FormationError):
-    """The platform could not be reached, or kept failing (429, 5xx) after retries."""
+    """The platform could not be reached, did not answer, or answered 429 or 5xx: whether a
+    PATCH was applied is unknown. `retry_after`: seconds the platform asked to wait
+    (Retry-After), or None."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InvalidReport(PermanentJobError):
     """A report cannot run as asked (unknown name, bad parameters, a file that is not one
-    read-only query): retrying cannot help, so the job fails at once."""
+    read-only query): retrying cannot help, so the job fails at once.
+
+    `public`: the message for the job's row, which clients read back: without the reports
+    folder's path or the names of other reports (the full message goes to the worker's log).
+    """
+
+    def __init__(self, message: str, *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = message if public is None else public
 
 
 class ReportFailed(PgdynoError):

@@ -1,7 +1,7 @@
 """Waiting for a job's outcome: `pgdyno.result(conn, job_id, timeout=None)`, `pgdyno jobs wait`.
 
 The waiter LISTENs on `pgdyno_finished` and marks the job `awaited`; the job's move to the
-finished partition then sends `NOTIFY pgdyno_finished, '<id>'` (a trigger of migration 0009).
+finished partition then sends `NOTIFY pgdyno_finished, '<id>'` (a trigger of migration 0010).
 Jobs nobody waits for notify nothing, so workers pay one boolean test per finished job. A look
 every FALLBACK_POLL_S seconds covers what a notification cannot (a job pruned meanwhile).
 """

@@ -40,6 +40,10 @@ class Scripted:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     message: str = "scripted failure"
+    #: A PATCH takes effect before the scripted answer (an answer lost after the change).
+    applied: bool = False
+    #: Only requests of this method get this answer (None: any).
+    method: str | None = None
 
 
 class FakeHeroku(ThreadingHTTPServer):
@@ -60,6 +64,10 @@ class FakeHeroku(ThreadingHTTPServer):
         }
         self.requests: list[Recorded] = []
         self.script: deque[Scripted] = deque()
+        #: The Date header of the answers (default: the real time, as http.server sends it).
+        self.date: str | None = None
+        #: Answer every request (after the script) with this, until set back to None.
+        self.always: Scripted | None = None
         self.remaining = 4500
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -70,6 +78,16 @@ class FakeHeroku(ThreadingHTTPServer):
 
     def fail_next(self, *responses: Scripted) -> None:
         self.script.extend(responses)
+
+    def calls(self, method: str | None = None, type_: str | None = None) -> list[Recorded]:
+        """Requests received (of `method`, for process type `type_`), in order."""
+        with self.lock:
+            return [
+                r
+                for r in self.requests
+                if (method is None or r.method == method)
+                and (type_ is None or r.path.rstrip("/").endswith(f"/formation/{type_}"))
+            ]
 
     def __enter__(self) -> FakeHeroku:
         self._thread.start()
@@ -101,8 +119,12 @@ class _Handler(BaseHTTPRequestHandler):
         with server.lock:
             server.requests.append(Recorded(method, self.path, dict(self.headers), body))
             server.remaining -= 1
-            scripted = server.script.popleft() if server.script else None
-        if scripted is not None:
+            scripted = next(
+                (one for one in server.script if one.method in (None, method)), server.always
+            )
+            if scripted is not None and scripted is not server.always:
+                server.script.remove(scripted)
+        if scripted is not None and not scripted.applied:
             return self._error(scripted.status, scripted.message, scripted.headers)
         if self.headers.get("Authorization") != f"Bearer {server.token}":
             return self._error(401, "Invalid credentials provided.")
@@ -121,6 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
             formation["quantity"] = quantity
             if body and "dyno_size" in body:
                 formation["size"] = body["dyno_size"]["name"]
+        if scripted is not None:  # applied, and then the answer fails
+            return self._error(scripted.status, scripted.message, scripted.headers)
         self._send(
             200,
             {
@@ -136,6 +160,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, {"id": ERROR_IDS.get(status, "error"), "message": message}, headers)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return self.server.date or super().date_time_string(timestamp)
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()

@@ -5,8 +5,8 @@ session, and dyno processes. No database, no real waiting.
   wake it (then it jumps by the wait's timeout) or when a test calls `advance()`; scheduled
   calls (`call_later`) run when the clock passes their time, on the caller's thread.
 - `FakeJobQueue` implements pgdyno.worker.session.JobQueue: an in-memory jobs table with the
-  same rules as the SQL (claim due ready jobs, leases held by one worker, release without
-  counting the attempt), every call recorded in `calls`.
+  same rules as the SQL (claim due ready jobs, leases held by one worker and attempt, release
+  without counting the attempt), every call recorded in `calls`.
 - `FakeDatabase.open` is a SessionOpener: sessions whose notifications the test sends, and a
   database that can be "down" for a number of connection attempts.
 - `FakeProcess` and `FakeSpawn` stand in for dyno processes (pgdyno.platform.dynos.Spawn).
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import psycopg
 
 from pgdyno.clock import wait_readable
 from pgdyno.errors import DatabaseUnavailable
-from pgdyno.queue import ClaimedJob
+from pgdyno.queue import Claimed, ClaimedJob, Finished
 
 # --- the clock ----------------------------------------------------------------------------------
 
@@ -157,6 +158,12 @@ class FakeJobQueue:
     def _held(self, worker: str) -> list[FakeJob]:
         return [j for j in self.jobs.values() if j.status == "running" and j.worker == worker]
 
+    def _holds(self, worker: str, job_id: int, attempt: int | None) -> bool:
+        """The fencing rule: this worker holds the job, at that attempt (None: any)."""
+        job = self.jobs[job_id]
+        held = job.status == "running" and job.worker == worker
+        return held and (attempt is None or job.attempts == attempt)
+
     # JobQueue
 
     def complete_and_claim(
@@ -167,13 +174,22 @@ class FakeJobQueue:
         queues: Sequence[str],
         limit: int,
         lease: float,
-        done: Sequence[tuple[int, str | None]] = (),
-    ) -> list[ClaimedJob]:
-        self._call("complete_and_claim", worker=worker, limit=limit, done=list(done))
-        for job_id, result in done:
-            job = self.jobs[job_id]
-            if job.status == "running" and job.worker == worker:
-                job.status, job.result, job.worker = "done", result, None
+        done: Sequence[Finished | tuple[int, str | None]] = (),
+    ) -> Claimed:
+        reported = [Finished(d[0], None, d[1]) if len(d) == 2 else d for d in done]
+        self._call(
+            "complete_and_claim",
+            worker=worker,
+            limit=limit,
+            done=[(d.id, d.result) for d in reported],
+        )
+        refused = []
+        for finished in reported:
+            job = self.jobs[finished.id]
+            if self._holds(worker, finished.id, finished.attempt):
+                job.status, job.result, job.worker = "done", finished.result, None
+            else:
+                refused.append(finished.id)
         due = sorted(
             (
                 j
@@ -189,14 +205,22 @@ class FakeJobQueue:
             claimed.append(
                 ClaimedJob(job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts)
             )
-        return claimed
+        return Claimed(claimed, refused)
 
     def fail(
-        self, conn: Any, *, worker: str, job_id: int, error: str, retry_in: float | None
+        self,
+        conn: Any,
+        *,
+        worker: str,
+        job_id: int,
+        error: str,
+        retry_in: float | None,
+        attempt: int | None = None,
+        peak_rss_bytes: int | None = None,
     ) -> str | None:
         self._call("fail", job_id=job_id, error=error, retry_in=retry_in)
         job = self.jobs[job_id]
-        if job.status != "running" or job.worker != worker:
+        if not self._holds(worker, job_id, attempt):
             return None
         job.error, job.worker = error, None
         if retry_in is None:
@@ -205,15 +229,41 @@ class FakeJobQueue:
             job.status, job.run_at = "ready", self.clock.now() + retry_in
         return job.status
 
-    def heartbeat(self, conn: Any, *, worker: str, ids: Sequence[int], lease: float) -> set[int]:
+    def heartbeat(
+        self,
+        conn: Any,
+        *,
+        worker: str,
+        ids: Sequence[int],
+        lease: float,
+        attempts: Sequence[int] | None = None,
+    ) -> set[int]:
         self._call("heartbeat", ids=sorted(ids), lease=lease)
-        return {job.id for job in self._held(worker) if job.id in ids}
+        wanted = dict(zip(ids, attempts or [None] * len(ids), strict=True))
+        held = set()
+        for job_id, attempt in wanted.items():
+            job = self.jobs[job_id]
+            rescued = job.status == "ready" and job.worker is None and job.attempts == attempt
+            if self._holds(worker, job_id, attempt) or (attempt is not None and rescued):
+                job.status, job.worker = "running", worker  # renewed, or re-claimed
+                held.add(job_id)
+        return held
 
     def set_progress(
-        self, conn: Any, *, worker: str, job_id: int, progress: Mapping[str, Any]
-    ) -> None:
-        self._call("set_progress", job_id=job_id, progress=dict(progress))
-        self.jobs[job_id].progress = dict(progress)
+        self,
+        conn: Any,
+        *,
+        worker: str,
+        job_id: int,
+        progress: Mapping[str, Any] | str,
+        attempt: int | None = None,
+    ) -> bool:
+        fields = json.loads(progress) if isinstance(progress, str) else dict(progress)
+        self._call("set_progress", job_id=job_id, progress=fields)
+        if not self._holds(worker, job_id, attempt):
+            return False
+        self.jobs[job_id].progress = fields
+        return True
 
     def release(
         self, conn: Any, *, worker: str, ids: Sequence[int] | None, keep: Sequence[int] = ()
@@ -267,6 +317,9 @@ class FakeSession:
 
     def fds(self) -> list[int]:
         return []
+
+    def wake_in(self) -> float | None:
+        return None  # the LISTEN check is PostgresSession's (tests/acceptance checks it)
 
     def close(self) -> None:
         self.closed = True

@@ -42,9 +42,44 @@ if TYPE_CHECKING:
     show_default=True,
     help="Time between SIGTERM and SIGKILL when a dyno is stopped.",
 )
+@click.option(
+    "--boot-time",
+    type=DURATION,
+    default="0s",
+    show_default=True,
+    help="Simulated dyno boot: each dyno's command starts this long after it (Heroku: 20-60s).",
+)
+@click.option(
+    "--api-rate-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Answer 429 once this many API requests are spent, refilled hourly (Heroku: 4500). "
+    "Default: no limit.",
+)
+@click.option(
+    "--app",
+    default="pgdyno-local",
+    show_default=True,
+    help="The app's name in the API (HEROKU_APP_NAME of the dynos; `heroku ... -a APP`).",
+)
+@click.option(
+    "--api-token",
+    envvar="PGDYNO_DEV_API_TOKEN",
+    default=None,
+    help="The API's token (HEROKU_API_KEY of the dynos and of the heroku CLI pointed here) "
+    "[env PGDYNO_DEV_API_TOKEN; default: a random one, printed].",
+)
 @database_option
 def dev(
-    procfile: Path, port: int, web_port: int, kill_timeout: float, database_url: str | None
+    procfile: Path,
+    port: int,
+    web_port: int,
+    kill_timeout: float,
+    boot_time: float,
+    api_rate_limit: int | None,
+    app: str,
+    api_token: str | None,
+    database_url: str | None,
 ) -> None:
     """Run the Procfile locally behind a Heroku-compatible formation API.
 
@@ -70,7 +105,16 @@ def dev(
         )
         click.echo(f"{'dev':<10} |   export DATABASE_URL={url}")
     try:
-        platform = LocalPlatform(procfile, url, port=port, kill_timeout=kill_timeout)
+        platform = LocalPlatform(
+            procfile,
+            url,
+            port=port,
+            kill_timeout=kill_timeout,
+            boot_time=boot_time,
+            rate_limit=api_rate_limit,
+            app=app,
+            token=api_token,
+        )
         # The dynos run in the app root, so a relative reports folder is resolved there too.
         _serve(platform, url, web_port, str(app_root / settings.reports_dir))
     finally:
@@ -101,6 +145,12 @@ def _serve(platform: LocalPlatform, url: str, web_port: int, reports_dir: str) -
     dashboard = None
     try:
         platform.start()
+        # The official Heroku CLI (and heroku3, heroku-client) work against the local API.
+        platform.dynos.printer.write(
+            "dev",
+            f"heroku CLI: HEROKU_HOST={platform.url} HEROKU_API_KEY={platform.token} "
+            f"heroku ps -a {platform.app}",
+        )
         say = functools.partial(platform.dynos.printer.write, "web")
         dashboard = start_local(url, say, port=web_port, reports_dir=reports_dir)
         stop.wait()

@@ -95,6 +95,13 @@ _aware_datetime.__name__ = "datetime"
 )
 @click.option("--max-attempts", type=int, default=None, help="Attempts before it fails.")
 @click.option(
+    "--timeout",
+    type=DURATION,
+    default=None,
+    help="How long one attempt may run (30s, 5m, at most 1 day); longer, it fails with "
+    "JobTimeout [default: the task's own].",
+)
+@click.option(
     "--unique-key",
     default=None,
     metavar="KEY",
@@ -110,6 +117,7 @@ def enqueue(
     delay: float | None,
     run_at: datetime | None,
     max_attempts: int | None,
+    timeout: float | None,
     unique_key: str | None,
     database_url: str | None,
 ) -> None:
@@ -127,6 +135,7 @@ def enqueue(
                 priority=priority,
                 max_attempts=max_attempts,
                 run_at=when,
+                timeout=timeout,
             )
         else:
             job_id, added = queue.enqueue_unique(
@@ -138,6 +147,7 @@ def enqueue(
                 priority=priority,
                 max_attempts=max_attempts,
                 run_at=when,
+                timeout=timeout,
             )
             if not added:
                 click.echo(
@@ -196,6 +206,7 @@ def status(as_json: bool, watch: bool, interval: float, database_url: str | None
 
 def _status(conn: psycopg.Connection) -> tuple[dict[str, Any], list[str]]:
     """What `status` shows, as JSON values, and its schedule lines."""
+    from pgdyno import registry
     from pgdyno.cli.schedule import describe, schedule_lines
     from pgdyno.scaling.state import scaling_status
     from pgdyno.schedules import store
@@ -207,6 +218,7 @@ def _status(conn: psycopg.Connection) -> tuple[dict[str, Any], list[str]]:
         "paused_queues": {name: since for name, since in pausing.paused(conn).items()},
         "schedules": [describe(entry, now) for entry in schedules],
         "scaling": scaling_status(conn),
+        "workers": registry.workers(conn),
     }
     return snapshot, schedule_lines(schedules, now)
 
@@ -243,11 +255,29 @@ def _echo_scaling(types: dict[str, dict[str, Any]]) -> None:
         known = "not known yet (no formation call so far)" if quantity is None else quantity
         line = (
             f"process type {name}: quantity {known}, queues "
-            f"{','.join(entry['queues'])}, max {entry['max']}, linger {entry['linger_s']:g}s"
+            f"{','.join(entry['queues'])}, max {entry['max']}, linger {entry['linger_s']:g}s, "
+            f"{entry['workers']} live worker{'s' if entry['workers'] != 1 else ''}"
         )
         click.echo(line)
         if entry["last_error"]:
-            click.echo(f"  last formation error ({entry['last_error_at']}): {entry['last_error']}")
+            failures = entry["failures"]
+            click.echo(
+                f"  standing formation error ({failures} failed call{'s' if failures != 1 else ''}"
+                f", last at {entry['last_error_at']}): {entry['last_error']}"
+            )
+        if entry["not_before"]:
+            cause = (
+                "the platform's Retry-After"
+                if entry["not_before_cause"] == "retry_after"
+                else "backoff after failed calls"
+            )
+            click.echo(f"  no formation API call before {entry['not_before']} ({cause})")
+        if entry["unserved_queues"]:
+            click.echo(
+                f"  WARNING: no {name} worker serves {', '.join(entry['unserved_queues'])} "
+                f"(they serve {', '.join(entry['served_queues'])}): those jobs wait, and keep "
+                f"{name} up; add --queue to its command or fix the --scale rule"
+            )
         if entry["last_event"]:
             event = entry["last_event"]
             click.echo(

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
-from pgdyno import tasks
+from pgdyno import registry, tasks
 from pgdyno.cli.common import DURATION, database_option
-from pgdyno.config import Settings
+from pgdyno.config import Settings, parse_size
+from pgdyno.errors import ConfigError
+
+
+class Size(click.ParamType):  # type: ignore[type-arg]
+    """A memory size flag (`512MB`, `2GB`) -> bytes, read by config.parse_size."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value, param.opts[0] if param else "size")
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def app_root_importable() -> None:
@@ -61,6 +77,23 @@ def app_root_importable() -> None:
     help="Fallback poll period, e.g. 2s [env PGDYNO_POLL_INTERVAL].",
 )
 @click.option(
+    "--pool",
+    type=click.Choice(["thread", "process"]),
+    default=None,
+    help="Where jobs run: in the worker's threads (light jobs), or each in a child process of "
+    "its own (heavy jobs: memory freed after each job, real timeouts, a memory limit, a crash "
+    "stays one job's) [env PGDYNO_POOL; default thread].",
+)
+@click.option(
+    "--max-job-memory",
+    type=Size(),
+    default=None,
+    metavar="SIZE",
+    help="Memory (resident) a job's process may use before it is stopped, e.g. 512MB or 2GB; "
+    "with --pool process [env PGDYNO_MAX_JOB_MEMORY; default 80% of the dyno's memory "
+    "divided by the concurrency].",
+)
+@click.option(
     "--process-type",
     default=None,
     help="This worker's process type, to scale it to zero when drained "
@@ -75,6 +108,8 @@ def worker(
     lease: float | None,
     grace: float | None,
     poll_interval: float | None,
+    pool: str | None,
+    max_job_memory: int | None,
     process_type: str | None,
     database_url: str | None,
 ) -> None:
@@ -94,14 +129,19 @@ def worker(
         lease=lease,
         grace=grace,
         poll_interval=poll_interval,
+        pool=pool,
+        max_job_memory=max_job_memory,
         process_type=process_type,
     )
     settings.require_database_url()
     app_root_importable()
     tasks.import_modules([*settings.import_list, *modules])
     runner = Worker(settings, queues, burst=burst)
+    runner.registration = registry.for_worker(runner.id, runner.queues, settings)
     if not burst:
-        runner.idle_callback = scale_down.from_settings(settings, actor=f"worker {runner.id}")
+        runner.idle_callback = scale_down.from_settings(
+            settings, actor=f"worker {runner.id}", queues=runner.queues
+        )
     runner.install_signal_handlers()
     sys.exit(runner.run())
 

@@ -1,35 +1,75 @@
-"""A Heroku-compatible formation API on 127.0.0.1, backed by the local dyno manager.
+"""A Heroku-compatible Platform API on 127.0.0.1, backed by the local dyno manager.
 
-Same endpoints (GET /apps/{app}/formation, GET and PATCH /apps/{app}/formation/{type}), same
-headers (Accept version 3, Bearer token; Request-Id and RateLimit-Remaining in answers), same
-JSON shapes and error bodies ({"id": "not_found", "message": "..."}), so the Heroku client
-that runs in production is what runs here.
+Enough of api.heroku.com that the real clients work against it (the Heroku CLI's `ps`,
+`ps:scale`, `ps:type`, `ps:restart`, `ps:stop`; heroku3; heroku-client; pgdyno's own client):
+
+    GET    /account                                    GET /account/rate-limits
+    GET    /apps                                       GET /apps/{app}
+    GET    /apps/{app}/formation                       PATCH /apps/{app}/formation  (batch)
+    GET    /apps/{app}/formation/{type or id}          PATCH /apps/{app}/formation/{type or id}
+    GET    /apps/{app}/dynos                           DELETE /apps/{app}/dynos     (restart all)
+    GET    /apps/{app}/dynos/{dyno or id}              DELETE /apps/{app}/dynos/{dyno or id}
+    POST   /apps/{app}/dynos/{dyno or id}/actions/stop
+    DELETE /apps/{app}/formations/{type}               (restart the type)
+    POST   /apps/{app}/formations/{type}/actions/stop
+
+{app} is the app's name or id. Same headers as Heroku (Accept version 3, Bearer or Basic
+`:token` auth; Request-Id and RateLimit-Remaining in answers), the reference's JSON shapes
+(platform/resources.py) and error bodies ({"id": "not_found", "message": "..."}). A token
+bucket, off by default (`set_rate_limit`), answers 429 with Retry-After when it is empty.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import math
 import re
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pgdyno.platform.dynos import DynoManager
+from pgdyno.platform.resources import ApiError, Resources
 
-_PATH = re.compile(r"^/apps/([^/]+)/formation(?:/([^/]+))?/?$")
+#: Heroku's token pool: 4,500 requests, refilled at 4,500 an hour.
 RATE_LIMIT = 4500
 
+Route = Callable[["FormationServer", "re.Match[str]", dict[str, Any] | None], tuple[int, Any]]
+_ROUTES: list[tuple[str, re.Pattern[str], Route]] = []
 
-class ApiError(Exception):
-    def __init__(self, status: int, error_id: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_id = error_id
-        self.message = message
+
+def _route(method: str, pattern: str) -> Callable[[Route], Route]:
+    def register(handler: Route) -> Route:
+        _ROUTES.append((method, re.compile(f"^{pattern}/?$"), handler))
+        return handler
+
+    return register
+
+
+class TokenBucket:
+    """`capacity` tokens, refilled at `per_second`; each request takes one."""
+
+    def __init__(self, capacity: int, per_second: float) -> None:
+        self.capacity = capacity
+        self.per_second = per_second
+        self._tokens = float(capacity)
+        self._at = time.monotonic()
+
+    def take(self) -> tuple[bool, int, float]:
+        """(allowed, tokens left, seconds until the next token)."""
+        now = time.monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.per_second)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True, int(self._tokens), 0.0
+        return False, 0, (1 - self._tokens) / self.per_second if self.per_second > 0 else 3600.0
 
 
 class FormationServer(ThreadingHTTPServer):
@@ -42,34 +82,45 @@ class FormationServer(ThreadingHTTPServer):
         self.app = app
         self.token = token
         self.dynos = dynos
-        self.ids = {name: str(uuid.uuid4()) for name in dynos.commands}
-        self.created_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        self.resources = Resources(app, dynos, time.time())
         self.requests: list[tuple[float, str, str | None, dict[str, Any] | None, int]] = []
-        self._remaining = RATE_LIMIT
+        self._bucket: TokenBucket | None = None
         self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def take_budget(self) -> int:
+    def set_rate_limit(self, capacity: int | None, per_hour: float | None = None) -> None:
+        """Answer 429 once `capacity` requests are spent, refilled at `per_hour` (default:
+        `capacity`) an hour, as Heroku's pool is; None turns the limit off (the default)."""
         with self._lock:
-            self._remaining = max(self._remaining - 1, 0)
-            return self._remaining
+            self._bucket = (
+                None
+                if capacity is None
+                else TokenBucket(capacity, (capacity if per_hour is None else per_hour) / 3600)
+            )
 
-    def formation(self, process_type: str) -> dict[str, Any]:
-        size = self.dynos.sizes[process_type]
-        return {
-            "app": {"id": self.ids.get("__app__", self.app), "name": self.app},
-            "command": self.dynos.commands[process_type],
-            "created_at": self.created_at,
-            "dyno_size": {"id": self.ids[process_type], "name": size},
-            "id": self.ids[process_type],
-            "quantity": self.dynos.quantities[process_type],
-            "size": size,
-            "type": process_type,
-            "updated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        }
+    def take_budget(self) -> tuple[bool, int, float]:
+        with self._lock:
+            if self._bucket is None:
+                return True, RATE_LIMIT, 0.0
+            return self._bucket.take()
+
+    def authorized(self, header: str | None) -> bool:
+        """Bearer TOKEN, or Basic auth whose password is the token (heroku-client, heroku3)."""
+        if not header:
+            return False
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            return value.strip() == self.token
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            return decoded.partition(":")[2] == self.token
+        return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -85,24 +136,43 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._handle("PATCH")
 
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
     def _handle(self, method: str) -> None:
         arrived = time.time()
-        process_type: str | None = None
         body: dict[str, Any] | None = None
+        process_type: str | None = None
+        extra: dict[str, str] = {}
+        allowed, remaining, wait = self.server.take_budget()
+        path = self.path.split("?", 1)[0]
         try:
             body = self._read_body()
-            process_type = self._authorize_and_route()
-            payload = self._dispatch(method, process_type, body)
-            status = HTTPStatus.OK
+            if not allowed:
+                extra["Retry-After"] = str(max(1, math.ceil(wait)))
+                raise ApiError(
+                    429,
+                    "rate_limit",
+                    "Your account reached the API rate limit\n"
+                    "Please wait a few minutes before making new requests",
+                )
+            self._authorize()
+            status, payload, process_type = self._dispatch(method, path, body)
         except ApiError as exc:
-            status, payload = HTTPStatus(exc.status), {"id": exc.error_id, "message": exc.message}
-        self.server.requests.append((arrived, method, process_type, body, int(status)))
-        self._send(status, payload)
+            status, payload = exc.status, {"id": exc.error_id, "message": exc.message}
+        self.server.requests.append((arrived, method, process_type, body, status))
+        self._send(HTTPStatus(status), payload, remaining, extra)
         self.server.dynos.event(
             "api",
             method=method,
             path=self.path,
-            status=int(status),
+            status=status,
             body=json.dumps(body) if body else None,
         )
 
@@ -118,68 +188,133 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(422, "invalid_params", "Request body must be a JSON object.")
         return body
 
-    def _authorize_and_route(self) -> str | None:
+    def _authorize(self) -> None:
         if "version=3" not in (self.headers.get("Accept") or ""):
             raise ApiError(
                 400,
                 "bad_request",
                 "Please specify a version: Accept: application/vnd.heroku+json; version=3",
             )
-        if self.headers.get("Authorization") != f"Bearer {self.server.token}":
+        if not self.server.authorized(self.headers.get("Authorization")):
             raise ApiError(401, "unauthorized", "Invalid credentials provided.")
-        match = _PATH.match(self.path)
-        if not match:
-            raise ApiError(404, "not_found", "The requested API endpoint was not found.")
-        app, process_type = match.groups()
-        if app != self.server.app:
-            raise ApiError(404, "not_found", "Couldn't find that app.")
-        if process_type is not None and process_type not in self.server.dynos.commands:
-            raise ApiError(404, "not_found", "Couldn't find that formation.")
-        return process_type
 
-    def _dispatch(self, method: str, process_type: str | None, body: dict[str, Any] | None) -> Any:
-        if process_type is None:
-            if method != "GET":
-                raise ApiError(405, "method_not_allowed", "Use PATCH on a single process type.")
-            return [self.server.formation(name) for name in self.server.dynos.commands]
-        if method == "PATCH":
-            quantity, size = _parse_update(body or {})
-            self.server.dynos.scale(
-                process_type,
-                self.server.dynos.quantities[process_type] if quantity is None else quantity,
-                size,
-            )
-        return self.server.formation(process_type)
+    def _dispatch(
+        self, method: str, path: str, body: dict[str, Any] | None
+    ) -> tuple[int, Any, str | None]:
+        known_path = False
+        for route_method, pattern, handler in _ROUTES:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            known_path = True
+            if route_method == method:
+                if "app" in match.groupdict():
+                    self.server.resources.check_app(match["app"])
+                status, payload = handler(self.server, match, body)
+                return status, payload, match.groupdict().get("type")
+        if known_path:
+            raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
+        raise ApiError(404, "not_found", "The requested API endpoint was not found.")
 
-    def _send(self, status: HTTPStatus, payload: Any) -> None:
+    def _send(
+        self, status: HTTPStatus, payload: Any, remaining: int, extra: dict[str, str]
+    ) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Request-Id", str(uuid.uuid4()))
-        self.send_header("RateLimit-Remaining", str(self.server.take_budget()))
+        self.send_header("RateLimit-Remaining", str(remaining))
+        for key, value in extra.items():
+            self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
 
 
-def _parse_update(body: dict[str, Any]) -> tuple[int | None, str | None]:
-    unknown = set(body) - {"quantity", "size", "dyno_size"}
-    if unknown:
-        raise ApiError(422, "invalid_params", f"Unknown attributes: {', '.join(sorted(unknown))}.")
-    quantity = body.get("quantity")
-    if quantity is not None and (
-        not isinstance(quantity, int)
-        or isinstance(quantity, bool)
-        or quantity < 0
-        or quantity > 100
-    ):
-        raise ApiError(422, "invalid_params", "Quantity must be an integer between 0 and 100.")
-    size = body.get("size")
-    dyno_size = body.get("dyno_size")
-    if dyno_size is not None:
-        if not isinstance(dyno_size, dict) or not isinstance(dyno_size.get("name"), str):
-            raise ApiError(422, "invalid_params", 'dyno_size must be {"name": "<size>"}.')
-        size = dyno_size["name"]
-    if size is not None and not isinstance(size, str):
-        raise ApiError(422, "invalid_params", "Size must be a string.")
-    return quantity, size
+# --- routes --------------------------------------------------------------------------------------
+
+_APP = r"/apps/(?P<app>[^/]+)"
+
+
+@_route("GET", "/account")
+def _account(server: FormationServer, _m: re.Match[str], _b: Any) -> tuple[int, Any]:
+    return 200, server.resources.account()
+
+
+@_route("GET", "/account/rate-limits")
+def _rate_limits(server: FormationServer, _m: re.Match[str], _b: Any) -> tuple[int, Any]:
+    return 200, {"remaining": server.take_budget()[1]}
+
+
+@_route("GET", "/apps")
+def _apps(server: FormationServer, _m: re.Match[str], _b: Any) -> tuple[int, Any]:
+    return 200, [server.resources.app_info()]
+
+
+@_route("GET", _APP)
+def _app(server: FormationServer, _m: re.Match[str], _b: Any) -> tuple[int, Any]:
+    return 200, server.resources.app_info()
+
+
+@_route("GET", _APP + "/formation")
+def _formation_list(server: FormationServer, _m: re.Match[str], _b: Any) -> tuple[int, Any]:
+    return 200, server.resources.formations()
+
+
+@_route("PATCH", _APP + "/formation")
+def _formation_batch(server: FormationServer, _m: re.Match[str], body: Any) -> tuple[int, Any]:
+    changes = server.resources.batch(body or {})
+    for process_type, quantity, size in changes:
+        _apply(server, process_type, quantity, size)
+    return 200, [server.resources.formation(process_type) for process_type, _, _ in changes]
+
+
+@_route("GET", _APP + "/formation/(?P<type>[^/]+)")
+def _formation_info(server: FormationServer, m: re.Match[str], _b: Any) -> tuple[int, Any]:
+    return 200, server.resources.formation(server.resources.process_type(m["type"]))
+
+
+@_route("PATCH", _APP + "/formation/(?P<type>[^/]+)")
+def _formation_update(server: FormationServer, m: re.Match[str], body: Any) -> tuple[int, Any]:
+    process_type = server.resources.process_type(m["type"])
+    quantity, size = server.resources.update(process_type, body or {})
+    _apply(server, process_type, quantity, size)
+    return 200, server.resources.formation(process_type)
+
+
+@_route("GET", _APP + "/dynos")
+def _dyno_list(server: FormationServer, _m: re.Match[str], _b: Any) -> tuple[int, Any]:
+    return 200, [server.resources.dyno_info(dyno) for dyno in server.dynos.dynos()]
+
+
+@_route("DELETE", _APP + "/dynos")
+def _restart_all(server: FormationServer, _m: re.Match[str], _b: Any) -> tuple[int, Any]:
+    server.dynos.restart()
+    return 202, {}
+
+
+@_route("GET", _APP + "/dynos/(?P<dyno>[^/]+)")
+def _dyno_info(server: FormationServer, m: re.Match[str], _b: Any) -> tuple[int, Any]:
+    return 200, server.resources.dyno_info(server.resources.dyno(m["dyno"]))
+
+
+@_route("DELETE", _APP + "/dynos/(?P<dyno>[^/]+)")
+@_route("POST", _APP + "/dynos/(?P<dyno>[^/]+)/actions/stop")
+def _restart_dyno(server: FormationServer, m: re.Match[str], _b: Any) -> tuple[int, Any]:
+    # A stopped dyno of the formation is started again, as on Heroku: stop = restart here.
+    server.dynos.restart(name=server.resources.dyno(m["dyno"]).name)
+    return 202, {}
+
+
+@_route("DELETE", _APP + "/formations/(?P<type>[^/]+)")
+@_route("POST", _APP + "/formations/(?P<type>[^/]+)/actions/stop")
+def _restart_type(server: FormationServer, m: re.Match[str], _b: Any) -> tuple[int, Any]:
+    server.dynos.restart(process_type=server.resources.process_type(m["type"]))
+    return 202, {}
+
+
+def _apply(
+    server: FormationServer, process_type: str, quantity: int | None, size: str | None
+) -> None:
+    current = server.dynos.quantities[process_type]
+    server.dynos.scale(process_type, current if quantity is None else quantity, size)

@@ -1,6 +1,9 @@
 """Runs each process type as real OS processes, as many as its quantity, like Heroku's dyno
 manager: scaling down sends SIGTERM then SIGKILL after the kill timeout (30 s on Heroku); a
-process that exits on its own while its quantity says it should run is restarted with backoff.
+process that exits on its own while its quantity says it should run is restarted with backoff;
+a restart (or a stop: the formation starts it again, as on Heroku) stops a dyno and starts it
+anew once it has exited. `boot_time` simulates a dyno's boot (Heroku workers take 20-60 s):
+the command starts that many seconds after the dyno, which is billed (and "starting") meanwhile.
 Output goes through a Printer (platform/printer.py), interleaved with `winston.1 |` prefixes.
 
 Processes are started through a `Spawn` function and timed through a `Clock`, so the tests
@@ -15,8 +18,9 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from pgdyno import backoff
@@ -110,6 +114,11 @@ class Dyno:
     proc: DynoProcess
     started_at: float
     stopping: bool = False
+    #: Start it again once it has exited (a restart or a stop of a formation dyno).
+    restart: bool = False
+    #: The platform's id for it, and its creation (wall clock, for the API's created_at).
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created: float = field(default_factory=time.time)
 
     @property
     def name(self) -> str:
@@ -131,11 +140,16 @@ class DynoManager:
         spawn: Spawn = spawn_process,
         clock: Clock = SYSTEM_CLOCK,
         cwd: str | None = None,
+        boot_time: float = 0.0,
     ) -> None:
         self.commands = dict(commands)
         self.cwd = cwd  # where commands run: the app root (the Procfile's folder)
         self.quantities: dict[str, int] = dict.fromkeys(self.commands, 0)
-        self.sizes: dict[str, str] = dict.fromkeys(self.commands, "standard-1X")
+        self.sizes: dict[str, str] = dict.fromkeys(self.commands, "Standard-1X")
+        #: When each type's formation last changed (wall clock), for the API's updated_at.
+        self.updated: dict[str, float] = dict.fromkeys(self.commands, time.time())
+        #: Seconds a dyno boots before its command starts (0: at once).
+        self.boot_time = boot_time
         self.env = dict(env)
         self.kill_timeout = kill_timeout
         self.printer = Printer(output)
@@ -159,6 +173,8 @@ class DynoManager:
         with self._lock:
             before = self.quantities[process_type]
             self.quantities[process_type] = quantity
+            if (size and size != self.sizes[process_type]) or before != quantity:
+                self.updated[process_type] = time.time()
             if size:
                 self.sizes[process_type] = size
             if before != quantity:
@@ -173,6 +189,32 @@ class DynoManager:
                 if d.process_type == process_type and d.index > quantity
             ]:
                 self._stop(dyno)
+
+    def restart(self, process_type: str | None = None, name: str | None = None) -> list[str]:
+        """Stop the running dynos of `process_type` (or the one called `name`, or all) and start
+        each again once it has exited, as `heroku ps:restart` and `ps:stop` do. Returns their
+        names."""
+        with self._lock:
+            chosen = [
+                dyno
+                for dyno in list(self._dynos.values())
+                if (process_type is None or dyno.process_type == process_type)
+                and (name is None or dyno.name == name)
+            ]
+            for dyno in chosen:
+                self.event("dyno_restarting", dyno=dyno.name)
+                dyno.restart = True
+                self._stop(dyno)
+            return [dyno.name for dyno in chosen]
+
+    def dynos(self) -> list[Dyno]:
+        """The dynos that are up or booting (not stopping), by name."""
+        with self._lock:
+            return sorted(self._dynos.values(), key=lambda d: (d.process_type, d.index))
+
+    def booting(self, dyno: Dyno) -> bool:
+        """Whether the dyno is still in its simulated boot."""
+        return self._clock.now() < dyno.started_at + self.boot_time
 
     def running(self, process_type: str | None = None) -> list[str]:
         """Names of the dynos that are up (not stopping)."""
@@ -216,16 +258,18 @@ class DynoManager:
 
     # --- processes -----------------------------------------------------------------------------
 
-    def _spawn(self, command: str, name: str) -> DynoProcess:
+    def _spawn(self, command: str, name: str, boot: bool = False) -> DynoProcess:
         self._port_seq += 1
         env = {**self.env, "DYNO": name, "PORT": str(self._base_port + self._port_seq)}
+        if boot and self.boot_time > 0:  # the shell sleeps, then runs (execs) the line
+            command = f"sleep {self.boot_time:g} && {command}"
         return self._spawn_process(command, env, self.cwd)
 
     def _start(self, process_type: str, index: int) -> None:
         if self._closed:  # a scale-up that arrives while everything stops starts nothing
             return
         name = f"{process_type}.{index}"
-        proc = self._spawn(self.commands[process_type], name)
+        proc = self._spawn(self.commands[process_type], name, boot=True)
         dyno = Dyno(process_type, index, proc, started_at=self._clock.now())
         self._dynos[name] = dyno
         self.event("dyno_started", dyno=name, pid=proc.pid, command=self.commands[process_type])
@@ -277,6 +321,10 @@ class DynoManager:
             self._stopping.remove(dyno)
         uptime = self._clock.now() - dyno.started_at
         self.event("dyno_exited", dyno=dyno.name, status=status, uptime_s=round(uptime, 2))
+        if dyno.restart and not self._closed and dyno.name not in self._dynos:
+            if dyno.index <= self.quantities[dyno.process_type]:
+                self._start(dyno.process_type, dyno.index)
+            return
         if dyno.stopping or self._closed or self._dynos.get(dyno.name) is not dyno:
             return
         del self._dynos[dyno.name]

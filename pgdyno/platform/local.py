@@ -1,4 +1,4 @@
-"""LocalPlatform: a Procfile's process types run locally, scaled through a formation API.
+"""LocalPlatform: a Procfile's process types run locally, behind a Heroku-compatible API.
 
 What `pgdyno dev` and `make run` start: the release phase first, then the dispatcher's type at
 quantity 1 and every other type at 0, with the Heroku environment a dyno would see (DYNO,
@@ -36,12 +36,19 @@ class LocalPlatform:
         output: TextIO | None = None,
         env: Mapping[str, str] | None = None,
         on_event: Callable[[PlatformEvent], None] | None = None,
+        boot_time: float = 0.0,
+        rate_limit: int | None = None,
+        token: str | None = None,
     ) -> None:
+        """`boot_time`: seconds each dyno boots before its command starts (Heroku: 20-60 s;
+        default 0). `rate_limit`: the API's token pool (Heroku: 4,500, refilled hourly);
+        None, the default, never answers 429. `token`: the API token the dynos (and any Heroku
+        client pointed here) use; default: a random one."""
         self.commands = procfile.load(procfile_path)
         #: Where every command runs, as the app root is on Heroku: the Procfile's folder.
         self.app_root = Path(procfile_path).resolve().parent
         self.app = app
-        self.token = secrets.token_urlsafe(24)
+        self.token = token or secrets.token_urlsafe(24)
         self.events: list[PlatformEvent] = []
         base_env = dict(os.environ if env is None else env)
         bin_dir = str(Path(sys.executable).parent)  # so `pgdyno ...` in the Procfile resolves
@@ -64,8 +71,10 @@ class LocalPlatform:
             kill_timeout=kill_timeout,
             on_event=record,
             cwd=str(self.app_root),
+            boot_time=boot_time,
         )
         self.server = FormationServer(port, app, self.token, self.dynos)
+        self.server.set_rate_limit(rate_limit)
         self.dynos.env["HEROKU_API_URL"] = self.server.url
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="formation-api", daemon=True

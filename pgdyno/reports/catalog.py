@@ -170,7 +170,10 @@ def report_path(folder: Path, name: Any) -> Path:
     root = folder.resolve()
     path = (root / f"{name}.sql").resolve()
     if not path.is_relative_to(root):  # a symlink pointing elsewhere
-        raise InvalidReport(f"report {name!r} escapes the reports folder {root}")
+        raise InvalidReport(
+            f"report {name!r} escapes the reports folder {root}",
+            public=f"report {name!r} escapes the reports folder",
+        )
     return path
 
 
@@ -184,23 +187,32 @@ def names(folder: Path) -> list[str]:
 def load(folder: Path, name: Any) -> Report:
     """Report `name` from `folder`: InvalidReport if it is unknown or its file is not valid."""
     path = report_path(folder, name)
+    unknown = f"unknown report {name!r} (see `pgdyno report list`)"
     if not path.is_file():
         if not folder.is_dir():
             raise InvalidReport(
                 f"unknown report {name!r}: the reports folder {folder.resolve()} does not exist "
-                "(set PGDYNO_REPORTS_DIR to the folder of NAME.sql files)"
+                "(set PGDYNO_REPORTS_DIR to the folder of NAME.sql files)",
+                public=unknown,
             )
         known = ", ".join(names(folder)) or "none"
         raise InvalidReport(
             f"unknown report {name!r}: there is no {name}.sql in {folder.resolve()} "
-            f"(known reports: {known})"
+            f"(known reports: {known})",
+            public=unknown,
         )
     try:
         return parse(name, path, path.read_text(encoding="utf-8"))
     except InvalidReport as exc:
-        raise InvalidReport(f"report {name!r} ({path}) is not valid: {exc}") from None
+        raise InvalidReport(
+            f"report {name!r} ({path}) is not valid: {exc}",
+            public=f"report {name!r} is not valid: {exc}",
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidReport(f"report {name!r}: cannot read {path}: {exc}") from None
+        raise InvalidReport(
+            f"report {name!r}: cannot read {path}: {exc}",
+            public=f"report {name!r}: its file cannot be read ({type(exc).__name__})",
+        ) from None
 
 
 def _strip_comment(text: str) -> str:

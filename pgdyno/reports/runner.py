@@ -8,6 +8,13 @@ quoted as literals by the driver (COPY takes no bind parameters), and before it 
 plans it through the extended protocol, which proves it is a single statement. COPY streams
 the CSV to a store without the result ever being held in memory.
 
+What really keeps a report to reading is the role it runs as: PGDYNO_REPORTS_DATABASE_URL (a
+follower, or a role with SELECT on the report tables only) when the operator sets it, else the
+worker's own DATABASE_URL. A read-only transaction stops writes to tables, not functions with
+side effects (pg_terminate_backend, lo_export, dblink_exec, pg_read_file): only a role without
+the right to run them does. A report that took an advisory lock (any role may) fails: it could
+have held up pgdyno's own locks or the app's.
+
 Retrying cannot help a bad name, bad parameters or a query Postgres refuses (syntax, missing
 table, data errors, a write): those raise InvalidReport and the job fails at once. A lost
 connection, a busy upload server or a full disk raise ReportFailed and the job is retried.
@@ -33,6 +40,7 @@ from pgdyno.logfmt import log_event
 from pgdyno.reports import catalog
 from pgdyno.reports import rss as memory
 from pgdyno.reports.catalog import Report
+from pgdyno.reports.fence import HttpAllow
 from pgdyno.reports.store import open_store
 from pgdyno.reports.stream import GzipStream, Progress
 from pgdyno.tasks import task
@@ -41,9 +49,10 @@ from pgdyno.worker.executor import current_job
 log = logging.getLogger(__name__)
 
 # SQLSTATE classes where the same query fails the same way however often it runs: feature not
-# supported, cardinality, data exception, integrity, read-only, invalid names, syntax or
-# access, WITH CHECK, PL/pgSQL raise.
-_PERMANENT_CLASSES = {"0A", "21", "22", "23", "25", "2B", "3D", "3F", "42", "44", "P0"}
+# supported, cardinality, data exception, integrity, read-only, routine exceptions (dblink
+# refusing a connection without a password), invalid names, syntax or access, WITH CHECK,
+# PL/pgSQL raise.
+_PERMANENT_CLASSES = {"0A", "21", "22", "23", "25", "2B", "2F", "3D", "3F", "42", "44", "P0"}
 
 
 @task("report")
@@ -89,10 +98,12 @@ def run(
     """Run one report for job `job_id` and return what the job's result records.
 
     `on_cancel` registers what to do when the job's cancel is requested (JobContext.on_cancel):
-    the runner then cancels its query on the server (ReportFailed follows).
+    the runner then cancels its query on the server (ReportFailed follows). The query runs on
+    settings.reports_database_url if set, else on `database_url` (the worker's), where the
+    postgres store keeps the result either way.
     """
     started = time.monotonic()
-    report = catalog.load(Path(settings.reports_dir), name)
+    report = _load(settings, job_id, name)
     values = report.bind(params)
     store_args: dict[str, Any] = {
         "job_id": job_id,
@@ -102,20 +113,28 @@ def run(
         "url": url,
         "headers": headers,
         "spool": spool,
+        "http_allow": HttpAllow.parse(settings.reports_http_allow),
     }
     open_store(store, **store_args)  # refuses bad store arguments before connecting
     per_report = memory.reset_peak()
+    query_url = settings.reports_database_url or database_url
+    _note_role(settings)
     conn = db.connect(
-        database_url,
+        query_url,
         autocommit=False,
         application_name=f"pgdyno report {report.name} job {job_id}"[:63],
+        own_session=False,  # the report author's SQL, on their search_path
     )
     conn.read_only = True  # every transaction on it starts with BEGIN READ ONLY
     cancelled = threading.Event()
     if on_cancel is not None:
         on_cancel(lambda: _cancel_query(conn, cancelled))
-    # The postgres store writes on this connection once the COPY is over: one per report.
-    target = open_store(store, **store_args, connection=conn)
+    # On the worker's database, the postgres store writes on this connection once the COPY is
+    # over: one per report. A report that ran elsewhere is stored through a connection of its
+    # own, opened once this one is closed.
+    target = open_store(
+        store, **store_args, connection=conn, shared_connection=query_url == database_url
+    )
     log_event(log, "report_started", job=job_id, report=report.name, store=target.kind)
     stream: GzipStream | None = None
     try:
@@ -123,7 +142,7 @@ def run(
         if cancelled.is_set():
             raise ReportFailed(f"report {report.name!r} was cancelled before its query ran")
         cursor = conn.cursor()
-        blocks = _copy_blocks(cursor, statement)
+        blocks = _copy_blocks(cursor, statement, report.name)
         stream = GzipStream(blocks, progress=progress, final_rows=lambda: cursor.rowcount)
         try:
             stored = target.save(stream)
@@ -177,9 +196,40 @@ def _cancel_query(conn: psycopg.Connection, cancelled: threading.Event) -> None:
         conn.cancel_safe(timeout=5.0)
 
 
+def _load(settings: Settings, job_id: int, name: Any) -> Report:
+    """The report, or InvalidReport with the message for the job's row (no folder path, no
+    list of other reports: clients read it back); the full one goes to the log."""
+    try:
+        return catalog.load(Path(settings.reports_dir), name)
+    except InvalidReport as exc:
+        if exc.public != str(exc):
+            log_event(log, "report_invalid", logging.WARNING, job=job_id, error=str(exc))
+        raise InvalidReport(exc.public) from None
+
+
+_role_noted = False
+
+
+def _note_role(settings: Settings) -> None:
+    """Say once per worker when reports run as the worker's own role (see the docstring)."""
+    global _role_noted
+    if settings.reports_database_url or _role_noted:
+        return
+    _role_noted = True
+    log_event(
+        log,
+        "reports_run_as_worker_role",
+        msg="reports run on DATABASE_URL: set PGDYNO_REPORTS_DATABASE_URL to a follower or a "
+        "SELECT-only role so that a report can only read",
+    )
+
+
 def _prepare(conn: psycopg.Connection, report: Report, values: dict[str, Any]) -> pgsql.Composed:
     """Apply the report's settings, quote its parameters and check it only reads; returns the
     COPY statement to run."""
+    # A report whose job process is killed (timeout, memory guard, cancel) must not leave its
+    # query running on the server: the backend checks every second that the client is there.
+    conn.execute(sql.query("report_check_client"))
     for setting, value in report.settings:
         conn.execute(sql.query("report_set_config"), {"name": setting, "value": value})
     # The driver quotes each value as a literal of its type: values never touch the SQL text.
@@ -212,11 +262,19 @@ def _writes(plan: Any) -> list[str]:
 
 
 def _copy_blocks(
-    cursor: psycopg.Cursor, statement: pgsql.Composed
+    cursor: psycopg.Cursor, statement: pgsql.Composed, report: str
 ) -> Generator[memoryview, None, None]:
-    """COPY's CSV, one row per block; cursor.rowcount holds COPY's row count once exhausted."""
+    """COPY's CSV, one row per block; cursor.rowcount holds COPY's row count once exhausted.
+
+    Then, still in the report's transaction: InvalidReport if it took an advisory lock (the
+    stream fails, so no store keeps the result)."""
     with cursor.copy(statement) as copy:
         yield from copy  # type: ignore[misc]
+    if db.scalar(cursor.connection, sql.query("report_advisory_locks")):
+        raise InvalidReport(
+            f"report {report!r} took an advisory lock (pg_advisory_lock or the like): a report "
+            "may only read, and a lock could hold up pgdyno or the app"
+        )
 
 
 def failure(report: str, exc: psycopg.Error) -> InvalidReport | ReportFailed:

@@ -7,6 +7,12 @@ when the leader's session ends. It reconciles on every (re)connect, on notificat
 then at most once per debounce period, so a burst of inserts makes a few decisions, not one
 per row) and on a timer as a safety net, which also rescues jobs whose lease expired.
 
+Decisions never wait for a type's lock (a worker may be scaling it down): a type whose row is
+locked, or whose API calls are held back (a Retry-After, a backoff after failures), is tried
+again at the time the Scaler names, while the other types are decided at once. On its timer it
+also warns about rule queues that no worker of their type serves (their jobs would wait, and
+keep the type up), from the workers registry, and prunes the registry.
+
 It reads time and waits through a `Clock`, so its tests drive the debounce and the standby's
 retries turn by turn (tests/integration/test_dispatcher_loop.py).
 """
@@ -18,20 +24,20 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 
-from pgdyno import db, queue, rescue, signals, sql
+from pgdyno import db, queue, registry, rescue, signals, sql
 from pgdyno.clock import SYSTEM_CLOCK, Clock, Wakeup
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
 from pgdyno.migrate import require_migrated
 from pgdyno.scaling import policy as scaling
 from pgdyno.scaling.formation.base import FormationBackend
-from pgdyno.scaling.policy import Rule
+from pgdyno.scaling.policy import Rule, TypePolicy
 from pgdyno.scaling.scaler import Scaler
-from pgdyno.scaling.state import record_rules
+from pgdyno.scaling.state import record_rules, unserved
 from pgdyno.schedules.runner import ScheduleRunner
 from pgdyno.web.sampler import Sampler
 
@@ -39,6 +45,8 @@ log = logging.getLogger(__name__)
 
 LEADER_LOCK_KEY = 0x706764796E6F02
 STANDBY_RETRY_S = 1.0
+#: A warning about unserved rule queues is repeated this often while it stands.
+WARN_AGAIN_S = 600.0
 
 
 @dataclass
@@ -51,6 +59,9 @@ class Leading:
     quiet_until: float = 0.0
     #: Notifications arrived that no decision has answered yet.
     pending: bool = False
+    #: Types to decide again, with when (the lock was held, or API calls are held back) and
+    #: whether that decision re-reads the formation.
+    retries: dict[str, tuple[float, bool]] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -83,6 +94,8 @@ class Dispatcher:
         self._has_led = False
         self.sampler = Sampler()  # the dashboard's timeline samples; never raises
         self.schedules = schedules or ScheduleRunner(clock)
+        #: Per type, the unserved rule queues last warned about, and when.
+        self._unserved: dict[str, tuple[list[str], float]] = {}
 
     def stop(self) -> None:
         """Stop leading (or waiting to lead) and return from run(); safe from any thread."""
@@ -169,16 +182,17 @@ class Dispatcher:
     def _start_leading(self, conn: psycopg.Connection) -> Leading:
         """Record the rules, LISTEN, and catch up on what happened while no one led."""
         record_rules(conn, self.rules)
+        conn.execute(sql.query("formations_clear_backoff"), {})
         db.listen(conn)
         self.schedules.start(conn)  # schedules: LISTEN pgdyno_control, sync @periodic ones
-        self._reconcile(
-            conn, "reconnect" if self._has_led else "startup", rescue=True, refresh=True
-        )
+        leading = Leading(next_tick=self._clock.now() + self.settings.reconcile_interval)
+        trigger = "reconnect" if self._has_led else "startup"
+        self._reconcile(conn, leading, trigger, rescue=True, refresh=True)
         self._has_led = True
-        return Leading(next_tick=self._clock.now() + self.settings.reconcile_interval)
+        return leading
 
     def _lead_step(self, conn: psycopg.Connection, leading: Leading) -> None:
-        """Decide if a notification or the timer calls for it, else wait for one of them."""
+        """Decide if a notification, a retry or the timer calls for it, else wait for one."""
         # Notifications may also have arrived while this connection ran a decision's
         # queries (psycopg keeps those aside): drain before deciding to wait.
         payloads = db.drain_notifications(conn)
@@ -190,18 +204,22 @@ class Dispatcher:
             # A scheduled run was due (or a schedule changed): its job's NOTIFY, on this
             # connection, makes the next step scale up for it.
             return
+        due = [name for name, (at, _) in leading.retries.items() if at <= now]
         if now >= leading.next_tick:
             # The safety net; it does not start a debounce period, so the next
             # notification is still acted on at once.
-            self._reconcile(conn, "timer", rescue=True)
+            self._reconcile(conn, leading, "timer", rescue=True)
+            self._check_workers(conn)
             leading.next_tick = now + self.settings.reconcile_interval
             leading.pending = False
         elif leading.pending and now >= leading.quiet_until:
-            self._reconcile(conn, "jobs enqueued")
+            self._reconcile(conn, leading, "jobs enqueued")
             leading.pending = False
             leading.quiet_until = now + self.settings.debounce
+        elif due:
+            self._reconcile(conn, leading, "retry", only=due)
         else:
-            deadline = leading.next_tick
+            deadline = min([leading.next_tick, *(at for at, _ in leading.retries.values())])
             if leading.pending:
                 deadline = min(deadline, leading.quiet_until)
             if self.schedules.wake_at is not None:  # the next scheduled run
@@ -211,22 +229,75 @@ class Dispatcher:
     # --- decisions -------------------------------------------------------------------------------
 
     def _reconcile(
-        self, conn: psycopg.Connection, trigger: str, rescue: bool = False, refresh: bool = False
+        self,
+        conn: psycopg.Connection,
+        leading: Leading,
+        trigger: str,
+        rescue: bool = False,
+        refresh: bool = False,
+        only: list[str] | None = None,
     ) -> None:
-        """One decision round for every scaled type (refresh: re-read the formations)."""
+        """One decision round for every scaled type, or the types in `only` (refresh: re-read
+        the formations). A type that must wait is scheduled in `leading.retries`."""
         if rescue:
             _rescue(conn)
         for policy in self.policies.values():
-            decision = self.scaler.scale_up(conn, policy, trigger, refresh=refresh)
-            log_event(
-                log,
-                "reconcile",
-                logging.DEBUG,
-                type=policy.process_type,
-                trigger=trigger,
-                action="scale_up" if decision else "none",
-            )
+            if only is not None and policy.process_type not in only:
+                continue
+            self._decide(conn, leading, policy, trigger, refresh)
         self.sampler.tick(conn)
+
+    def _decide(
+        self,
+        conn: psycopg.Connection,
+        leading: Leading,
+        policy: TypePolicy,
+        trigger: str,
+        refresh: bool,
+    ) -> None:
+        name = policy.process_type
+        refresh = refresh or leading.retries.get(name, (0.0, False))[1]
+        outcome = self.scaler.scale_up(conn, policy, trigger, refresh=refresh, wait=False)
+        if outcome.retry_in is not None:
+            # A refresh that did not happen (the row was locked) is still owed.
+            leading.retries[name] = (self._clock.now() + outcome.retry_in, refresh)
+        else:
+            leading.retries.pop(name, None)
+        log_event(
+            log,
+            "reconcile",
+            logging.DEBUG,
+            type=name,
+            trigger=trigger,
+            action="scale_up" if outcome.decision else "none",
+            wait=outcome.wait or None,
+            retry_in_s=None if outcome.retry_in is None else round(outcome.retry_in, 2),
+        )
+
+    def _check_workers(self, conn: psycopg.Connection) -> None:
+        """Warn about rule queues no worker of their type serves; prune the registry."""
+        registry.prune(conn)
+        now = self._clock.now()
+        for name, policy in self.policies.items():
+            served, live = registry.served_queues(conn, name)
+            missing = unserved(policy, served)
+            warned, at = self._unserved.get(name, ([], 0.0))
+            if missing and (missing != warned or now - at >= WARN_AGAIN_S):
+                log_event(
+                    log,
+                    "rule_queues_unserved",
+                    logging.WARNING,
+                    type=name,
+                    queues=",".join(missing),
+                    served=",".join(served),
+                    live_workers=live,
+                    msg=f"no {name} worker serves these --scale queues: their jobs wait (and keep "
+                    f"{name} up) until one does; add --queue to its command or fix the rule",
+                )
+                self._unserved[name] = (missing, now)
+            elif not missing and warned:
+                log_event(log, "rule_queues_served", type=name, queues=",".join(warned))
+                self._unserved.pop(name, None)
 
 
 def _rescue(conn: psycopg.Connection) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pgdyno.config import Settings, parse_duration
 from pgdyno.errors import ConfigError
+from pgdyno.scaling import sizes
 
 # The defaults of a --scale rule. The scale_rules table repeats them as its column defaults
 # (sql/migrations/0002_scaling.sql), the database's own guard.
@@ -57,7 +58,8 @@ class TypePolicy:
 
 
 def parse_rule(text: str, default_linger: float = DEFAULT_LINGER) -> Rule:
-    """Parse one --scale value; errors say what a valid rule looks like."""
+    """Parse one --scale value; errors say what a valid rule looks like. A size is checked
+    against Heroku's dyno sizes (case-insensitive) and kept in its canonical spelling."""
     example = "for example reports=winston,max=3,per=2,size=performance-l,linger=30s"
     head, _, options = text.partition(",")
     queue, sep, process_type = head.partition("=")
@@ -87,6 +89,14 @@ def parse_rule(text: str, default_linger: float = DEFAULT_LINGER) -> Rule:
                 )
         except ValueError:
             raise ConfigError(f"--scale {text!r}: {key} must be a whole number") from None
+    if values.get("dyno_size"):
+        size = str(values["dyno_size"])
+        try:
+            max_quantity = values.get("max_quantity", DEFAULT_MAX)
+            assert isinstance(max_quantity, int)
+            values["dyno_size"] = sizes.validate(size, max_quantity)
+        except ConfigError as exc:
+            raise ConfigError(f"--scale {text!r}: {exc}") from None
     return Rule(queue=queue, process_type=process_type, **values)  # type: ignore[arg-type]
 
 
@@ -107,17 +117,17 @@ def policies(rules: Iterable[Rule]) -> dict[str, TypePolicy]:
         by_type.setdefault(rule.process_type, []).append(rule)
     result = {}
     for process_type, group in by_type.items():
-        sizes = {rule.dyno_size for rule in group if rule.dyno_size}
-        if len(sizes) > 1:
+        named = {rule.dyno_size for rule in group if rule.dyno_size}
+        if len(named) > 1:
             raise ConfigError(
                 f"queues mapped to {process_type!r} ask for different sizes "
-                f"({', '.join(sorted(sizes))}): a process type has one size"
+                f"({', '.join(sorted(named))}): a process type has one size"
             )
         result[process_type] = TypePolicy(
             process_type=process_type,
             queues=tuple(rule.queue for rule in group),
             max_quantity=max(rule.max_quantity for rule in group),
-            dyno_size=sizes.pop() if sizes else None,
+            dyno_size=named.pop() if named else None,
             linger_s=max(rule.linger_s for rule in group),
             per_queue={rule.queue: rule.jobs_per_dyno for rule in group},
         )

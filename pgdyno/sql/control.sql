@@ -23,7 +23,7 @@ SELECT id
 
 -- name: job_mark_awaited
 -- pgdyno.result() waits for this job: it will NOTIFY pgdyno_finished with its id when it
--- finishes (the trigger of migration 0009).
+-- finishes (the trigger of migration 0010).
 UPDATE pgdyno.jobs
    SET awaited = true
  WHERE id = %(id)s AND status IN ('ready', 'running') AND awaited IS NOT TRUE;

@@ -3,9 +3,26 @@
 -- EXPLAIN through the QUERY placeholder of a psycopg.sql composition: it is the text of a file
 -- in the reports folder, with its parameters already quoted as literals by the driver.
 
+-- The report's connection keeps the search_path of its role (the report author's SQL is
+-- written for it): pgdyno's own statements on it name pg_catalog's functions and operators.
+
 -- name: report_set_config
 -- A `-- set:` line of the report header, for this transaction only (like SET LOCAL).
-SELECT set_config(%(name)s, %(value)s, true);
+SELECT pg_catalog.set_config(%(name)s, %(value)s, true);
+
+-- name: report_check_client
+-- For this transaction: the server checks every second that the report's client is still
+-- connected (PostgreSQL 14+, which Heroku runs), so the query of a killed job process stops
+-- within a second instead of running to its end. A report header may set it otherwise.
+SELECT pg_catalog.set_config('client_connection_check_interval', '1s', true)
+ WHERE pg_catalog.current_setting('server_version_num')::pg_catalog.int4 >= 140000;
+
+-- name: report_advisory_locks
+-- Advisory locks the report's session holds once its COPY is over (it took them).
+SELECT pg_catalog.count(*)
+  FROM pg_catalog.pg_locks
+ WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+   AND locktype OPERATOR(pg_catalog.=) 'advisory';
 
 -- name: report_explain
 -- Planned, never run: proves the text is a single statement (sent with the extended protocol,

@@ -19,8 +19,8 @@ import psycopg
 from flask import Flask, Response, current_app, g, request
 from psycopg_pool import ConnectionPool
 
-from pgdyno import sql
-from pgdyno.config import Settings
+from pgdyno import db, sql
+from pgdyno.config import Settings, check_dsn
 from pgdyno.errors import ConfigError
 from pgdyno.logfmt import redact_dsn
 from pgdyno.web import auth
@@ -46,6 +46,7 @@ class Database:
         self._lock = threading.Lock()
 
     def _configure(self, conn: psycopg.Connection) -> None:
+        db.pin_session(conn)  # one of pgdyno's own sessions (search_path, lenient JSON)
         conn.execute(
             sql.query("web_session_setup"),
             {"timeout": STATEMENT_TIMEOUT, "read_only": "on" if self.read_only else "off"},
@@ -97,6 +98,7 @@ def create_app(
             "the dashboard needs a credential: set PGDYNO_WEB_PASSWORD (HTTP Basic) or "
             "PGDYNO_WEB_TOKEN (bearer)"
         )
+    database_url = check_dsn(database_url)  # never quoted by the pool's own error logs
     app = Flask(__name__)
     app.config.update(
         PGDYNO_READ_ONLY=read_only,

@@ -5,8 +5,15 @@
 - `timers.py`: the loop's deadlines (poll, heartbeat, scheduled job, idle call, grace);
 - `session.py`: its two connections, and the job statements it runs on them (`JobQueue`);
 - `executor.py`: runs one claimed job's task and turns what happened into an `Outcome`;
-  `current_job()` and `JobContext` for the running task;
-- `threads.py`: the executor threads (the self-pipe that wakes the loop is pgdyno.clock's);
+  `current_job()` and `JobContext` for the running task; the thread pool's timeouts;
+- `storable.py`: what an outcome may put in the database (results up to 1 MiB of JSON, text
+  without NUL or lone surrogates);
+- `threads.py`: the executor threads, which run each job in themselves or in a child process
+  (the self-pipe that wakes the loop is pgdyno.clock's);
+- `pool.py`, `child.py`, `forkserver_init.py`: the process pool (`--pool process`): a fresh
+  process per job from a fork server, its timeout and memory guard (`memory.py`);
+- `fencing.py`: the writes the database refused because the worker no longer held the attempt;
+- `health.py`: the LISTEN connection's self-NOTIFY check;
 - `vacuum.py`: `HotTableVacuum`, which keeps the ready/running partition small.
 
 The worker knows nothing of scaling: scale-to-zero reaches it as an `IdleCallback`

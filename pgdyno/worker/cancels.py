@@ -14,7 +14,9 @@ runs have a request, then for each new one:
 
 A thread cannot be stopped: a task that ignores the request for CANCEL_GRACE_S is logged
 (`cancel_ignored`) and `on_overdue(job_id)` is called, the entry point for a pool that can stop
-the job (a process pool terminates its process there).
+the job. The worker's loop passes grace 0 with the process pool (a job process cannot read the
+flags, which live in the worker's process): its process is killed at once, and a report's query
+stops on the server within a second (client_connection_check_interval, reports/runner.py).
 
 The flags live in this module, per (worker id, job id), so that `current_job()` reads them
 without the executor knowing the loop.
@@ -157,15 +159,16 @@ class CancelWatch:
         for job_id, since in self._since.items():
             if job_id not in self._overdue and now - since >= self.grace:
                 self._overdue.add(job_id)
-                log_event(
-                    log,
-                    "cancel_ignored",
-                    logging.WARNING,
-                    job=job_id,
-                    worker=self.worker,
-                    grace_s=self.grace,
-                    msg="the task still runs; it ends cancelled when it returns",
-                )
+                if self.grace > 0:
+                    log_event(
+                        log,
+                        "cancel_ignored",
+                        logging.WARNING,
+                        job=job_id,
+                        worker=self.worker,
+                        grace_s=self.grace,
+                        msg="the task still runs; it ends cancelled when it returns or is stopped",
+                    )
                 if self.on_overdue is not None:
                     self.on_overdue(job_id)
 

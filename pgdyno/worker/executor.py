@@ -2,20 +2,20 @@
 
 No database access here: the worker records outcomes in batches. Errors are classified once:
 a retry can help (any exception from the task) or cannot (unknown task, arguments the function
-does not accept, PermanentJobError).
+does not accept, PermanentJobError). Whatever the task returns or raises, `run` returns an
+Outcome the database accepts (worker/storable.py) and never raises: an outcome that cannot be
+stored as it is fails the job with `UnstorableResult`.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import re
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pgdyno import tasks
@@ -23,6 +23,14 @@ from pgdyno.errors import NotInTask, PermanentJobError, UnknownTask
 from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob
 from pgdyno.worker import cancels
+from pgdyno.worker.storable import (
+    MAX_PROGRESS_BYTES,
+    exception_text,
+    storable_json,
+    storable_text,
+    unreadable,
+    unstorable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +48,16 @@ class Outcome:
     #: Whether another attempt could succeed (only meaningful when error is set).
     retryable: bool
     duration_s: float
+    #: Peak resident memory of the job's own process (process pool only), in bytes.
+    peak_rss_bytes: int | None = None
+    #: The worker stopped the job's process to hand the job back: nothing to record.
+    handed_back: bool = False
 
 
-#: What a running task may report: (job id, progress fields). The worker stores the latest
-#: progress of each job and writes it to the job's row on its next turn.
-ProgressSink = Callable[[int, dict[str, Any]], None]
+#: What a running task may report: (job id, attempt, progress as JSON text). The worker keeps
+#: the latest progress of each job and writes it to the job's row on its next turn, if it still
+#: holds that attempt.
+ProgressSink = Callable[[int, int, str], None]
 
 _local = threading.local()
 
@@ -60,16 +73,18 @@ class JobContext:
     max_attempts: int
     #: The worker's id, e.g. winston.1:4242:9f3a.
     worker: str
-    database_url: str
-    _progress: ProgressSink
+    #: Left out of repr(): it holds the database password (a task printing its context would
+    #: put it in logs and in the job's last_error).
+    database_url: str = field(repr=False)
+    _progress: ProgressSink = field(repr=False)
 
     def set_progress(self, **fields: Any) -> None:
         """Publish progress (JSON values), shown by `pgdyno jobs show`; the latest call wins.
 
-        Raises ValueError here, in the task, for values the progress column cannot hold.
+        Raises ValueError here, in the task, for values the progress column cannot hold (see
+        worker/storable.py; at most 64 KiB of JSON).
         """
-        storable_json(fields, "progress")
-        self._progress(self.id, fields)
+        self._progress(self.id, self.attempt, storable_json(fields, "progress", MAX_PROGRESS_BYTES))
 
     @property
     def cancel_requested(self) -> bool:
@@ -94,34 +109,18 @@ def current_job() -> JobContext:
     )
 
 
-# An escaped NUL (\u0000) that is not itself an escaped backslash followed by "u0000".
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-def storable_json(value: Any, what: str = "result") -> str:
-    """`value` as JSON text that a jsonb column accepts; ValueError saying why not otherwise.
-
-    Checked here because the database would refuse the whole batch the worker reports it in:
-    NaN and Infinity are not JSON, and jsonb cannot hold the NUL character.
-    """
-    try:
-        text = json.dumps(value, default=str, allow_nan=False)
-    except ValueError as exc:  # NaN/Infinity, circular references
-        raise ValueError(f"the {what} cannot be stored as JSON: {exc}") from None
-    if _JSON_NUL.search(text):
-        raise ValueError(
-            f"the {what} cannot be stored as JSON: it contains a NUL character "
-            "(\\u0000), which Postgres jsonb refuses"
-        )
-    return text
-
-
 def describe(exc: BaseException, *, with_traceback: bool = True) -> str:
-    """`Type: message`, then the innermost frames of the traceback, trimmed to fit a column."""
-    head = f"{type(exc).__name__}: {exc}".strip()
+    """`Type: message`, then the innermost frames of the traceback, trimmed to fit a column.
+
+    Never raises, even for an exception whose __str__ does; the text may still hold characters
+    a text column refuses (see `_failed`)."""
+    head = exception_text(exc)
     if not with_traceback or exc.__traceback__ is None:
         return head[:MAX_ERROR_CHARS]
-    frames = traceback.format_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
+    try:
+        frames = traceback.format_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
+    except Exception:  # a frame whose source line cannot be read, say
+        frames = ["  (the traceback could not be formatted)\n"]
     text = head + "\nTraceback (innermost last):\n" + "".join(frames)
     return text[:MAX_ERROR_CHARS]
 
@@ -137,6 +136,13 @@ def _arguments_mismatch(fn: Callable[..., Any], args: dict[str, Any]) -> str | N
     return None
 
 
+def _names(args: dict[str, Any], shown: int = 10) -> str:
+    """The first `shown` argument names, sorted: a client may send thousands."""
+    keys = sorted(args)
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return "[" + ", ".join(map(repr, keys[:shown])) + more + "]"
+
+
 def bind_thread(worker: str, database_url: str, progress: ProgressSink) -> None:
     """Tell an executor thread which worker it serves (for current_job())."""
     _local.worker = (worker, database_url, progress)
@@ -146,6 +152,22 @@ def run(job: ClaimedJob) -> Outcome:
     """Call the job's task with its args as keyword arguments; never raises."""
     started = time.monotonic()
     _local.job = job
+    if job.args_error is not None:  # args no JSON client can decode: this job fails alone
+        return Outcome(job, None, job.args_error, False, time.monotonic() - started)
+    try:
+        return _run(job, started)
+    except BaseException as exc:  # a last resort: no outcome may be lost
+        error = f"UnstorableResult: the outcome of task {job.task!r} could not be recorded"
+        return Outcome(
+            job,
+            None,
+            storable_text(f"{error}: {describe(exc)}", MAX_ERROR_CHARS),
+            True,
+            time.monotonic() - started,
+        )
+
+
+def _run(job: ClaimedJob, started: float) -> Outcome:
     try:
         fn = tasks.lookup(job.task)
         value = fn(**job.args)
@@ -156,16 +178,31 @@ def run(job: ClaimedJob) -> Outcome:
         if mismatch is not None:
             error = (
                 f"InvalidArguments: task {job.task!r} cannot take args "
-                f"{sorted(job.args)}: {mismatch}"
+                f"{_names(job.args)}: {mismatch}"
             )
             retryable = False
         else:
             error, retryable = describe(exc), True
     except BaseException as exc:
         error, retryable = describe(exc), True
+        if unreadable(exc):
+            error = "UnstorableResult: the task's exception has no readable message; " + error
     else:
         return _succeeded(job, value, started)
-    return Outcome(job, None, error, retryable, time.monotonic() - started)
+    return _failed(job, error, retryable, started)
+
+
+def _failed(job: ClaimedJob, error: str, retryable: bool, started: float) -> Outcome:
+    """The outcome of a failed attempt; an error text a text column would refuse (a NUL, a lone
+    surrogate) is kept, escaped, after an `UnstorableResult` prefix, with the same retry
+    policy."""
+    if unstorable(error):
+        error = storable_text(
+            "UnstorableResult: the task's error cannot be stored as it is (it holds a NUL "
+            "character or a lone surrogate); escaped: " + error,
+            MAX_ERROR_CHARS,
+        )
+    return Outcome(job, None, error[:MAX_ERROR_CHARS], retryable, time.monotonic() - started)
 
 
 def _succeeded(job: ClaimedJob, value: Any, started: float) -> Outcome:
@@ -179,10 +216,53 @@ def _succeeded(job: ClaimedJob, value: Any, started: float) -> Outcome:
     except ValueError as exc:
         error = (
             f"UnstorableResult: task {job.task!r} returned a value that cannot be stored "
-            f"as the job's result: {exc}; return JSON-compatible data"
+            f"as the job's result: {exc}"
         )
-        return Outcome(job, None, error, False, time.monotonic() - started)
+        return Outcome(
+            job, None, storable_text(error, MAX_ERROR_CHARS), False, time.monotonic() - started
+        )
     return Outcome(job, result, None, False, time.monotonic() - started)
+
+
+def run_abandoning(job: ClaimedJob, timeout: float) -> Outcome:
+    """`run(job)` on a thread of its own, given up after `timeout` seconds (thread pool).
+
+    A Python thread cannot be stopped: past its timeout the task keeps running, its outcome is
+    thrown away, and the job fails with JobTimeout at once, so its slot and lease are free
+    (the worker's fencing refuses anything the abandoned attempt would still write). A task
+    that holds the GIL delays even this; the process pool stops such a task for real.
+    """
+    box: list[Outcome] = []
+    bound = getattr(_local, "worker", None)
+
+    def target() -> None:
+        if bound is not None:
+            _local.worker = bound
+        box.append(run(job))
+
+    thread = threading.Thread(target=target, name=f"pgdyno-task-{job.id}", daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(timeout)
+    if box:
+        return box[0]
+    return Outcome(
+        job, None, timed_out(job, timeout, stopped=False), True, time.monotonic() - started
+    )
+
+
+def timed_out(job: ClaimedJob, timeout: float, *, stopped: bool) -> str:
+    """The JobTimeout error of an attempt that ran past its timeout."""
+    what = (
+        "its process was stopped"
+        if stopped
+        else "it was abandoned (a thread cannot be stopped: the task may still be running in "
+        "the worker; use --pool process to stop such tasks)"
+    )
+    return (
+        f"JobTimeout: task {job.task!r} ran longer than its timeout of {timeout:g} s in "
+        f"attempt {job.attempts}; {what}"
+    )
 
 
 def log_outcome(outcome: Outcome, retry_in: float | None = None) -> None:

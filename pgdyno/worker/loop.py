@@ -1,9 +1,16 @@
 """The worker loop: wake on NOTIFY or poll, claim in batches, run, heartbeat, drain on SIGTERM.
 
-One thread (the loop) talks to Postgres; `concurrency` executor threads run the tasks. The loop
-claims as many jobs as there are free slots in one statement, and reports finished jobs in the
-same statement as the next claim, so a busy worker commits once per batch, not once per job.
-NOTIFY is only a hint: the loop also polls, and claims again after every reconnect.
+One thread (the loop) talks to Postgres; `concurrency` executor threads run the tasks (in
+themselves, or each in a child process with --pool process: worker/threads.py, worker/pool.py).
+The loop claims as many jobs as there are free slots in one statement, and reports finished
+jobs in the same statement as the next claim, so a busy worker commits once per batch, not once
+per job. NOTIFY is only a hint: the loop also polls, and claims again after every reconnect.
+
+Fencing: every write about a job (done, failed, heartbeat, progress) names the attempt the
+worker runs, and the database refuses it unless the worker still holds that attempt; a refused
+write is logged (`write_refused`, `lease_lost`) and counted, never applied. Before it rescues
+anything (its poll, after a reconnect) the worker renews its own leases, so an outage longer
+than the lease does not make it rescue, and run again, the jobs it is still running.
 
 The loop reads time and waits through a `Clock`, runs job statements through a `JobQueue` and
 opens its connections through a `SessionOpener` (worker/session.py): tests drive it turn by
@@ -12,6 +19,8 @@ turn with fakes of all three (tests/unit/test_worker_loop.py).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -19,7 +28,6 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import psycopg
 
@@ -27,11 +35,14 @@ from pgdyno import backoff, db, queue, rescue, signals
 from pgdyno.clock import SYSTEM_CLOCK, Clock, Wakeup
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
-from pgdyno.queue import ClaimedJob
-from pgdyno.worker import executor
-from pgdyno.worker.cancels import CancelWatch
+from pgdyno.queue import ClaimedJob, Finished
+from pgdyno.registry import Registration
+from pgdyno.worker import executor, fencing, health
+from pgdyno.worker.cancels import CANCEL_GRACE_S, CancelWatch
 from pgdyno.worker.executor import Outcome
+from pgdyno.worker.hints import NotifyHints, earliest
 from pgdyno.worker.session import JobQueue, PostgresSession, Session, SessionOpener
+from pgdyno.worker.storable import storable_text
 from pgdyno.worker.threads import ExecutorPool
 from pgdyno.worker.timers import Timers, passed
 from pgdyno.worker.vacuum import HotTableVacuum
@@ -70,7 +81,7 @@ class Worker:
         id: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
         jobs: JobQueue = queue,
-        connect: SessionOpener = PostgresSession.open,
+        connect: SessionOpener | None = None,
         cancels: CancelWatch | None = None,
     ) -> None:
         if not queues:
@@ -83,7 +94,11 @@ class Worker:
         self._dsn = settings.require_database_url()
         self._clock = clock
         self._jobs = jobs
-        self._open_session = connect
+        # The LISTEN check runs as often as heartbeats, at most every 10 s (worker/health.py).
+        check_every = min(health.INTERVAL, settings.lease / 3)
+        self._open_session = connect or functools.partial(
+            PostgresSession.open, check_every=check_every
+        )
         self._session: Session | None = None
         self._reconnect = db.Reconnect(base=0.1, cap=5.0, pause=self._pause, worker=self.id)
         self._stopping = threading.Event()
@@ -93,18 +108,32 @@ class Worker:
         self._idle_since: float | None = None
         self._conflicts = 0  # consecutive statements that lost a race, for backoff
         self._running: dict[int, ClaimedJob] = {}
-        self._done: list[tuple[int, str | None]] = []
+        self._done: list[Finished] = []
         self._failed: list[Outcome] = []
-        self._progress: dict[int, dict[str, Any]] = {}  # latest progress per running job
+        # The latest progress per running job: (attempt, JSON text).
+        self._progress: dict[int, tuple[int, str]] = {}
+        self._fence = fencing.Fence(self.id)
         self._wakeup = Wakeup(clock)
-        self._pool = ExecutorPool(
-            settings.concurrency,
-            self._wakeup,
-            bind=lambda: executor.bind_thread(self.id, self._dsn, self._set_progress),
+        self._hints = NotifyHints(self.queues)  # notifications coalesced (worker/hints.py)
+        self._pool = ExecutorPool.for_worker(
+            settings, self.id, self._dsn, self._wakeup, self._set_progress
         )
         self._outcomes = self._pool.outcomes
         self._vacuum = HotTableVacuum(self._dsn, self.id)
-        self._cancels = cancels or CancelWatch(self.id)
+        self._cancels = cancels or CancelWatch(
+            self.id,
+            # A job process cannot read the cancel flag: it is stopped at once (worker/cancels.py).
+            grace=0.0 if settings.pool == "process" else CANCEL_GRACE_S,
+            on_overdue=self._stop_cancelled,
+        )
+        #: The worker's row in pgdyno.workers (pgdyno/registry.py), set by `pgdyno worker` and
+        #: build_worker; None: the worker is not registered.
+        self.registration: Registration | None = None
+
+    @property
+    def refused_writes(self) -> int:
+        """Writes the database refused because this worker no longer held the attempt."""
+        return self._fence.refused
 
     # --- control -----------------------------------------------------------------------------
 
@@ -148,6 +177,7 @@ class Worker:
             worker=self.id,
             queues=",".join(self.queues),
             concurrency=self.settings.concurrency,
+            pool=self.settings.pool,
             burst=self.burst,
         )
         self._pool.start()
@@ -155,9 +185,12 @@ class Worker:
             while not self._turn():
                 pass
         finally:
+            if self.registration is not None and self._session is not None:
+                with contextlib.suppress(psycopg.Error):  # else it expires (registry.EXPIRY_S)
+                    self.registration.stopped(self._conn)
             self._disconnect()
             self._pool.stop()
-        log_event(log, "worker_stopped", worker=self.id)
+        log_event(log, "worker_stopped", worker=self.id, refused_writes=self._fence.refused)
         return 0
 
     def _turn(self) -> bool:
@@ -185,6 +218,7 @@ class Worker:
         now = self._clock.now()
         if self._stopping.is_set():
             if self._abort.is_set() or passed(self._timers.grace, now):
+                self._settle()
                 self._flush()
                 self._hand_back()
                 return True
@@ -204,6 +238,7 @@ class Worker:
         # Reporting finished jobs costs a statement anyway: claim in it whenever slots are free.
         claim = free > 0 and not self._stopping.is_set() and (self._claim_due or bool(self._done))
         claimed = self._flush(limit=free if claim else 0)
+        self._hints.settle(now, worked=bool(claimed))
         if claim:
             self._claim_due = len(claimed) == free
         idle = not self._running and not self._outcomes
@@ -216,6 +251,9 @@ class Worker:
             if polled or timer_fired or self._idle_since is None:
                 self._schedule_next_due()
         self._track_idle(now, idle)
+        if self.registration is not None:  # the workers registry: heartbeat, busy or idle
+            running = len(self._running)
+            self._timers.registry = self.registration.tick(self._conn, now, running=running)
         if self._running and passed(self._timers.heartbeat, now):
             self._heartbeat()
         if self._progress:
@@ -263,14 +301,33 @@ class Worker:
         """Report finished jobs and claim up to `limit` more, in one statement."""
         if not self._done and limit <= 0:
             return []
-        claimed = self._jobs.complete_and_claim(
-            self._conn,
-            worker=self.id,
-            queues=self.queues,
-            limit=limit,
-            lease=self.settings.lease,
-            done=self._done,
-        )
+        try:
+            claimed = self._jobs.complete_and_claim(
+                self._conn,
+                worker=self.id,
+                queues=self.queues,
+                limit=limit,
+                lease=self.settings.lease,
+                done=self._done,
+            )
+        except psycopg.errors.DataError:
+            if not self._done:
+                raise
+            # A result the database refused: find it, fail it.
+            fencing.complete_singly(
+                self._jobs,
+                self._conn,
+                worker=self.id,
+                queues=self.queues,
+                lease=self.settings.lease,
+                done=self._done,
+                refused=self._fence.refused_write,
+            )
+            self._vacuum.finished(len(self._done))
+            self._done = []
+            return []
+        for job_id in getattr(claimed, "refused", ()):
+            self._fence.refused_write("complete", job_id)
         self._vacuum.finished(len(self._done))
         self._done = []
         if claimed:
@@ -296,10 +353,15 @@ class Worker:
                 self._conn,
                 worker=self.id,
                 job_id=job.id,
-                error=outcome.error or "",
+                error=storable_text(outcome.error or "", executor.MAX_ERROR_CHARS),
                 retry_in=retry_in,
+                attempt=job.attempts,
+                peak_rss_bytes=outcome.peak_rss_bytes,
             )
             self._failed.pop(0)
+            if state is None:
+                self._fence.refused_write("fail", job.id, job.attempts)
+                continue
             executor.log_outcome(outcome, retry_in if state == "ready" else None)
 
     def _poll(self, now: float) -> None:
@@ -307,31 +369,68 @@ class Worker:
         self._timers.poll = now + self.settings.poll_interval
         self._claim_due = True
         self._cancels.poll()
+        if self._running and passed(self._timers.heartbeat, now):
+            self._heartbeat()  # renew our own leases before rescuing anyone's
         rescue.rescue_expired(self._conn, self._jobs.rescue_expired)
 
     def _heartbeat(self) -> None:
-        ids = list(self._running)
-        held = self._jobs.heartbeat(self._conn, worker=self.id, ids=ids, lease=self.settings.lease)
-        for job_id in set(ids) - held:
-            log_event(log, "lease_lost", logging.WARNING, job=job_id, worker=self.id)
+        jobs = list(self._running.values())
+        held = self._jobs.heartbeat(
+            self._conn,
+            worker=self.id,
+            ids=[job.id for job in jobs],
+            lease=self.settings.lease,
+            attempts=[job.attempts for job in jobs],
+        )
+        for job in jobs:
+            if job.id not in held:
+                self._lease_lost(job)
         self._timers.heartbeat = self._clock.now() + self.settings.lease / 3
 
-    def _set_progress(self, job_id: int, progress: dict[str, Any]) -> None:
+    def _lease_lost(self, job: ClaimedJob) -> None:
+        """Another worker took over `job` (its lease expired and it was rescued): stop running
+        it here. A job in a child process is killed; one in a thread runs on, and whatever it
+        reports is dropped (and the database would refuse it anyway)."""
+        self._running.pop(job.id, None)
+        self._progress.pop(job.id, None)
+        stopped = self._pool.stop_job(job.id, f"LeaseLost: job {job.id} runs elsewhere now")
+        self._fence.lease_lost(job, stopped=stopped)
+
+    def _set_progress(self, job_id: int, attempt: int, progress: str) -> None:
         """From a task's thread: keep the latest progress and wake the loop to write it."""
-        self._progress[job_id] = progress
+        self._progress[job_id] = (attempt, progress)
         self._wakeup.poke_if_sleeping()
 
     def _write_progress(self) -> None:
         for job_id in list(self._progress):
-            progress = self._progress.pop(job_id)
-            if job_id in self._running:
-                self._jobs.set_progress(
-                    self._conn, worker=self.id, job_id=job_id, progress=progress
-                )
+            attempt, progress = self._progress.pop(job_id)
+            running = self._running.get(job_id)
+            if running is None or running.attempts != attempt:
+                continue  # finished, handed back or abandoned meanwhile
+            written = self._jobs.set_progress(
+                self._conn, worker=self.id, job_id=job_id, progress=progress, attempt=attempt
+            )
+            if written is False:
+                self._fence.refused_write("progress", job_id, attempt)
+
+    def _settle(self) -> None:
+        """Before handing jobs back: stop the job processes, then record the jobs that finished
+        meanwhile (one done at the last moment is reported, not handed back to run again)."""
+        stopped = set(self._pool.stop_all())
+        deadline = self._clock.now() + 2.0
+
+        def arrived() -> bool:
+            return stopped <= {outcome.job.id for outcome in self._outcomes}
+
+        while stopped and not arrived() and self._clock.now() < deadline:
+            self._wakeup.wait([], deadline - self._clock.now(), arrived)
+        self._collect_outcomes()
+        self._record_failures()
 
     def _hand_back(self) -> None:
         if not self._running or self._session is None:
             return
+        self._pool.stop_all()  # no job process may outlive its hand-back (and run twice)
         released = self._jobs.release(self._conn, worker=self.id, ids=list(self._running))
         for job_id in released:
             job = self._running[job_id]
@@ -341,12 +440,16 @@ class Worker:
         self._running.clear()
         self._timers.heartbeat = None
 
+    def _stop_cancelled(self, job_id: int) -> None:
+        """A cancelled job still running past its grace: stop its process (process pool only;
+        a thread cannot be stopped, its job ends cancelled when the task returns)."""
+        self._pool.stop_job(job_id, "JobCancelled: its process was stopped", retryable=False)
+
     def _read_notifications(self) -> None:
         if self._session is None:
             return
-        payloads = self._session.notifications()
-        self._cancels.notified(payloads)
-        if any(payload in self.queues for payload in payloads):
+        # Cancel requests (control payloads) reach the cancel watch; queue names, the claim.
+        if self._hints.read(self._session, self._clock.now(), also=self._cancels.notified):
             self._claim_due = True
 
     def _schedule_next_due(self) -> None:
@@ -378,9 +481,13 @@ class Worker:
         """Block until a notification, a finished job, a signal or the next deadline."""
         if not self._running:
             self._timers.heartbeat = None
-        wake = self._timers.next_wake()
-        timeout = None if wake is None else max(0.0, wake - self._clock.now())
-        fds = self._session.fds() if self._session is not None else []
+        now = self._clock.now()
+        wake = earliest(self._timers.next_wake(), self._hints.quiet_until)
+        timeout = None if wake is None else max(0.0, wake - now)
+        fds = self._hints.fds(self._session, now) if self._session is not None else []
+        check_in = self._session.wake_in() if self._session is not None else None
+        if check_in is not None:
+            timeout = check_in if timeout is None else min(timeout, check_in)
         self._wakeup.wait(fds, timeout, lambda: bool(self._outcomes))
 
     def _connect(self) -> bool:
@@ -411,9 +518,19 @@ class Worker:
         self._wakeup.wait([], seconds)
 
     def _after_reconnect(self, attempt: int) -> None:
-        """Catch up: hand back claims whose reply was lost, then claim at once."""
-        if attempt > 1 or self._running or self._done:
-            keep = [*self._running, *(job_id for job_id, _ in self._done)]
+        """Catch up: renew the leases of the jobs still running here (the outage may have
+        outlasted them: re-claim them before anyone runs them again), hand back claims whose
+        reply was lost, then claim at once."""
+        if self._running:
+            self._heartbeat()
+        if attempt > 1 or self._running or self._done or self._failed:
+            # Every job this worker knows of stays: running, or finished with an outcome
+            # still to write (done or failed).
+            keep = [
+                *self._running,
+                *(finished.id for finished in self._done),
+                *(outcome.job.id for outcome in self._failed),
+            ]
             released = self._jobs.release(self._conn, worker=self.id, ids=None, keep=keep)
             log_event(
                 log, "db_reconnected", worker=self.id, attempt=attempt, released=len(released)
@@ -434,10 +551,14 @@ class Worker:
             # A job whose cancel was requested ends cancelled, whatever its task did.
             outcome = self._cancels.outcome(self._outcomes.popleft())
             job = outcome.job
-            if self._running.pop(job.id, None) is None:
-                continue  # handed back already
+            running = self._running.get(job.id)
+            if running is None or running.attempts != job.attempts or outcome.handed_back:
+                continue  # handed back, or its lease lost: another attempt owns the job
+            del self._running[job.id]
             if outcome.error is None:
-                self._done.append((job.id, outcome.result))
+                self._done.append(
+                    Finished(job.id, job.attempts, outcome.result, outcome.peak_rss_bytes)
+                )
                 executor.log_outcome(outcome)
             else:
                 self._failed.append(outcome)

@@ -2,22 +2,30 @@
 
 A worker holds one `Session`: the work connection runs every statement (claims, heartbeats,
 outcomes, the idle callback's scaling decision); the listen connection only LISTENs, so a
-long statement never delays a notification. The loop talks to them through two seams that
-its tests replace (tests/fakes.py): `JobQueue`, the job statements (pgdyno.queue itself in
-production), and `SessionOpener`, which opens a session.
+long statement never delays a notification. The session checks that notifications still
+arrive with a self-NOTIFY round trip (worker/health.py): a silent LISTEN connection raises
+OperationalError from `notifications()`, and the loop reconnects. The loop talks to them
+through two seams that its tests replace (tests/fakes.py): `JobQueue`, the job statements
+(pgdyno.queue itself in production), and `SessionOpener`, which opens a session.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import psycopg
 
-from pgdyno import db, queue
+from pgdyno import db, queue, sql
+from pgdyno.logfmt import log_event
 from pgdyno.migrate import require_migrated
-from pgdyno.queue import ClaimedJob
+from pgdyno.queue import Claimed, ClaimedJob, Finished
+from pgdyno.worker.health import INTERVAL, MIN_TIMEOUT, ListenProbe
+
+log = logging.getLogger(__name__)
 
 
 class JobQueue(Protocol):
@@ -31,8 +39,8 @@ class JobQueue(Protocol):
         queues: Sequence[str],
         limit: int,
         lease: float,
-        done: Sequence[tuple[int, str | None]] = (),
-    ) -> list[ClaimedJob]: ...
+        done: Sequence[Finished | tuple[int, str | None]] = (),
+    ) -> Claimed | list[ClaimedJob]: ...
 
     def fail(
         self,
@@ -42,15 +50,29 @@ class JobQueue(Protocol):
         job_id: int,
         error: str,
         retry_in: float | None,
+        attempt: int | None = None,
+        peak_rss_bytes: int | None = None,
     ) -> str | None: ...
 
     def heartbeat(
-        self, conn: psycopg.Connection, *, worker: str, ids: Sequence[int], lease: float
+        self,
+        conn: psycopg.Connection,
+        *,
+        worker: str,
+        ids: Sequence[int],
+        lease: float,
+        attempts: Sequence[int] | None = None,
     ) -> set[int]: ...
 
     def set_progress(
-        self, conn: psycopg.Connection, *, worker: str, job_id: int, progress: Mapping[str, Any]
-    ) -> None: ...
+        self,
+        conn: psycopg.Connection,
+        *,
+        worker: str,
+        job_id: int,
+        progress: Mapping[str, Any] | str,
+        attempt: int | None = None,
+    ) -> bool: ...
 
     def release(
         self,
@@ -81,6 +103,10 @@ class Session(Protocol):
         """File descriptors that become readable when a notification arrives."""
         ...
 
+    def wake_in(self) -> float | None:
+        """Seconds until the session needs a turn of the loop (its LISTEN check); None: never."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -91,13 +117,18 @@ SessionOpener = Callable[[str, str], Session]
 class PostgresSession:
     """The real session: two direct connections (LISTEN does not survive a pooler)."""
 
-    def __init__(self, work: psycopg.Connection, listen: psycopg.Connection) -> None:
+    def __init__(
+        self, work: psycopg.Connection, listen: psycopg.Connection, probe: ListenProbe, worker: str
+    ) -> None:
         self._work = work
         self._listen = listen
+        self._probe = probe
+        self._worker = worker
 
     @classmethod
-    def open(cls, dsn: str, worker: str) -> PostgresSession:
-        """Connect both, set the work connection's session settings, LISTEN on the other."""
+    def open(cls, dsn: str, worker: str, check_every: float = INTERVAL) -> PostgresSession:
+        """Connect both, set the work connection's session settings, LISTEN on the other;
+        check the LISTEN connection every `check_every` seconds (worker/health.py)."""
         work = db.connect(dsn, application_name=f"pgdyno worker {worker}")
         try:
             require_migrated(work)  # before the release phase ran: the worker waits, retries
@@ -106,24 +137,58 @@ class PostgresSession:
         except BaseException:
             work.close()
             raise
+        probe = ListenProbe(time.monotonic(), check_every, max(check_every, MIN_TIMEOUT))
         try:
-            db.listen(listen)
-            db.listen(listen, db.CONTROL_CHANNEL)  # cancel requests (pgdyno/worker/cancels.py)
+            # Jobs, the LISTEN check's channel, and cancel requests (worker/cancels.py).
+            db.listen(listen, db.CHANNEL, probe.channel, db.CONTROL_CHANNEL)
         except BaseException:
             work.close()
             listen.close()
             raise
-        return cls(work, listen)
+        return cls(work, listen, probe, worker)
 
     @property
     def work(self) -> psycopg.Connection:
         return self._work
 
     def notifications(self) -> list[str]:
-        return db.drain_notifications(self._listen)
+        """Queue names notified since the last call (control payloads behind
+        db.CONTROL_PREFIX); also sends the LISTEN check's probe when
+        due, and raises OperationalError when the last one never came back."""
+        now = time.monotonic()
+        payloads = []
+        for channel, payload in db.drain_notifications(self._listen, with_channel=True):
+            if channel == self._probe.channel:
+                self._probe.arrived(payload, now)
+            elif channel == db.CONTROL_CHANNEL:  # cancel requests: worker/cancels.py
+                payloads.append(db.CONTROL_PREFIX + payload)
+            else:
+                payloads.append(payload)
+        silent = self._probe.silent_for(now)
+        if silent is not None:
+            log_event(
+                log,
+                "listen_connection_dead",
+                logging.WARNING,
+                worker=self._worker,
+                silent_s=round(silent, 1),
+            )
+            raise psycopg.OperationalError(
+                f"the LISTEN connection is silent: a notification sent {silent:.0f} s ago never "
+                "arrived (a stalled proxy or NAT?)"
+            )
+        token = self._probe.due(now)
+        if token is not None:
+            self._work.execute(
+                sql.query("worker_listen_probe"), {"channel": self._probe.channel, "token": token}
+            )
+        return payloads
 
     def fds(self) -> list[int]:
         return [self._listen.pgconn.socket]
+
+    def wake_in(self) -> float | None:
+        return self._probe.wake_in(time.monotonic())
 
     def close(self) -> None:
         for conn in (self._work, self._listen):

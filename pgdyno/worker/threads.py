@@ -3,6 +3,12 @@
 The loop thread talks to Postgres; `size` executor threads run claimed jobs and queue their
 outcomes. A thread that finishes a job while the loop sleeps writes one byte to the wake-up
 pipe (pgdyno.clock.Wakeup), so the loop reports it at once, without polling.
+
+Where a job runs is decided per job: in the executor thread itself (the thread pool, the
+default), or in a child process the executor thread watches (the process pool, worker/pool.py:
+`--pool process`, or a task declared with `pool="process"`). A job with a timeout (its own or
+its task's) that runs in the thread pool runs on a thread of its own, abandoned at the timeout
+(executor.run_abandoning); one in the process pool is killed at the timeout.
 """
 
 from __future__ import annotations
@@ -12,24 +18,71 @@ from collections import deque
 from collections.abc import Callable
 from queue import SimpleQueue
 
+from pgdyno import tasks
 from pgdyno.clock import Wakeup
+from pgdyno.config import Settings
 from pgdyno.queue import ClaimedJob
-from pgdyno.worker import executor
-from pgdyno.worker.executor import Outcome
+from pgdyno.tasks import Pool
+from pgdyno.worker import executor, memory
+from pgdyno.worker.executor import Outcome, ProgressSink
+from pgdyno.worker.pool import ChildProcesses
+from pgdyno.worker.storable import storable_text
 
 
 class ExecutorPool:
-    """`size` daemon threads running claimed jobs; outcomes land in `outcomes`."""
+    """`size` daemon threads running claimed jobs; outcomes land in `outcomes`.
 
-    def __init__(self, size: int, wakeup: Wakeup, bind: Callable[[], None]) -> None:
+    `pool`: where jobs run by default ("thread" or "process"); `children`: the process pool,
+    needed when `pool` is "process" or a task asks for it (started lazily then).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        wakeup: Wakeup,
+        bind: Callable[[], None],
+        *,
+        pool: Pool = "thread",
+        children: ChildProcesses | None = None,
+    ) -> None:
         self.size = size
+        self.pool = pool
+        self.children = children
         self.outcomes: deque[Outcome] = deque()
         self._wakeup = wakeup
         self._bind = bind
         self._inbox: SimpleQueue[ClaimedJob | None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
 
+    @classmethod
+    def for_worker(
+        cls,
+        settings: Settings,
+        worker: str,
+        database_url: str,
+        wakeup: Wakeup,
+        progress: ProgressSink,
+    ) -> ExecutorPool:
+        """The pool of a Worker: its concurrency, its --pool, job processes limited to
+        --max-job-memory (default: a share of the dyno's memory, worker/memory.py)."""
+        children = ChildProcesses(
+            worker=worker,
+            database_url=database_url,
+            memory_limit=settings.max_job_memory or memory.default_job_limit(settings.concurrency),
+            progress=progress,
+            log_level=settings.log_level,
+        )
+        return cls(
+            settings.concurrency,
+            wakeup,
+            bind=lambda: executor.bind_thread(worker, database_url, progress),
+            pool="process" if settings.pool == "process" else "thread",
+            children=children,
+        )
+
     def start(self) -> None:
+        if self.pool == "process" and self.children is not None:
+            self.children.start()  # at once: a fork server that cannot start is seen now
         for index in range(self.size):
             thread = threading.Thread(
                 target=self._run_forever, name=f"pgdyno-exec-{index}", daemon=True
@@ -40,13 +93,42 @@ class ExecutorPool:
     def submit(self, job: ClaimedJob) -> None:
         self._inbox.put(job)
 
+    def stop_job(self, job_id: int, error: str, retryable: bool = False) -> bool:
+        """Stop job `job_id` now, its outcome being the failure `error` (safe from any thread).
+
+        Only a job running in a child process can be stopped: True then. A job running in a
+        thread cannot (False): its task must return by itself (issue 13's cancel asks it to).
+        """
+        return self.children is not None and self.children.stop(job_id, error, retryable)
+
+    def stop_all(self) -> list[int]:
+        """Kill every job running in a child process (the worker hands them back); returns
+        their ids (their outcomes follow in `outcomes`, marked handed_back)."""
+        return [] if self.children is None else self.children.stop_all()
+
     def stop(self) -> None:
-        """Let idle threads exit; a thread still running a job dies with the process."""
+        """Let idle threads exit and kill job processes; a thread still running a job dies
+        with the process."""
+        self.stop_all()
         for _ in self._threads:
             self._inbox.put(None)
 
     def _run_forever(self) -> None:
         self._bind()
         while (job := self._inbox.get()) is not None:
-            self.outcomes.append(executor.run(job))
+            self.outcomes.append(self._execute(job))
             self._wakeup.poke_if_sleeping()
+
+    def _execute(self, job: ClaimedJob) -> Outcome:
+        """Run `job` where it belongs; never raises, so no job can end this thread."""
+        try:
+            options = tasks.options(job.task)
+            timeout = job.timeout if job.timeout is not None else options.timeout
+            if (options.pool or self.pool) == "process" and self.children is not None:
+                return self.children.run(job, timeout)
+            if timeout is not None:
+                return executor.run_abandoning(job, timeout)
+            return executor.run(job)
+        except BaseException as exc:  # a bug of ours: fail the job, keep the thread
+            error = f"JobCrashed: the worker could not run the job: {executor.describe(exc)}"
+            return Outcome(job, None, storable_text(error, executor.MAX_ERROR_CHARS), True, 0.0)

@@ -21,10 +21,12 @@ class Timers:
     idle_call: float | None = None
     #: The end of the grace period; set once stopping.
     grace: float | None = None
+    #: The next write of the worker's registry row (pgdyno/registry.py), when registered.
+    registry: float | None = None
 
     def next_wake(self) -> float | None:
         """The earliest deadline, or None when nothing is due ever."""
-        deadlines = (self.poll, self.heartbeat, self.due, self.idle_call, self.grace)
+        deadlines = (self.poll, self.heartbeat, self.due, self.idle_call, self.grace, self.registry)
         return min((deadline for deadline in deadlines if deadline is not None), default=None)
 
 

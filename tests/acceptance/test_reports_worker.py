@@ -52,7 +52,8 @@ def _cli(database_url: str, folder: Path, *args: str):
 BAD_INPUT = {
     "unknown report": (
         {"name": "nope"},
-        "InvalidReport: unknown report 'nope': there is no nope.sql in ",
+        # The row names no folder nor other report (clients read it); the log line does.
+        "InvalidReport: unknown report 'nope' (see `pgdyno report list`)",
     ),
     "missing param": (
         {"name": "by_day"},

@@ -14,6 +14,7 @@ from helpers import (
     effects_of,
     job_row,
     open_gate,
+    wait_for_listeners,
     wait_for_status,
     wait_until,
     worker,
@@ -113,6 +114,7 @@ def test_job_longer_than_its_lease_is_not_rescued_while_its_worker_heartbeats(
         _wait_until_running(effects, "long")
         # A second worker looks for expired leases ten times a second.
         with worker(database_url, "q", extra=["--poll-interval", "0.1s"]) as rescuer:
+            wait_for_listeners(effects, 2)  # running (a busy machine can take seconds to start it)
             wait_until(
                 lambda: effects.execute(
                     "SELECT now() - started_at > interval '3 s' FROM pgdyno.jobs WHERE id = %s",

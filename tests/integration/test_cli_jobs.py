@@ -343,5 +343,5 @@ def test_status_before_the_first_formation_call_says_the_quantity_is_not_known(c
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == (
         "process type winston: quantity not known yet (no formation call so far), queues "
-        "reports, max 2, linger 30s"
+        "reports, max 2, linger 30s, 0 live workers"
     )

@@ -19,9 +19,11 @@ from helpers import wait_until
 
 from pgdyno.clock import wait_readable
 from pgdyno.config import Settings
+from pgdyno.errors import FormationUnavailable
 from pgdyno.scaling.dispatcher import Dispatcher, Leading
 from pgdyno.scaling.formation.memory import MemoryFormation
 from pgdyno.scaling.policy import Rule
+from pgdyno.scaling.scaler import LOCKED_RETRY_S
 
 RULES = [Rule("reports", "winston", max_quantity=3)]
 
@@ -61,14 +63,14 @@ class Driven:
 def dispatcher(database_url: str, clock: FakeClock) -> Iterator[Callable[..., Driven]]:
     made: list[Driven] = []
 
-    def make(**settings: object) -> Driven:
+    def make(rules: list[Rule] = RULES, **settings: object) -> Driven:
         config = Settings(
             database_url=database_url,
             dyno="julia.1",
             **{"debounce": 0.5, "reconcile_interval": 5.0, **settings},  # type: ignore[arg-type]
         )
-        backend = MemoryFormation({"winston": 0})
-        made.append(Driven(Dispatcher(config, RULES, backend, clock=clock), backend))
+        backend = MemoryFormation(dict.fromkeys({rule.process_type for rule in rules}, 0))
+        made.append(Driven(Dispatcher(config, rules, backend, clock=clock), backend))
         return made[-1]
 
     yield make
@@ -81,10 +83,10 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def insert(conn: psycopg.Connection, count: int = 1) -> None:
+def insert(conn: psycopg.Connection, count: int = 1, queue: str = "reports") -> None:
     conn.execute(
-        "INSERT INTO pgdyno.jobs (queue, task) SELECT 'reports', 't' FROM generate_series(1, %s)",
-        (count,),
+        "INSERT INTO pgdyno.jobs (queue, task) SELECT %s, 't' FROM generate_series(1, %s)",
+        (queue, count),
     )
 
 
@@ -180,3 +182,75 @@ def test_stop_ends_a_leading_dispatcher_at_once_whatever_its_reconcile_interval(
     runner.stop()
     thread.join(10)
     assert exit_codes == [0]
+
+
+# --- issue 12 ------------------------------------------------------------------------------------
+
+TWO_TYPES = [Rule("reports", "winston"), Rule("mail", "ellie")]
+
+
+def test_a_type_whose_row_is_locked_never_delays_another_and_is_decided_once_free(
+    dispatcher, conn, clock
+):
+    """Scenario 5: a job for ellie waited 35 s while a worker's scale-down of winston held
+    winston's row (retrying a 429): the dispatcher waited for that lock first."""
+    driven = dispatcher(rules=TWO_TYPES)
+    driven.lead()
+    holder = psycopg.connect(conn.info.dsn, autocommit=True)
+    try:
+        with holder.transaction():  # a worker deciding for winston, its API call slow
+            holder.execute(
+                "SELECT 1 FROM pgdyno.formations WHERE process_type = 'winston' FOR UPDATE"
+            )
+            insert(conn, queue="reports")
+            insert(conn, queue="mail")
+            driven.notified()
+            driven.step()
+            assert [c[1:3] for c in driven.backend.calls if c[0] == "scale"] == [("ellie", 1)]
+            assert clock.elapsed() == 0
+            driven.step()  # nothing else to do: waits for winston's retry, a moment
+            assert clock.waits[-1] <= LOCKED_RETRY_S
+        driven.step_until(lambda: len(driven.scales()) == 2)
+    finally:
+        holder.close()
+    assert [c[1:3] for c in driven.backend.calls if c[0] == "scale"] == [
+        ("ellie", 1),
+        ("winston", 1),
+    ]
+
+
+def test_retry_after_holds_the_dispatchers_calls_across_its_ticks(dispatcher, conn, clock):
+    """Scenario 2: once told to wait, the dispatcher called again on every 5 s tick."""
+    driven = dispatcher(reconcile_interval=1.0)
+    driven.lead()
+    driven.backend.fail_next(FormationUnavailable("429 rate_limit", retry_after=60.0))
+    insert(conn)
+    driven.notified()
+    driven.step()
+    calls = len(driven.backend.calls)
+    for _ in range(10):  # ten timer ticks (fake seconds): the Retry-After is in real time
+        driven.step()
+    assert clock.elapsed() >= 5 and len(driven.backend.calls) == calls
+
+
+def test_rule_queues_no_worker_of_the_type_serves_are_warned_about(dispatcher, conn, caplog):
+    """Scenario 6: rule mail=winston, winston's workers serve only reports: winston stayed
+    up for good, with no warning."""
+    driven = dispatcher(rules=[Rule("reports", "winston"), Rule("mail", "winston")])
+    conn.execute(
+        "INSERT INTO pgdyno.workers (id, process_type, queues, concurrency)"
+        " VALUES ('winston.1:1:ab', 'winston', '{reports}', 1)"
+    )
+    with caplog.at_level(logging.INFO, "pgdyno"):
+        driven.lead()
+        driven.step()
+        driven.step()  # the timer's check
+        driven.step()
+        driven.step()  # again: not repeated while it stands
+    warnings = [r.logfmt for r in caplog.records if r.msg == "rule_queues_unserved"]
+    assert len(warnings) == 1
+    assert (warnings[0]["type"], warnings[0]["queues"], warnings[0]["served"]) == (
+        "winston",
+        "mail",
+        "reports",
+    )

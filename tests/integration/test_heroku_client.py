@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from fake_heroku import FakeHeroku, Scripted
 
 from pgdyno.errors import FormationRejected, FormationUnavailable
-from pgdyno.scaling.formation.heroku import HerokuFormation
+from pgdyno.scaling.formation.heroku import HerokuFormation, retry_after_s
 
 TOKEN = "secret-token-123"
 
@@ -20,10 +23,7 @@ def heroku():
 
 
 def client(server: FakeHeroku, **kwargs) -> HerokuFormation:
-    waits: list[float] = []
-    formation = HerokuFormation(server.app, TOKEN, server.url, sleep=waits.append, **kwargs)
-    formation.waits = waits  # type: ignore[attr-defined]
-    return formation
+    return HerokuFormation(server.app, TOKEN, server.url, **kwargs)
 
 
 def test_patch_sends_exact_headers_path_and_body(heroku):
@@ -51,48 +51,67 @@ def test_get_reads_the_formation(heroku):
     assert formation.quantity == 1
 
 
-def test_429_with_retry_after_is_retried_and_the_scale_up_lands(heroku):
-    heroku.fail_next(Scripted(429, {"Retry-After": "2"}, "Your account reached the API limit."))
-    formation = client(heroku)
-    assert formation.scale("winston", 1).quantity == 1
-    assert [r.method for r in heroku.requests] == ["PATCH", "PATCH"]
-    assert formation.waits == [2.0]  # honoured Retry-After
-    assert heroku.formations["winston"]["quantity"] == 1
+def test_429_ends_the_call_at_once_with_its_retry_after_in_seconds(heroku):
+    """The caller holds the type's lock: the client never sleeps nor retries (issue 12,
+    scenarios 2 and 5); the Scaler records when to try again."""
+    heroku.fail_next(Scripted(429, {"Retry-After": "60"}, "Your account reached the API limit."))
+    started = time.monotonic()
+    with pytest.raises(FormationUnavailable, match="429 rate_limit, Retry-After 60s") as info:
+        client(heroku).scale("winston", 1)
+    assert time.monotonic() - started < 2
+    assert info.value.retry_after == 60.0
+    assert len(heroku.requests) == 1 and heroku.formations["winston"]["quantity"] == 0
 
 
-def test_503_and_connection_errors_are_retried_with_backoff(heroku):
-    heroku.fail_next(Scripted(503), Scripted(503))
-    formation = client(heroku, backoff_base=0.5, backoff_cap=8.0)
-    assert formation.scale("winston", 1).quantity == 1
-    assert len(heroku.requests) == 3
-    assert len(formation.waits) == 2 and all(0 < w <= 8.0 for w in formation.waits)
+def test_retry_after_as_an_http_date_is_counted_from_the_answers_date(heroku):
+    """Issue 12, scenario 3: `Retry-After: <HTTP-date>` was ignored (retried after 0.5 s)."""
+    server_now = datetime.now(UTC) + timedelta(days=365)  # a server clock far from ours
+    later = server_now + timedelta(seconds=90)
+    heroku.fail_next(
+        Scripted(
+            429,
+            {"Retry-After": format_datetime(later, usegmt=True)},
+            "Your account reached the API limit.",
+        )
+    )
+    heroku.date = format_datetime(server_now, usegmt=True)
+    with pytest.raises(FormationUnavailable) as info:
+        client(heroku).scale("winston", 1)
+    assert info.value.retry_after == pytest.approx(90, abs=1)
+    assert "Retry-After 90s" in str(info.value)
 
 
-def test_persistent_5xx_gives_up_after_max_attempts_with_unavailable(heroku):
-    heroku.fail_next(*[Scripted(500)] * 5)
-    with pytest.raises(FormationUnavailable, match="5 attempt"):
-        client(heroku, max_attempts=5).scale("winston", 1)
-    assert len(heroku.requests) == 5
+@pytest.mark.parametrize(
+    ("value", "date", "expected"),
+    [
+        ("60", None, 60.0),
+        ("0", None, 0.0),
+        ("2.5", None, 2.5),
+        ("-5", None, 0.0),
+        ("Mon, 30 Nov 2026 19:30:14 GMT", "Mon, 30 Nov 2026 19:29:14 GMT", 60.0),
+        ("Mon, 30 Nov 2026 19:30:14 GMT", "Mon, 30 Nov 2026 19:31:14 GMT", 0.0),
+        ("1796065608", None, 3600.0),  # an epoch time, not a delay: capped at an hour
+        ("soon", None, None),
+        ("", None, None),
+        (None, None, None),
+    ],
+)
+def test_retry_after_forms(value, date, expected):
+    assert retry_after_s(value, date) == expected
+
+
+def test_503_and_connection_errors_end_the_call_without_retrying(heroku):
+    heroku.fail_next(Scripted(503))
+    with pytest.raises(FormationUnavailable, match="503 service_unavailable") as info:
+        client(heroku).scale("winston", 1)
+    assert info.value.retry_after is None
+    assert len(heroku.requests) == 1
 
 
 def test_unreachable_api_raises_unavailable():
-    formation = HerokuFormation(
-        "my-app",
-        TOKEN,
-        "http://127.0.0.1:9",
-        sleep=lambda _: None,
-        max_attempts=2,
-        timeout=(0.5, 0.5),
-    )
+    formation = HerokuFormation("my-app", TOKEN, "http://127.0.0.1:9", timeout=(0.5, 0.5))
     with pytest.raises(FormationUnavailable, match="cannot reach"):
         formation.scale("winston", 1)
-
-
-def test_long_retry_after_ends_the_call_instead_of_holding_the_lock(heroku):
-    heroku.fail_next(Scripted(429, {"Retry-After": "3600"}))
-    with pytest.raises(FormationUnavailable, match="retry after 3600"):
-        client(heroku).scale("winston", 1)
-    assert len(heroku.requests) == 1
 
 
 @pytest.mark.parametrize(
@@ -106,16 +125,15 @@ def test_long_retry_after_ends_the_call_instead_of_holding_the_lock(heroku):
 )
 def test_client_errors_are_not_retried_and_say_what_to_do(heroku, status, hint):
     heroku.fail_next(Scripted(status, message="nope"))
-    formation = client(heroku)
     with pytest.raises(FormationRejected) as info:
-        formation.scale("winston", 1)
+        client(heroku).scale("winston", 1)
     assert info.value.status == status
     assert hint in str(info.value) and "nope" in str(info.value)
-    assert len(heroku.requests) == 1 and formation.waits == []
+    assert len(heroku.requests) == 1
 
 
 def test_wrong_token_gives_401_from_the_server(heroku):
-    formation = HerokuFormation(heroku.app, "wrong-token", heroku.url, sleep=lambda _: None)
+    formation = HerokuFormation(heroku.app, "wrong-token", heroku.url)
     with pytest.raises(FormationRejected, match="401 unauthorized"):
         formation.get("winston")
 
@@ -131,6 +149,8 @@ def test_token_never_appears_in_logs_or_errors(heroku, caplog):
     caplog.set_level(logging.DEBUG)
     heroku.fail_next(Scripted(503), Scripted(401))
     formation = client(heroku)
+    with pytest.raises(FormationUnavailable):
+        formation.scale("winston", 1)
     with pytest.raises(FormationRejected) as info:
         formation.scale("winston", 1)
     assert TOKEN not in str(info.value) and TOKEN not in repr(formation)

@@ -158,7 +158,7 @@ def test_enqueue_many_names_an_unknown_field(conn):
         pgdyno.enqueue_many(conn, [{"task": "t", "delay": 5}])
     assert str(refused.value) == (
         "job {'task': 't', 'delay': 5} refused: unknown field 'delay' (a job has task, args, "
-        "queue, priority, run_at, max_attempts)"
+        "queue, priority, run_at, max_attempts, timeout)"
     )
 
 

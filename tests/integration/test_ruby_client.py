@@ -20,6 +20,7 @@ from helpers import REPO_DIR, wait_for_status, worker
 from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
+from pgdyno import roles
 from pgdyno.demo import shop as demo
 
 RUBY_BLOCK = re.compile(r"```ruby\n(.*?)```", re.DOTALL)
@@ -53,13 +54,12 @@ def readme_ruby() -> list[str]:
 
 @pytest.fixture
 def enqueue_role(conn, database_url) -> Iterator[str]:
-    """A role that may only INSERT into pgdyno.jobs (the README's grants); its URL."""
+    """An enqueue role (the README's `pgdyno grant-enqueue`); its URL."""
     name = f"app_enqueue_{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(12)
     role = pgsql.Identifier(name)
     conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, password))
-    conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA pgdyno TO {}").format(role))
-    conn.execute(pgsql.SQL("GRANT INSERT ON pgdyno.jobs TO {}").format(role))
+    roles.grant_enqueue(conn, name)
     yield make_conninfo(database_url, user=name, password=password)
     conn.execute(pgsql.SQL("DROP OWNED BY {}").format(role))
     conn.execute(pgsql.SQL("DROP ROLE {}").format(role))

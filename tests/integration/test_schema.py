@@ -15,7 +15,7 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
 import pgdyno
-from pgdyno import queue, sql
+from pgdyno import queue, roles, sql
 from pgdyno.migrate import applied_versions, migrate
 
 _names = itertools.count()
@@ -213,12 +213,12 @@ def test_database_refuses_invalid_json_args(conn):
 
 @pytest.fixture
 def enqueue_only_url(conn: psycopg.Connection, database_url: str) -> Iterator[str]:
-    """A role with USAGE on the schema and INSERT on pgdyno.jobs, nothing else."""
+    """An enqueue role (`pgdyno grant-enqueue`): USAGE on the schema and INSERT on the
+    enqueue columns of pgdyno.jobs, nothing else."""
     name = f"pgdyno_enqueuer_{os.getpid()}_{next(_names)}"
     role = pgsql.Identifier(name)
     conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN").format(role))
-    conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA pgdyno TO {}").format(role))
-    conn.execute(pgsql.SQL("GRANT INSERT ON pgdyno.jobs TO {}").format(role))
+    roles.grant_enqueue(conn, name)
     try:
         yield make_conninfo(database_url, user=name)
     finally:

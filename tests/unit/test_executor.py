@@ -3,6 +3,7 @@ current_job(). No database."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -77,7 +78,7 @@ def bound_thread():
     execution.bind_thread(
         "winston.1:1:ab",
         "postgresql://unused",
-        lambda job_id, fields: progress_seen.append((job_id, fields)),
+        lambda job_id, attempt, fields: progress_seen.append((job_id, json.loads(fields))),
     )
 
 
@@ -121,14 +122,18 @@ def test_permanent_job_error_is_not_retryable_and_has_no_traceback():
     )
 
 
-def test_unknown_task_is_not_retryable_and_names_the_task_and_modules():
+def test_unknown_task_is_not_retryable_names_the_task_and_logs_what_the_worker_knows(caplog):
     tasks.import_modules(["json"])  # stands for the worker's --import
-    outcome = execution.run(job("unit.nope"))
+    with caplog.at_level("WARNING", "pgdyno"):
+        outcome = execution.run(job("unit.nope"))
     assert not outcome.retryable
     assert outcome.error.startswith("UnknownTask: unknown task 'unit.nope'")
-    assert "imported modules: " in outcome.error and "json" in outcome.error
-    assert "unit.add" in outcome.error  # known tasks are listed
     assert "--import MODULE" in outcome.error
+    # The job's row (readable by clients) lists no tasks nor modules; the worker's log does.
+    assert "unit.add" not in outcome.error and "json" not in outcome.error
+    [logged] = [r.logfmt for r in caplog.records if r.msg == "unknown_task"]
+    assert logged["task"] == "unit.nope"
+    assert "json" in logged["imported"].split(",") and "unit.add" in logged["known"].split(",")
 
 
 @pytest.mark.parametrize(

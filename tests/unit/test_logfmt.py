@@ -7,7 +7,16 @@ import logging
 
 import pytest
 
-from pgdyno.logfmt import LogfmtFormatter, configure, format_value, log_event, render
+from pgdyno.config import Settings
+from pgdyno.logfmt import (
+    MAX_VALUE_CHARS,
+    LogfmtFormatter,
+    configure,
+    format_value,
+    log_event,
+    redact,
+    render,
+)
 
 
 @pytest.mark.parametrize(
@@ -93,3 +102,53 @@ def test_configure_installs_a_single_handler_however_often_it_is_called():
     assert root.level == logging.WARNING
     log_event(logging.getLogger("pgdyno.worker"), "worker_stopped", logging.WARNING, worker="w")
     assert stream.getvalue() == "at=warn event=worker_stopped worker=w\n"
+
+
+# --- secrets and hostile text (security issue, scenarios 7 and 8) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("postgresql://wrk:s3cret@db.example.com/app", "postgresql://wrk:***@db.example.com/app"),
+        ("postgresql://wrk:p@ss@host/db", "postgresql://wrk:***@host/db"),
+        ("postgresql://wrk@host/db", "postgresql://wrk@host/db"),
+        (
+            "cannot reach https://user:tok@api.heroku.com",
+            "cannot reach https://user:***@api.heroku.com",
+        ),
+        ("https://TOKEN@api.heroku.com/apps", "https://***@api.heroku.com/apps"),
+        ("host=h password=s3cret user=u", "host=h password=*** user=u"),
+        ("host=h password='it is s3cret' user=u", "host=h password=*** user=u"),
+        ("no secret here", "no secret here"),
+    ],
+)
+def test_redact_hides_url_credentials_and_passwords(text, shown):
+    assert redact(text) == shown
+
+
+def test_every_logged_value_is_redacted_escaped_and_cut():
+    stream = io.StringIO()
+    log_event(
+        _logger(stream),
+        "formation_api",
+        error="cannot reach https://user:s3cret@api.heroku.com",
+        task="evil\rat=info event=forged\x1b[2J",
+        big="x" * 10_000,
+    )
+    line = stream.getvalue()
+    assert line.count("\n") == 1 and "\r" not in line and "\x1b" not in line
+    assert "s3cret" not in line and "https://user:***@api.heroku.com" in line
+    assert 'task="evil\\rat=info event=forged\\x1b[2J"' in line
+    assert len(line) < MAX_VALUE_CHARS + 200
+
+
+def test_settings_repr_holds_no_password_token_or_url_credentials():
+    settings = Settings(
+        database_url="postgresql://wrk:db-s3cret@host/db",
+        reports_database_url="postgresql://reader:rd-s3cret@follower/db",
+        heroku_api_url="https://user:api-s3cret@api.heroku.com",
+        heroku_api_key="key-s3cret",
+    )
+    shown = repr(settings)
+    assert "s3cret" not in shown and "postgresql://wrk:***@host/db" in shown

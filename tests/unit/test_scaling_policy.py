@@ -25,7 +25,7 @@ def policy(*rules: Rule):
         ("reports=winston", Rule("reports", "winston")),
         (
             "reports=winston,max=3,per=2,size=performance-l,linger=45s",
-            Rule("reports", "winston", 3, 2, "performance-l", 45.0),
+            Rule("reports", "winston", 3, 2, "Performance-L", 45.0),
         ),
         ("reports=winston,linger=0", Rule("reports", "winston", linger_s=0.0)),
         (" reports = winston , max=2 ", Rule("reports", "winston", max_quantity=2)),
@@ -50,11 +50,32 @@ def test_parse_rule_uses_the_default_linger_when_none_is_given():
         ("reports=winston,color=red", "unknown option 'color'"),
         ("reports=winston,max", "needs a value"),
         ("reports=winston,linger=soon", "not a duration"),
+        # issue 12, scenario 9: sizes Heroku refuses are refused at dispatcher start.
+        ("reports=winston,size=1X", r"Heroku dyno size \(Heroku renamed it: write Standard-1X"),
+        ("reports=winston,size=bogus-size", "not a Heroku dyno size; use Eco, Basic"),
+        ("reports=winston,size=dyno-2c", "not a Heroku dyno size"),
+        ("reports=winston,size=eco,max=2", "at most one dyno per process type"),
     ],
 )
 def test_bad_rules_say_what_is_wrong(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_rule(text)
+
+
+@pytest.mark.parametrize(
+    ("size", "canonical"),
+    [
+        ("standard-1x", "Standard-1X"),
+        ("Standard-1X", "Standard-1X"),
+        ("PERFORMANCE-L", "Performance-L"),
+        ("performance-l-ram", "Performance-L-RAM"),
+        ("private-2xl", "Private-2XL"),
+        ("dyno-2c-8gb", "dyno-2c-8gb"),
+        ("Dyno-1C-0.5GB", "dyno-1c-0.5gb"),
+    ],
+)
+def test_sizes_are_case_insensitive_and_kept_in_heroku_spelling(size, canonical):
+    assert parse_rule(f"reports=winston,max=2,size={size}").dyno_size == canonical
 
 
 def test_queues_of_one_type_must_agree_on_size():

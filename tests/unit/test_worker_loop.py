@@ -77,6 +77,8 @@ def test_notification_for_one_of_its_queues_claims_at_once_and_for_another_does_
     worker.db.session.notify("elsewhere")
     worker.turn()
     claims = len(worker.jobs.called("complete_and_claim"))
+    worker.turn()  # the quiet period after a notification that led to nothing (hints.py)
+    assert len(worker.jobs.called("complete_and_claim")) == claims
     worker.clock.on_wait = lambda _: worker.jobs.insert("unit.ok")
     worker.turn()  # the poll, one minute later, claims; the insert lands during its wait
     worker.clock.on_wait = None
@@ -191,8 +193,8 @@ def test_progress_of_a_running_job_is_written_on_the_next_turn(loop):
     worker = loop()
     job_id = worker.jobs.insert("unit.gate", {"key": "progress"})
     worker.turn()
-    worker.worker._set_progress(job_id, {"step": 1})
-    worker.worker._set_progress(job_id, {"step": 2})  # only the latest is written
+    worker.worker._set_progress(job_id, 1, '{"step": 1}')
+    worker.worker._set_progress(job_id, 1, '{"step": 2}')  # only the latest is written
     worker.turn()
     assert worker.jobs.called("set_progress") == [{"job_id": job_id, "progress": {"step": 2}}]
 

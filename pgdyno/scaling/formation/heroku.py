@@ -1,29 +1,37 @@
 """The Heroku Platform API formation client (also what talks to `pgdyno dev` locally).
 
-GET/PATCH /apps/{app}/formation/{type}. Every call has a timeout. 429, 5xx and connection
-errors are retried with capped exponential backoff and jitter, honouring Retry-After; 401, 403,
-404 and 422 are not retried and raise FormationRejected with what to do. The token goes only
-into the Authorization header: it is never logged nor put into an error message.
+GET/PATCH /apps/{app}/formation/{type}, one HTTP request per call, with a timeout. It never
+sleeps and never retries by itself: a caller holds the type's scaling lock during a call, and a
+retry loop inside it would hold that lock for as long as the platform makes it wait. Failures
+raise instead, and the Scaler records when to try again (pgdyno.formations.not_before):
+FormationUnavailable for an unreachable or unanswered platform, a 429 or a 5xx (with the
+Retry-After it sent, in seconds, from either of its forms), FormationRejected with what to do
+for 401, 403, 404 and 422. The token goes only into the Authorization header: it is never
+logged nor put into an error message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
-from pgdyno import backoff
 from pgdyno.errors import FormationRejected, FormationUnavailable
-from pgdyno.logfmt import log_event
+from pgdyno.logfmt import log_event, redact
 from pgdyno.scaling.formation.base import Formation
 
 log = logging.getLogger(__name__)
 
 ACCEPT = "application/vnd.heroku+json; version=3"
+#: The longest Retry-After honoured, in seconds: Heroku's token pool refills within an hour;
+#: a larger figure is a misread header (an epoch time taken for a delay), not a plan.
+MAX_RETRY_AFTER_S = 3600.0
 _HINTS = {
     401: "the API token was refused: check HEROKU_API_KEY (create a long-lived one with "
     "`heroku authorizations:create`)",
@@ -43,22 +51,11 @@ class HerokuFormation:
         base_url: str = "https://api.heroku.com",
         *,
         timeout: tuple[float, float] = (5.0, 15.0),
-        max_attempts: int = 5,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 8.0,
-        max_wait: float = 10.0,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.app = app
         self.base_url = base_url.rstrip("/")
+        #: (connect, read) seconds: the longest a call (and the lock its caller holds) lasts.
         self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        #: Longest single wait; a longer Retry-After ends the call (the next reconcile retries)
-        #: rather than hold the type's scaling lock for minutes.
-        self.max_wait = max_wait
-        self._sleep = sleep
         self._session = requests.Session()
         self._session.headers.update(
             {
@@ -70,7 +67,7 @@ class HerokuFormation:
         )
 
     def __repr__(self) -> str:  # the session holds the token: keep it out of reprs
-        return f"HerokuFormation(app={self.app!r}, base_url={self.base_url!r})"
+        return f"HerokuFormation(app={self.app!r}, base_url={redact(self.base_url)!r})"
 
     def get(self, process_type: str) -> Formation:
         return self._formation(self._call("GET", process_type, None))
@@ -92,33 +89,28 @@ class HerokuFormation:
     def _call(
         self, method: str, process_type: str, body: dict[str, Any] | None
     ) -> requests.Response:
+        """One request; FormationUnavailable or FormationRejected unless it succeeded."""
         url = self.base_url + self._path(process_type)
-        for attempt in range(1, self.max_attempts + 1):
-            started = time.monotonic()
-            try:
-                response = self._session.request(method, url, json=body, timeout=self.timeout)
-            except requests.RequestException as exc:
-                failure = f"{type(exc).__name__}: cannot reach {self.base_url}"
-                wait = backoff.delay(attempt, self.backoff_base, self.backoff_cap)
-                self._log(method, process_type, attempt, None, started, error=failure)
-            else:
-                self._log(method, process_type, attempt, response, started)
-                if response.ok:
-                    return response
-                if response.status_code != 429 and response.status_code < 500:
-                    raise self._rejected(response)
-                failure = f"{response.status_code} {_error_id(response)}"
-                wait = _retry_after(response) or backoff.delay(
-                    attempt, self.backoff_base, self.backoff_cap
-                )
-            if attempt == self.max_attempts or wait > self.max_wait:
-                failure += f", retry after {wait:.1f}s" if wait > self.max_wait else ""
-                break
-            self._sleep(wait)
-        raise FormationUnavailable(
-            f"{method} formation {process_type!r} of app {self.app!r} failed after "
-            f"{attempt} attempt(s) ({failure}); the next reconcile tries again"
+        what = f"{method} formation {process_type!r} of app {self.app!r}"
+        started = time.monotonic()
+        try:
+            response = self._session.request(method, url, json=body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            failure = f"{type(exc).__name__}: cannot reach {redact(self.base_url)} or no answer"
+            self._log(method, process_type, None, started, error=failure)
+            raise FormationUnavailable(f"{what} failed ({failure})") from None
+        retry_after = retry_after_s(
+            response.headers.get("Retry-After"), response.headers.get("Date")
         )
+        self._log(method, process_type, response, started, retry_after=retry_after)
+        if response.ok:
+            return response
+        if response.status_code != 429 and response.status_code < 500:
+            raise self._rejected(response)
+        failure = f"{response.status_code} {_error_id(response)}"
+        if retry_after is not None:
+            failure += f", Retry-After {retry_after:.0f}s"
+        raise FormationUnavailable(f"{what} failed ({failure})", retry_after)
 
     def _rejected(self, response: requests.Response) -> FormationRejected:
         payload = _json(response)
@@ -143,10 +135,10 @@ class HerokuFormation:
         self,
         method: str,
         process_type: str,
-        attempt: int,
         response: requests.Response | None,
         started: float,
         error: str = "",
+        retry_after: float | None = None,
     ) -> None:
         status = response.status_code if response is not None else None
         failed = response is None or not response.ok
@@ -158,11 +150,11 @@ class HerokuFormation:
             app=self.app,
             type=process_type,
             status=status,
-            attempt=attempt,
             request_id=response.headers.get("Request-Id") if response is not None else None,
             ratelimit_remaining=(
                 response.headers.get("RateLimit-Remaining") if response is not None else None
             ),
+            retry_after_s=None if retry_after is None else round(retry_after, 1),
             duration_ms=round((time.monotonic() - started) * 1000, 1),
             error=error or None,
         )
@@ -180,10 +172,33 @@ def _error_id(response: requests.Response) -> str:
     return str(_json(response).get("id") or response.reason or "error")
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form), if any."""
-    value = response.headers.get("Retry-After")
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
+def retry_after_s(
+    value: str | None, date: str | None = None, now: datetime | None = None
+) -> float | None:
+    """Seconds to wait from a Retry-After header, in either of its forms (RFC 9110): a number
+    of seconds ("60") or an HTTP-date ("Mon, 30 Nov 2026 19:30:14 GMT"), counted from the
+    answer's Date header when there is one (the server's clock, so a skewed local clock does
+    not matter), else from `now`. None when absent or unreadable; at most MAX_RETRY_AFTER_S.
+    """
+    if value is None or not value.strip():
         return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            until = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        reference = now or datetime.now(UTC)
+        if date:
+            with contextlib.suppress(TypeError, ValueError):
+                reference = parsedate_to_datetime(date)
+        if until.tzinfo is None:
+            until = until.replace(tzinfo=UTC)
+        if reference.tzinfo is None:
+            reference = reference.replace(tzinfo=UTC)
+        seconds = (until - reference).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)

@@ -22,6 +22,64 @@ ALTER TABLE pgdyno.jobs ADD CONSTRAINT unique_key_must_be_a_non_empty_key_of_at_
 CREATE UNIQUE INDEX unique_key_is_taken_by_a_ready_or_running_job
     ON pgdyno.jobs_active (queue, unique_key) WHERE unique_key IS NOT NULL;
 
+-- A plain INSERT from an enqueue role may set it (the enqueue contract of 0009): it joins the
+-- enqueue columns, and the roles granted before get INSERT on it.
+CREATE OR REPLACE FUNCTION pgdyno.enqueue_columns() RETURNS name[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pgdyno, pg_temp
+    AS $$SELECT ARRAY['queue', 'task', 'args', 'priority', 'run_at', 'max_attempts', 'timeout',
+                      'unique_key']::name[]$$;
+
+-- The id of the ready or running job of `queue` that holds `key` (NULL: none), for
+-- pgdyno.enqueue(..., unique_key=) run by an enqueue role, which may read no column of the
+-- table but id. SECURITY DEFINER reads as the owner; only roles granted --returning-id (which
+-- may read every job's id anyway) may call it.
+CREATE FUNCTION pgdyno.unique_key_holder(queue text, key text) RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pgdyno, pg_temp
+    AS $$
+SELECT j.id FROM pgdyno.jobs_active AS j
+ WHERE j.queue = unique_key_holder.queue AND j.unique_key = unique_key_holder.key
+   AND j.status IN ('ready', 'running')
+$$;
+REVOKE EXECUTE ON FUNCTION pgdyno.unique_key_holder(text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION pgdyno.grant_enqueue_statements(role regrole, returning_id boolean)
+    RETURNS SETOF text
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pgdyno, pg_temp
+    AS $$
+SELECT format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON %s FROM %s',
+              'pgdyno.jobs, pgdyno.jobs_active, pgdyno.jobs_finished', role)
+UNION ALL
+SELECT format('GRANT USAGE ON SCHEMA pgdyno TO %s', role)
+UNION ALL
+SELECT format('GRANT INSERT (%s) ON pgdyno.jobs TO %s',
+              (SELECT string_agg(quote_ident(c), ', ') FROM unnest(pgdyno.enqueue_columns()) AS c),
+              role)
+UNION ALL
+SELECT format('GRANT SELECT (id) ON pgdyno.jobs TO %s', role) WHERE returning_id
+UNION ALL
+SELECT format('GRANT EXECUTE ON FUNCTION pgdyno.unique_key_holder(text, text) TO %s', role)
+ WHERE returning_id
+$$;
+
+-- Enqueue roles granted before this migration: the same grants again (they now include
+-- unique_key, and the holder look-up for those that may read ids).
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN
+        SELECT r.oid::regrole
+          FROM pg_roles AS r
+         WHERE has_column_privilege(r.oid, 'pgdyno.jobs', 'queue', 'INSERT')
+           AND NOT pg_has_role(r.oid, (SELECT relowner FROM pg_class
+                                        WHERE oid = 'pgdyno.jobs'::regclass), 'USAGE')
+    LOOP
+        PERFORM pgdyno.grant_enqueue(
+            grantee, has_column_privilege(grantee, 'pgdyno.jobs', 'id', 'SELECT'));
+    END LOOP;
+END
+$$;
+
 -- --- cancelling a running job ----------------------------------------------------------------------
 
 -- Set by `pgdyno jobs cancel` / pgdyno.cancel() on a running job; the worker running it learns
@@ -37,7 +95,7 @@ ALTER TABLE pgdyno.jobs ADD COLUMN cancel_requested_at timestamptz;
 ALTER TABLE pgdyno.jobs ADD COLUMN awaited boolean;
 
 CREATE FUNCTION pgdyno.notify_awaited_job_finished() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pgdyno AS $$
+    LANGUAGE plpgsql SET search_path = pg_catalog, pgdyno, pg_temp AS $$
 BEGIN
     PERFORM pg_notify('pgdyno_finished', NEW.id::text);
     RETURN NULL;
@@ -123,7 +181,7 @@ CREATE TABLE pgdyno.schedules (
 -- A changed definition, or a resumed schedule, starts afresh from the next time after now: the
 -- dispatcher recomputes next_run_at (runs skipped while paused are not made up for).
 CREATE FUNCTION pgdyno.schedule_changed() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pgdyno AS $$
+    LANGUAGE plpgsql SET search_path = pg_catalog, pgdyno, pg_temp AS $$
 BEGIN
     IF (NEW.cron, NEW.every, NEW.timezone) IS DISTINCT FROM (OLD.cron, OLD.every, OLD.timezone)
        OR (OLD.paused AND NOT NEW.paused) THEN
@@ -143,7 +201,7 @@ CREATE TRIGGER schedules_changed
 
 -- The acting dispatcher LISTENs on pgdyno_control: a schedule written by anyone is seen at once.
 CREATE FUNCTION pgdyno.notify_schedules_changed() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pgdyno AS $$
+    LANGUAGE plpgsql SET search_path = pg_catalog, pgdyno, pg_temp AS $$
 BEGIN
     PERFORM pg_notify('pgdyno_control', 'schedules');
     RETURN NULL;
