@@ -176,8 +176,6 @@ def test_the_claim_skips_a_paused_queue_before_scanning_its_index(conn):
     [claim_scan] = [n for n in found if n.get("Index Name") == "jobs_active_claim_idx"]
     assert claim_scan["Actual Loops"] == 1  # queue b only
     [queue_list] = [
-        n
-        for n in found
-        if n.get("Function Name") == "unnest" and "<> ALL" in n.get("Filter", "")
+        n for n in found if n.get("Function Name") == "unnest" and "<> ALL" in n.get("Filter", "")
     ]
     assert queue_list["Rows Removed by Filter"] == 1
