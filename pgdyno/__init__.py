@@ -44,6 +44,11 @@ Code map: a job's path from INSERT to scale-down.
 8. The platform sends SIGTERM (signals.py); the worker stops claiming, lets running jobs
    finish within the grace period, hands back the rest, and exits.
 
+Around the path: schedules/ (recurring jobs the acting dispatcher enqueues once per scheduled
+time), unique keys (queue.enqueue_unique), pausing.py (paused queues, left out of the claim and
+the scaling load), cancellation.py with worker/cancels.py (cancelling a running job), and
+results.py (waiting for a job's outcome).
+
 Shared by all: config.py (Settings, the only reader of the environment), errors.py (the
 exception tree), db.py (connections, reconnect, pgdyno's own sessions' search_path), clock.py
 (time and waiting), logfmt.py (one log line per event, secrets redacted), sql/ (every
@@ -54,6 +59,7 @@ built-in task; demo/ is `make run`.
 
 from __future__ import annotations
 
+from pgdyno.cancellation import cancel
 from pgdyno.config import Settings
 from pgdyno.embed import build_worker, run_worker
 from pgdyno.errors import (
@@ -61,13 +67,19 @@ from pgdyno.errors import (
     FormationError,
     InvalidJob,
     InvalidJobState,
+    JobCancelled,
+    JobFailed,
     JobNotFound,
     NotInTask,
     PermanentJobError,
     PgdynoError,
+    ResultTimeout,
+    ScheduleNotFound,
     UnknownTask,
 )
 from pgdyno.queue import JobSpec, enqueue, enqueue_many
+from pgdyno.results import result
+from pgdyno.schedules.declare import periodic
 from pgdyno.tasks import task
 from pgdyno.worker.executor import JobContext, current_job
 from pgdyno.worker.loop import Worker
@@ -77,19 +89,26 @@ __all__ = [
     "FormationError",
     "InvalidJob",
     "InvalidJobState",
+    "JobCancelled",
     "JobContext",
+    "JobFailed",
     "JobNotFound",
     "JobSpec",
     "NotInTask",
     "PermanentJobError",
     "PgdynoError",
+    "ResultTimeout",
+    "ScheduleNotFound",
     "Settings",
     "UnknownTask",
     "Worker",
     "build_worker",
+    "cancel",
     "current_job",
     "enqueue",
     "enqueue_many",
+    "periodic",
+    "result",
     "run_worker",
     "task",
 ]

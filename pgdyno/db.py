@@ -38,6 +38,12 @@ if TYPE_CHECKING:  # psycopg >= 3.3 names the query types so
 log = logging.getLogger(__name__)
 
 CHANNEL = "pgdyno_jobs"
+#: Control messages ('cancel 42' to workers, 'schedules' to the dispatcher): see
+#: drain_notifications.
+CONTROL_CHANNEL = "pgdyno_control"
+#: Put before a control payload by drain_notifications: Postgres payloads cannot hold NUL, so a
+#: control message can never be taken for a queue name.
+CONTROL_PREFIX = "\x00"
 
 #: Errors of a statement that lost a race with another session (SQLSTATE class 40): a job
 #: moved to the finished partition under a concurrent claim or cancel ("tuple to be locked was
@@ -166,14 +172,18 @@ def drain_notifications(
     without blocking.
 
     Includes those psycopg set aside while the connection ran queries; raises
-    OperationalError when the connection is gone.
+    OperationalError when the connection is gone. Payloads of CONTROL_CHANNEL come with
+    CONTROL_PREFIX before them; the others are queue names.
     """
     received = list(conn.notifies(timeout=0))
     if conn.closed or conn.pgconn.status != psycopg.pq.ConnStatus.OK:
         raise psycopg.OperationalError("LISTEN connection lost")
     if with_channel:
         return [(notify.channel, notify.payload) for notify in received]
-    return [notify.payload for notify in received]
+    return [
+        notify.payload if notify.channel != CONTROL_CHANNEL else CONTROL_PREFIX + notify.payload
+        for notify in received
+    ]
 
 
 def retry_on_conflict(action: Callable[[], T], attempts: int = 5) -> T:

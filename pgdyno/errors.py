@@ -5,7 +5,11 @@ PgdynoError                  anything pgdyno raises on purpose (the CLI prints i
 ├── DatabaseUnavailable      Postgres cannot be reached; the loops retry with backoff
 ├── InvalidJob               the database refused a job (queue, task, args, priority...)
 ├── JobNotFound              no job has that id
+├── ScheduleNotFound         no schedule has that name
 ├── InvalidJobState          the job exists, the change does not apply to its status
+├── JobFailed                pgdyno.result(): the job failed (its error in .error)
+├── JobCancelled             pgdyno.result(): the job was cancelled
+├── ResultTimeout            pgdyno.result(): the job did not finish in time (a TimeoutError)
 ├── UnknownTask              the worker has no task under the job's name
 ├── NotInTask                current_job() called outside a running task
 ├── PermanentJobError        raised by a task: fail now, do not retry
@@ -33,6 +37,12 @@ class DatabaseUnavailable(PgdynoError):
     """Postgres cannot be reached; callers retry with backoff."""
 
 
+class LocalPlatformError(PgdynoError):
+    """The local stand-in for Heroku failed at run time: the embedded Postgres could not be
+    initialised, started or stopped (its log's tail is in the message), or `pgdyno dev`'s
+    release phase exited non-zero."""
+
+
 class SchemaNotMigrated(DatabaseUnavailable):
     """The database's pgdyno schema is missing or behind this pgdyno's migrations.
 
@@ -46,8 +56,38 @@ class JobNotFound(PgdynoError):
     """No job has that id (it may have been pruned)."""
 
 
+class ScheduleNotFound(PgdynoError):
+    """No schedule has that name."""
+
+
 class InvalidJobState(PgdynoError):
     """The job exists but the requested change does not apply to its status."""
+
+
+class JobFailed(PgdynoError):
+    """The job whose result was asked for failed: `job_id`, and its stored `error` (the
+    exception type, message and traceback of its last attempt)."""
+
+    def __init__(self, job_id: int, error: str | None) -> None:
+        self.job_id = job_id
+        self.error = error
+        first = (error or "no error was recorded").splitlines()[0]
+        super().__init__(f"job {job_id} failed: {first}")
+
+
+class JobCancelled(PgdynoError):
+    """The job whose result was asked for was cancelled (before it started, or while it ran):
+    `job_id`, and its stored `error` if any."""
+
+    def __init__(self, job_id: int, error: str | None) -> None:
+        self.job_id = job_id
+        self.error = error
+        first = (error or "").splitlines()[0] if error else ""
+        super().__init__(f"job {job_id} was cancelled" + (f": {first}" if first else ""))
+
+
+class ResultTimeout(PgdynoError, TimeoutError):
+    """pgdyno.result() gave up: the job had not finished when its timeout passed."""
 
 
 class InvalidJob(PgdynoError):

@@ -59,10 +59,16 @@ _CONSTRAINT_HINTS = {
     "args_must_nest_at_most_64_levels": (
         "args must nest at most 64 levels deep (the object itself is the first)"
     ),
+    "unique_key_must_be_a_non_empty_key_of_at_most_200_characters": (
+        "unique_key must be a non-empty key of at most 200 characters"
+    ),
 }
 
 #: The longest last_error kept in a job's row (characters): errors are read back by clients.
 MAX_ERROR_CHARS = 4000
+
+#: Tries of a unique enqueue whose key holder finished between the INSERT and the look-up.
+UNIQUE_TRIES = 10
 
 
 class ClaimedJob(NamedTuple):
@@ -207,6 +213,7 @@ def enqueue(
     run_at: RunAt = None,
     max_attempts: int | None = None,
     timeout: float | timedelta | None = None,
+    unique_key: str | None = None,
 ) -> int:
     """Enqueue one job and return its id.
 
@@ -216,20 +223,23 @@ def enqueue(
     infinite, NaN or over-100-years delay raise InvalidJob, as does a job the database refuses.
     `timeout` (seconds or a timedelta, at most a day) limits one attempt: longer, it fails
     with JobTimeout; None leaves the task's own default (@pgdyno.task(timeout=)).
+    `unique_key` (at most 200 characters): while a job of `queue` with this key is ready or
+    running, no job is added and that job's id is returned (enqueue_unique tells which).
     """
-    at, delay = _when(run_at)
-    limit = _timeout(timeout)
+    if unique_key is not None:
+        return enqueue_unique(
+            conn,
+            task,
+            args,
+            unique_key=unique_key,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            timeout=timeout,
+        )[0]
+    params = _insert_params(task, args, queue, priority, run_at, max_attempts, timeout)
     connection, owned = _resolve_conn(conn)
-    params = {
-        "queue": queue,
-        "task": task,
-        "args": _args(args),
-        "priority": priority,
-        "run_at": at,
-        "delay": delay,
-        "max_attempts": max_attempts,
-        "timeout": limit,
-    }
     try:
         row = connection.execute(sql.query("job_insert"), params).fetchone()
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
@@ -241,6 +251,76 @@ def enqueue(
             connection.close()
     assert row is not None
     return int(row[0])
+
+
+def enqueue_unique(
+    conn: psycopg.Connection | str | None,
+    task: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    unique_key: str,
+    queue: str = "default",
+    priority: int = 0,
+    run_at: RunAt = None,
+    max_attempts: int | None = None,
+    timeout: float | timedelta | None = None,
+) -> tuple[int, bool]:
+    """Enqueue a job unless a ready or running job of `queue` holds `unique_key`.
+
+    Returns (job id, True) for a new job, (the holder's id, False) otherwise. Concurrent calls
+    with one key make one job: the database's unique index decides (a call waits for another's
+    uncommitted job, then finds it). Inside a REPEATABLE READ or SERIALIZABLE transaction, a
+    holder committed after the transaction's snapshot raises psycopg's SerializationFailure.
+    """
+    params = _insert_params(task, args, queue, priority, run_at, max_attempts, timeout)
+    params["unique_key"] = unique_key
+    connection, owned = _resolve_conn(conn)
+    try:
+        for _ in range(UNIQUE_TRIES):
+            row = connection.execute(sql.query("job_insert_unique"), params).fetchone()
+            if row is not None:
+                return int(row[0]), True
+            # Each statement sees what committed before it started (READ COMMITTED): the holder
+            # that made the INSERT do nothing, unless it finished meanwhile (then insert again).
+            held = connection.execute(sql.query("job_find_unique"), params).fetchone()
+            if held is not None and held[0] is not None:
+                return int(held[0]), False
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+        raise refused(exc) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise not_permitted(exc) from exc
+    finally:
+        if owned:
+            connection.close()
+    raise InvalidJobState(
+        f"unique key {unique_key!r} of queue {queue!r} kept changing hands: its jobs finish as "
+        f"fast as they are enqueued ({UNIQUE_TRIES} tries); enqueue again"
+    )
+
+
+def _insert_params(
+    task: str,
+    args: Mapping[str, Any] | None,
+    queue: str,
+    priority: int,
+    run_at: RunAt,
+    max_attempts: int | None,
+    timeout: float | timedelta | None,
+) -> dict[str, Any]:
+    """The parameters of job_insert(_unique); InvalidJob for a bad run_at (see _when) or
+    timeout (see _timeout)."""
+    at, delay = _when(run_at)
+    limit = _timeout(timeout)
+    return {
+        "queue": queue,
+        "task": task,
+        "args": _args(args),
+        "priority": priority,
+        "run_at": at,
+        "delay": delay,
+        "max_attempts": max_attempts,
+        "timeout": limit,
+    }
 
 
 def _args(args: Mapping[str, Any] | None) -> Jsonb:

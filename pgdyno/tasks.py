@@ -76,6 +76,11 @@ def task(
     return register
 
 
+def registered_name(fn: Callable[..., Any]) -> str | None:
+    """The task name `fn` is registered under (the first, if several), or None."""
+    return next((name for name, known in _registry.items() if known is fn), None)
+
+
 def import_modules(modules: Iterable[str]) -> None:
     """Import the modules that register tasks (the worker's --import)."""
     for module in [*BUILTIN_MODULES, *modules]:

@@ -114,6 +114,7 @@ class FakeJob:
     error: str | None = None
     progress: dict[str, Any] | None = None
     claimed_at: float | None = None
+    cancel_requested: bool = False
 
 
 class FakeJobQueue:
@@ -280,6 +281,11 @@ class FakeJobQueue:
         self._call("rescue_expired")
         expired, self.expired = self.expired, []
         return expired
+
+    def cancel_requested(self, conn: Any, worker: str, ids: Sequence[int]) -> set[int]:
+        """pgdyno.worker.cancels.requested_in_db over the dict (a CancelWatch's query)."""
+        self._call("cancel_requested", ids=sorted(ids))
+        return {j.id for j in self._held(worker) if j.id in ids and j.cancel_requested}
 
     def next_due_in(self, conn: Any, queues: Sequence[str]) -> float | None:
         self._call("next_due_in")

@@ -107,3 +107,16 @@ def whoami() -> dict[str, object]:
 def not_a_number() -> float:
     """A return value JSON (and so the result column) cannot hold."""
     return float("nan")
+
+
+@pgdyno.task("cooperative")
+def cooperative(key: str, limit: float = 60.0) -> str:
+    """Record 'start', then check current_job().cancel_requested until it is set (at most
+    `limit` seconds), record 'cancel_seen' and return, as a cooperative long task would."""
+    _record("start", key)
+    job = pgdyno.current_job()
+    deadline = time.monotonic() + limit
+    while not job.cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _record("cancel_seen" if job.cancel_requested else "not_cancelled", key)
+    return "stopped early"

@@ -12,7 +12,7 @@ from typing import Any
 import click
 import psycopg
 
-from pgdyno.cli import dev, dispatcher, queue, reports, roles, web, worker
+from pgdyno.cli import dev, dispatcher, queue, queues, reports, roles, schedule, web, worker
 from pgdyno.config import Settings
 from pgdyno.db import first_line
 from pgdyno.errors import PgdynoError
@@ -39,5 +39,5 @@ def main() -> None:
         raise click.ClickException(str(exc)) from exc
 
 
-for module in (queue, roles, worker, dispatcher, dev, reports, web):
+for module in (queue, queues, schedule, roles, worker, dispatcher, dev, reports, web):
     module.register(main)

@@ -1,15 +1,18 @@
-"""`pgdyno migrate`, `enqueue`, `status`, `jobs list|show|retry|cancel` and `prune`."""
+"""`pgdyno migrate`, `enqueue`, `status`, `jobs list|show|retry|cancel|wait` and `prune`."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
+import psycopg
 
-from pgdyno import queue
+from pgdyno import cancellation, pausing, queue, results, signals
 from pgdyno.cli.common import DURATION, connection, database_option, echo_json
+from pgdyno.clock import Wakeup
 from pgdyno.migrate import migrate as apply_migrations
 from pgdyno.web import sampler
 
@@ -26,7 +29,7 @@ def migrate(database_url: str | None) -> None:
         click.echo("schema is up to date")
 
 
-def _json_object(_ctx: click.Context, _param: click.Parameter, value: str) -> dict[str, Any]:
+def json_object(_ctx: click.Context, _param: click.Parameter, value: str) -> dict[str, Any]:
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as exc:
@@ -66,7 +69,7 @@ _aware_datetime.__name__ = "datetime"
     "-a",
     "args",
     default="{}",
-    callback=_json_object,
+    callback=json_object,
     help="Keyword arguments as a JSON object, e.g. '{\"id\": 7}'.",
 )
 @click.option(
@@ -98,6 +101,13 @@ _aware_datetime.__name__ = "datetime"
     help="How long one attempt may run (30s, 5m, at most 1 day); longer, it fails with "
     "JobTimeout [default: the task's own].",
 )
+@click.option(
+    "--unique-key",
+    default=None,
+    metavar="KEY",
+    help="While a job of the queue with this key is ready or running, print its id instead "
+    "of adding one.",
+)
 @database_option
 def enqueue(
     task: str,
@@ -108,41 +118,122 @@ def enqueue(
     run_at: datetime | None,
     max_attempts: int | None,
     timeout: float | None,
+    unique_key: str | None,
     database_url: str | None,
 ) -> None:
-    """Enqueue TASK and print the new job's id."""
+    """Enqueue TASK and print the new job's id (with --unique-key, maybe an existing one's)."""
     if delay is not None and run_at is not None:
         raise click.UsageError("give --delay or --run-at, not both")
+    when = run_at if run_at is not None else timedelta(seconds=delay) if delay else None
     with connection(database_url) as conn:
-        job_id = queue.enqueue(
-            conn,
-            task,
-            args,
-            queue=queue_name,
-            priority=priority,
-            max_attempts=max_attempts,
-            run_at=run_at if run_at is not None else timedelta(seconds=delay) if delay else None,
-            timeout=timeout,
-        )
+        if unique_key is None:
+            job_id = queue.enqueue(
+                conn,
+                task,
+                args,
+                queue=queue_name,
+                priority=priority,
+                max_attempts=max_attempts,
+                run_at=when,
+                timeout=timeout,
+            )
+        else:
+            job_id, added = queue.enqueue_unique(
+                conn,
+                task,
+                args,
+                unique_key=unique_key,
+                queue=queue_name,
+                priority=priority,
+                max_attempts=max_attempts,
+                run_at=when,
+                timeout=timeout,
+            )
+            if not added:
+                click.echo(
+                    f"job {job_id} holds unique key {unique_key!r} (ready or running): "
+                    "no job added",
+                    err=True,
+                )
     click.echo(job_id)
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--watch", is_flag=True, help="Refresh every --interval until Ctrl-C.")
+@click.option(
+    "--interval", type=DURATION, default=2.0, show_default=True, help="With --watch: e.g. 1s."
+)
 @database_option
-def status(as_json: bool, database_url: str | None) -> None:
-    """Jobs per queue and status, the age of the oldest ready job, and scaling state."""
-    from pgdyno import registry
-    from pgdyno.scaling.state import scaling_status
+def status(as_json: bool, watch: bool, interval: float, database_url: str | None) -> None:
+    """Jobs per queue and status, the age of the oldest ready job, paused queues, schedules
+    with their next run, and scaling state; with --watch, again and again."""
+    tty = sys.stdout.isatty()
+    # Ctrl-C (or SIGTERM) ends --watch after the refresh under way, exit status 0: handled
+    # here, so that it works even where the shell started the command ignoring SIGINT. The
+    # handler only sets a flag and writes to a pipe (no lock, which a handler could deadlock on).
+    stopping: list[bool] = []
+    wakeup = Wakeup()
 
-    with connection(database_url) as conn:
-        queues = queue.status(conn)
-        scaling = scaling_status(conn)
-        workers = registry.workers(conn)
-    if as_json:
-        echo_json({"queues": queues, "scaling": scaling, "workers": workers})
-        return
-    _echo_scaling(scaling)
+    def stop(_signal: object) -> None:
+        stopping.append(True)
+        wakeup.poke()
+
+    restore = signals.install(stop) if watch else None
+    try:
+        with connection(database_url) as conn:
+            while not stopping:
+                snapshot, schedules = _status(conn)
+                if as_json and watch:
+                    click.echo(json.dumps(snapshot, default=str))  # one line per refresh
+                elif as_json:
+                    echo_json(snapshot)
+                else:
+                    if watch and tty:
+                        click.clear()
+                    if watch:
+                        click.echo(f"pgdyno status at {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+                    _echo_status(snapshot, schedules)
+                if not watch:
+                    return
+                if not tty and not as_json:
+                    click.echo()
+                wakeup.wait([], interval, lambda: bool(stopping))
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _status(conn: psycopg.Connection) -> tuple[dict[str, Any], list[str]]:
+    """What `status` shows, as JSON values, and its schedule lines."""
+    from pgdyno import registry
+    from pgdyno.cli.schedule import describe, schedule_lines
+    from pgdyno.scaling.state import scaling_status
+    from pgdyno.schedules import store
+
+    now = datetime.now(UTC)
+    schedules = store.all_schedules(conn)
+    snapshot = {
+        "queues": queue.status(conn),
+        "paused_queues": {name: since for name, since in pausing.paused(conn).items()},
+        "schedules": [describe(entry, now) for entry in schedules],
+        "scaling": scaling_status(conn),
+        "workers": registry.workers(conn),
+    }
+    return snapshot, schedule_lines(schedules, now)
+
+
+def _echo_status(snapshot: dict[str, Any], schedule_lines: list[str]) -> None:
+    _echo_scaling(snapshot["scaling"])
+    for line in schedule_lines:
+        click.echo(line)
+    if schedule_lines:
+        click.echo()
+    queues = snapshot["queues"]
+    paused = snapshot["paused_queues"]
+    for name in paused:
+        if name not in queues:
+            click.echo(f"queue {name}: PAUSED (no jobs)")
     if not queues:
         click.echo("no jobs")
         return
@@ -154,6 +245,7 @@ def status(as_json: bool, database_url: str | None) -> None:
             f"{name:<20} "
             + " ".join(f"{counts[s]:>9}" for s in queue.STATUSES)
             + ("  -" if age is None else f"  {age:.1f}s")
+            + ("  PAUSED" if name in paused else "")
         )
 
 
@@ -260,10 +352,34 @@ def retry(job_id: int, database_url: str | None) -> None:
 @click.argument("job_id", type=int)
 @database_option
 def cancel(job_id: int, database_url: str | None) -> None:
-    """Cancel a job that has not started."""
+    """Cancel a job: at once if it has not started; a running one is stopped by its worker
+    (a report's query is cancelled on the server) and ends cancelled, never retried."""
     with connection(database_url) as conn:
-        queue.cancel_job(conn, job_id)
-    click.echo(f"job {job_id} cancelled")
+        outcome = cancellation.cancel(conn, job_id)
+    if outcome == "cancelled":
+        click.echo(f"job {job_id} cancelled")
+    else:
+        click.echo(
+            f"job {job_id} is running: its worker was asked to stop it; it ends cancelled "
+            f"(pgdyno jobs wait {job_id} follows it)"
+        )
+
+
+@jobs.command()
+@click.argument("job_id", type=int)
+@click.option(
+    "--timeout", type=DURATION, default=None, help="Give up after this long, e.g. 30s (exit 1)."
+)
+@database_option
+def wait(job_id: int, timeout: float | None, database_url: str | None) -> None:
+    """Wait until job JOB_ID finishes and print its result as JSON; exit 1 if it failed, was
+    cancelled, or did not finish within --timeout."""
+    with connection(database_url) as conn:
+        try:
+            value = results.result(conn, job_id, timeout=timeout)
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+    click.echo(json.dumps(value, indent=2, default=str))
 
 
 @click.command()

@@ -1,14 +1,22 @@
-"""`pgdyno report list|run|show|fetch`: named reports, run by the worker's `report` task."""
+"""`pgdyno report list|run|show|fetch`: named reports, run by the worker's `report` task.
+
+`report run --wait` follows the job: on a terminal with a progress bar drawn by tqdm (rows
+streamed, their rate, the time elapsed), elsewhere (a pipe, a CI log) with a plain line each
+time the figures change.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import click
+from tqdm import tqdm
 
 from pgdyno import queue
 from pgdyno.cli.common import DURATION, connection, database_option, echo_json
@@ -158,6 +166,12 @@ def _headers(
     is_flag=True,
     help="Enqueue without checking NAME and parameters against the local reports.",
 )
+@click.option(
+    "--unique",
+    is_flag=True,
+    help="While the same report with the same parameters is ready or running in the queue, "
+    "follow that job instead of adding one.",
+)
 @database_option
 def run(
     name: str,
@@ -171,6 +185,7 @@ def run(
     wait: bool,
     timeout: float | None,
     no_check: bool,
+    unique: bool,
     database_url: str | None,
 ) -> None:
     """Enqueue report NAME (print the job id); with --wait, follow it to the end."""
@@ -201,30 +216,107 @@ def run(
     if spool:
         args["spool"] = True
     with connection(database_url) as conn:
-        job_id = queue.enqueue(conn, "report", args, queue=queue_name, priority=priority)
+        if unique:
+            key = natural_key(name, params)
+            job_id, added = queue.enqueue_unique(
+                conn, "report", args, unique_key=key, queue=queue_name, priority=priority
+            )
+            if not added:
+                click.echo(
+                    f"report {name} with these parameters is already ready or running as job "
+                    f"{job_id}: no job added",
+                    err=True,
+                )
+        else:
+            job_id = queue.enqueue(conn, "report", args, queue=queue_name, priority=priority)
         click.echo(job_id)
         if wait:
             _follow(conn, job_id, timeout)
 
 
-def _follow(conn: Any, job_id: int, timeout: float | None) -> None:
-    """Print the job's progress (to stderr) until it ends; ClickException if it failed."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    shown = ""
-    while True:
-        job = results.report_job(conn, job_id)
-        if job["status"] in queue.FINISHED:
-            break
+def natural_key(name: str, params: dict[str, str]) -> str:
+    """The unique_key of `report run --unique`: the report and its parameters as given."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return f"report:{name}:{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
+
+
+class _Display(Protocol):
+    def show(self, job: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Lines:
+    """Not a terminal: a plain line on stderr each time the figures change."""
+
+    def __init__(self) -> None:
+        self._shown = ""
+
+    def show(self, job: dict[str, Any]) -> None:
         line = _progress_line(job)
-        if line != shown:
+        if line != self._shown:
             click.echo(line, err=True)
-            shown = line
-        if deadline is not None and time.monotonic() >= deadline:
-            raise click.ClickException(
-                f"gave up waiting for job {job_id} after {timeout:g}s; it "
-                f"is {job['status']} (see pgdyno report show {job_id})"
+            self._shown = line
+
+    def close(self) -> None:
+        pass
+
+
+class _Bar:
+    """A terminal: tqdm's bar on stderr (rows so far, rows per second, time elapsed since the
+    job started), with the CSV's size after it."""
+
+    def __init__(self, job_id: int) -> None:
+        self._job_id = job_id
+        self._running = False
+        self._bar = tqdm(
+            total=None,
+            desc=f"job {job_id} waiting for a worker",
+            unit=" rows",
+            unit_scale=True,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            bar_format="{desc}: {n_fmt}{unit} [{elapsed}, {rate_fmt}]{postfix}",
+        )
+
+    def show(self, job: dict[str, Any]) -> None:
+        if job["status"] == "running" and not self._running:
+            self._running = True
+            self._bar.reset()  # count the elapsed time and the rate from the job's start
+            self._bar.set_description(
+                f"job {self._job_id} running (attempt {job['attempts']}/{job['max_attempts']})"
             )
-        time.sleep(WAIT_POLL)
+        progress = job.get("progress") or {}
+        rows = int(progress.get("rows") or 0)
+        if rows > self._bar.n:
+            self._bar.set_postfix_str(f"{_size(progress.get('bytes'))} of CSV", refresh=False)
+            self._bar.update(rows - self._bar.n)
+        else:
+            self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _follow(conn: Any, job_id: int, timeout: float | None) -> None:
+    """Show the job's progress (on stderr) until it ends; ClickException if it failed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    display: _Display = _Bar(job_id) if terminal else _Lines()
+    try:
+        while True:
+            job = results.report_job(conn, job_id)
+            if job["status"] in queue.FINISHED:
+                break
+            display.show(job)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise click.ClickException(
+                    f"gave up waiting for job {job_id} after {timeout:g}s; it "
+                    f"is {job['status']} (see pgdyno report show {job_id})"
+                )
+            time.sleep(WAIT_POLL)
+    finally:
+        display.close()
     if job["status"] != "done":
         error = (job.get("last_error") or "").split("\nTraceback")[0]
         raise click.ClickException(f"report job {job_id} {job['status']}: {error}")

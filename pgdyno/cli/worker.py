@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from pgdyno import registry, tasks
 from pgdyno.cli.common import DURATION, database_option
 from pgdyno.config import Settings, parse_size
 from pgdyno.errors import ConfigError
@@ -120,8 +119,7 @@ def worker(
     rule's linger has passed. --import modules are found from the working directory (the
     app root).
     """
-    from pgdyno.scaling import idle as scale_down
-    from pgdyno.worker.loop import Worker
+    from pgdyno.embed import run_worker
 
     settings = Settings.from_env(
         database_url=database_url,
@@ -133,17 +131,12 @@ def worker(
         max_job_memory=max_job_memory,
         process_type=process_type,
     )
-    settings.require_database_url()
     app_root_importable()
-    tasks.import_modules([*settings.import_list, *modules])
-    runner = Worker(settings, queues, burst=burst)
-    runner.registration = registry.for_worker(runner.id, runner.queues, settings)
-    if not burst:
-        runner.idle_callback = scale_down.from_settings(
-            settings, actor=f"worker {runner.id}", queues=runner.queues
-        )
-    runner.install_signal_handlers()
-    sys.exit(runner.run())
+    # The same worker as pgdyno.run_worker builds for a script (embed.py): registered in
+    # pgdyno.workers, scaling its type to zero once drained (never with --burst).
+    sys.exit(
+        run_worker(queues, settings=settings, imports=modules, burst=burst, handle_signals=True)
+    )
 
 
 def register(group: click.Group) -> None:

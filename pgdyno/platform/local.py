@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from pgdyno.errors import ConfigError
+from pgdyno.errors import LocalPlatformError
 from pgdyno.platform import procfile
 from pgdyno.platform.api import FormationServer
 from pgdyno.platform.dynos import DynoManager, PlatformEvent
@@ -96,7 +96,7 @@ class LocalPlatform:
         if RELEASE in self.commands:
             status = self.dynos.run_once(RELEASE, self.commands[RELEASE])
             if status != 0:
-                raise ConfigError(
+                raise LocalPlatformError(
                     f"the release phase ({self.commands[RELEASE]!r}) exited with status {status}"
                 )
         self._thread.start()

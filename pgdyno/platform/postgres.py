@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from pgdyno.errors import ConfigError
+from pgdyno.errors import ConfigError, LocalPlatformError
 from pgdyno.logfmt import log_event
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class EmbeddedPostgres:
         )
         if result.returncode != 0:
             tail = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
-            raise ConfigError(
+            raise LocalPlatformError(
                 f"embedded Postgres: {args[0]} failed ({result.returncode}): "
                 f"{result.stderr.strip() or result.stdout.strip()}\n{tail}"
             )
@@ -175,7 +175,7 @@ class EmbeddedPostgres:
         self.start()
 
     def destroy(self) -> None:
-        with contextlib.suppress(ConfigError):
+        with contextlib.suppress(LocalPlatformError):
             self.stop("immediate")
         shutil.rmtree(self.datadir, ignore_errors=True)
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ def report(
         headers=headers,
         spool=spool,
         progress=lambda fields: job.set_progress(**fields),
+        on_cancel=job.on_cancel,
     )
 
 
@@ -91,11 +93,15 @@ def run(
     headers: Any = None,
     spool: Any = False,
     progress: Progress | None = None,
+    on_cancel: Callable[[Callable[[], None]], None] | None = None,
 ) -> dict[str, Any]:
     """Run one report for job `job_id` and return what the job's result records.
 
-    The query runs on settings.reports_database_url if set, else on `database_url` (the
-    worker's), where the postgres store keeps the result either way."""
+    `on_cancel` registers what to do when the job's cancel is requested (JobContext.on_cancel):
+    the runner then cancels its query on the server (ReportFailed follows). The query runs on
+    settings.reports_database_url if set, else on `database_url` (the worker's), where the
+    postgres store keeps the result either way.
+    """
     started = time.monotonic()
     report = _load(settings, job_id, name)
     values = report.bind(params)
@@ -120,6 +126,9 @@ def run(
         own_session=False,  # the report author's SQL, on their search_path
     )
     conn.read_only = True  # every transaction on it starts with BEGIN READ ONLY
+    cancelled = threading.Event()
+    if on_cancel is not None:
+        on_cancel(lambda: _cancel_query(conn, cancelled))
     # On the worker's database, the postgres store writes on this connection once the COPY is
     # over: one per report. A report that ran elsewhere is stored through a connection of its
     # own, opened once this one is closed.
@@ -130,6 +139,8 @@ def run(
     stream: GzipStream | None = None
     try:
         statement = _prepare(conn, report, values)
+        if cancelled.is_set():
+            raise ReportFailed(f"report {report.name!r} was cancelled before its query ran")
         cursor = conn.cursor()
         blocks = _copy_blocks(cursor, statement, report.name)
         stream = GzipStream(blocks, progress=progress, final_rows=lambda: cursor.rowcount)
@@ -176,6 +187,15 @@ def run(
     return result
 
 
+def _cancel_query(conn: psycopg.Connection, cancelled: threading.Event) -> None:
+    """Cancel what the report's connection runs, on the server (as pg_cancel_backend would, but
+    through the session's own cancel key: no privilege needed, and never another session that
+    reused the backend's pid once this one has ended)."""
+    cancelled.set()
+    if not conn.closed:
+        conn.cancel_safe(timeout=5.0)
+
+
 def _load(settings: Settings, job_id: int, name: Any) -> Report:
     """The report, or InvalidReport with the message for the job's row (no folder path, no
     list of other reports: clients read it back); the full one goes to the log."""
@@ -207,6 +227,9 @@ def _note_role(settings: Settings) -> None:
 def _prepare(conn: psycopg.Connection, report: Report, values: dict[str, Any]) -> pgsql.Composed:
     """Apply the report's settings, quote its parameters and check it only reads; returns the
     COPY statement to run."""
+    # A report whose job process is killed (timeout, memory guard, cancel) must not leave its
+    # query running on the server: the backend checks every second that the client is there.
+    conn.execute(sql.query("report_check_client"))
     for setting, value in report.settings:
         conn.execute(sql.query("report_set_config"), {"name": setting, "value": value})
     # The driver quotes each value as a literal of its type: values never touch the SQL text.

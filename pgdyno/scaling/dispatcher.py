@@ -38,6 +38,7 @@ from pgdyno.scaling.formation.base import FormationBackend
 from pgdyno.scaling.policy import Rule, TypePolicy
 from pgdyno.scaling.scaler import Scaler
 from pgdyno.scaling.state import record_rules, unserved
+from pgdyno.schedules.runner import ScheduleRunner
 from pgdyno.web.sampler import Sampler
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ class Leading:
 class Dispatcher:
     """Scales process types up as jobs arrive in their queues.
 
-    `rules`: the --scale rules; `backend`: the platform's formation API; `clock`: for tests.
+    `rules`: the --scale rules; `backend`: the platform's formation API; `clock`: for tests;
+    `schedules`: enqueues scheduled runs while leading (default: the table's schedules only).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Dispatcher:
         backend: FormationBackend,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        schedules: ScheduleRunner | None = None,
     ) -> None:
         self.settings = settings
         self.rules = rules
@@ -90,6 +93,7 @@ class Dispatcher:
         self._reconnect = db.Reconnect(base=0.2, cap=5.0, pause=self._pause, actor=self.actor)
         self._has_led = False
         self.sampler = Sampler()  # the dashboard's timeline samples; never raises
+        self.schedules = schedules or ScheduleRunner(clock)
         #: Per type, the unserved rule queues last warned about, and when.
         self._unserved: dict[str, tuple[list[str], float]] = {}
 
@@ -180,6 +184,7 @@ class Dispatcher:
         record_rules(conn, self.rules)
         conn.execute(sql.query("formations_clear_backoff"), {})
         db.listen(conn)
+        self.schedules.start(conn)  # schedules: LISTEN pgdyno_control, sync @periodic ones
         leading = Leading(next_tick=self._clock.now() + self.settings.reconcile_interval)
         trigger = "reconnect" if self._has_led else "startup"
         self._reconcile(conn, leading, trigger, rescue=True, refresh=True)
@@ -190,9 +195,15 @@ class Dispatcher:
         """Decide if a notification, a retry or the timer calls for it, else wait for one."""
         # Notifications may also have arrived while this connection ran a decision's
         # queries (psycopg keeps those aside): drain before deciding to wait.
-        if any(payload in self._queues for payload in db.drain_notifications(conn)):
+        payloads = db.drain_notifications(conn)
+        if any(payload in self._queues for payload in payloads):
             leading.pending = True
+        self.schedules.notified(payloads)
         now = self._clock.now()
+        if self.schedules.step(conn, now):
+            # A scheduled run was due (or a schedule changed): its job's NOTIFY, on this
+            # connection, makes the next step scale up for it.
+            return
         due = [name for name, (at, _) in leading.retries.items() if at <= now]
         if now >= leading.next_tick:
             # The safety net; it does not start a debounce period, so the next
@@ -211,6 +222,8 @@ class Dispatcher:
             deadline = min([leading.next_tick, *(at for at, _ in leading.retries.values())])
             if leading.pending:
                 deadline = min(deadline, leading.quiet_until)
+            if self.schedules.wake_at is not None:  # the next scheduled run
+                deadline = min(deadline, self.schedules.wake_at)
             self._wakeup.wait([conn.pgconn.socket], max(0.0, deadline - now))
 
     # --- decisions -------------------------------------------------------------------------------

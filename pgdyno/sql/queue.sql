@@ -30,6 +30,27 @@ VALUES (%(queue)s, %(task)s, %(args)s, %(priority)s,
         %(timeout)s::pg_catalog.interval)
 RETURNING id;
 
+-- name: job_insert_unique
+-- A job with a unique key: nothing happens while a ready or running job of the queue holds the key
+-- (ON CONFLICT without a target: the partial unique index on jobs_active is the arbiter, see
+-- migration 0010). A concurrent enqueue of the same key waits for the other's commit, then finds
+-- the conflict. No row back means "taken": the caller looks the holder up (job_find_unique).
+INSERT INTO pgdyno.jobs (queue, task, args, priority, run_at, max_attempts, timeout, unique_key)
+VALUES (%(queue)s, %(task)s, %(args)s, %(priority)s,
+        coalesce(%(run_at)s::pg_catalog.timestamptz,
+                 pg_catalog.now() OPERATOR(pg_catalog.+)
+                 coalesce(%(delay)s::pg_catalog.interval, '0 s')),
+        coalesce(%(max_attempts)s::pg_catalog.int4, pgdyno.default_max_attempts()),
+        %(timeout)s::pg_catalog.interval, %(unique_key)s)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: job_find_unique
+-- The ready or running job that holds a unique key (NULL once it has finished), through
+-- pgdyno.unique_key_holder (migration 0010): an enqueue role granted --returning-id may call
+-- it without reading the table.
+SELECT pgdyno.unique_key_holder(%(queue)s, %(unique_key)s);
+
 -- name: job_reserve_ids
 -- For a batch: the transaction's now() and the default attempt budget (what the column
 -- defaults would give) and, for a role that may write ids (pgdyno's own), %(n)s ids from the
@@ -95,12 +116,13 @@ WITH reported AS (
     INSERT INTO pgdyno.jobs_finished (
            id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
-           handbacks, timeout, peak_rss_bytes)
-    OVERRIDING SYSTEM VALUE  -- the job keeps its id (0009 made id GENERATED ALWAYS)
+           handbacks, timeout, peak_rss_bytes, unique_key, cancel_requested_at, awaited)
+    OVERRIDING SYSTEM VALUE  -- the job keeps its id (0009 made it GENERATED ALWAYS)
     SELECT id, queue, task, args, 'done', priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, now(), worker, NULL,
            nullif((SELECT outcomes FROM reported) -> id::text -> 0, 'null'), NULL,
-           handbacks, timeout, ((SELECT outcomes FROM reported) -> id::text ->> 1)::bigint
+           handbacks, timeout, ((SELECT outcomes FROM reported) -> id::text ->> 1)::bigint,
+           unique_key, cancel_requested_at, awaited
       FROM finished
     RETURNING id
 ), picked AS (
@@ -114,6 +136,9 @@ WITH reported AS (
             ORDER BY priority DESC, run_at, id
             LIMIT %(limit)s
               FOR UPDATE SKIP LOCKED) AS c
+     -- Paused queues (pgdyno.queues) are left out before their index is scanned: a filter on q
+     -- alone, with the paused names read once per statement (an InitPlan on a tiny table).
+     WHERE q.name <> ALL (ARRAY(SELECT p.name FROM pgdyno.queues AS p WHERE p.paused))
      ORDER BY c.priority DESC, c.run_at, c.id
      LIMIT %(limit)s
 ), claimed AS (
@@ -151,9 +176,11 @@ SELECT pg_notify(%(channel)s, %(token)s);
 -- A failed attempt: back to ready after %(retry_in)s (the row stays in jobs_active), or failed
 -- for good when the attempt budget is spent or %(retry_in)s is NULL (retrying cannot help): moved
 -- to jobs_finished. Only while this worker holds attempt %(attempt)s (NULL: any attempt it
--- holds); returns the job's new status, no row when the write was refused.
+-- holds); returns the job's new status, no row when the write was refused. A job whose cancel
+-- was requested (cancel_requested_at) ends cancelled, never retried.
 WITH held AS (
-    SELECT j.id, %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts AS retry
+    SELECT j.id, %(retry_in)s::interval IS NOT NULL AND j.attempts < j.max_attempts
+                 AND j.cancel_requested_at IS NULL AS retry
       FROM pgdyno.jobs_active AS j
      WHERE j.id = %(id)s AND j.status = 'running' AND j.worker = %(worker)s
        AND j.attempts = coalesce(%(attempt)s::integer, j.attempts)
@@ -174,11 +201,13 @@ WITH held AS (
     INSERT INTO pgdyno.jobs_finished (
            id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
-           handbacks, timeout, peak_rss_bytes)
-    OVERRIDING SYSTEM VALUE  -- the job keeps its id (0009 made id GENERATED ALWAYS)
-    SELECT id, queue, task, args, 'failed', priority, run_at, attempts, max_attempts, %(error)s,
+           handbacks, timeout, peak_rss_bytes, unique_key, cancel_requested_at, awaited)
+    OVERRIDING SYSTEM VALUE  -- the job keeps its id (0009 made it GENERATED ALWAYS)
+    SELECT id, queue, task, args,
+           CASE WHEN cancel_requested_at IS NULL THEN 'failed' ELSE 'cancelled' END::pgdyno.job_status,
+           priority, run_at, attempts, max_attempts, %(error)s,
            created_at, started_at, now(), NULL, NULL, result, NULL, handbacks, timeout,
-           %(peak)s::bigint
+           %(peak)s::bigint, unique_key, cancel_requested_at, awaited
       FROM failed
     RETURNING status::text
 )
@@ -216,15 +245,18 @@ RETURNING id;
 -- pgdyno.free_handbacks() of a job each one keeps its attempt, and a job whose attempts are
 -- then spent fails (HandedBack), instead of being handed back forever by a platform that
 -- restarts dynos more often than the job takes. Lost-reply releases (%(ids)s NULL) never count.
+-- A job whose cancel was requested is not handed back: it ends cancelled.
 WITH released AS (
     UPDATE pgdyno.jobs
-       SET status = CASE WHEN %(ids)s::bigint[] IS NOT NULL
+       SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                         WHEN %(ids)s::bigint[] IS NOT NULL
                           AND handbacks >= pgdyno.free_handbacks() AND attempts >= max_attempts
                          THEN 'failed' ELSE 'ready' END::pgdyno.job_status,
-           finished_at = CASE WHEN %(ids)s::bigint[] IS NOT NULL
+           finished_at = CASE WHEN cancel_requested_at IS NOT NULL THEN now()
+                              WHEN %(ids)s::bigint[] IS NOT NULL
                                AND handbacks >= pgdyno.free_handbacks()
                                AND attempts >= max_attempts THEN now() END,
-           last_error = CASE WHEN %(ids)s::bigint[] IS NOT NULL
+           last_error = CASE WHEN cancel_requested_at IS NULL AND %(ids)s::bigint[] IS NOT NULL
                               AND handbacks >= pgdyno.free_handbacks()
                               AND attempts >= max_attempts
                              THEN format('HandedBack: handed back %%s times on shutdown (the worker '
@@ -246,10 +278,11 @@ SELECT r.id, CASE WHEN r.status = 'ready' THEN pg_notify('pgdyno_jobs', r.queue)
 
 -- name: job_rescue_expired
 -- Jobs whose worker stopped renewing the lease (killed, dyno lost) go back to ready, the lost
--- attempt counted; on the last attempt they fail (moved to jobs_finished). Any worker or
--- dispatcher may run this; a worker renews its own leases before it rescues anything.
+-- attempt counted; on the last attempt they fail (moved to jobs_finished), and a job whose
+-- cancel was requested ends cancelled. Any worker or dispatcher may run this; a worker renews
+-- its own leases before it rescues anything.
 WITH expired AS (
-    SELECT id, attempts < max_attempts AS retry,
+    SELECT id, attempts < max_attempts AND cancel_requested_at IS NULL AS retry,
            format('LeaseExpired: worker %%s stopped renewing its lease during attempt %%s',
                   worker, attempts) AS error
       FROM pgdyno.jobs_active
@@ -271,11 +304,13 @@ WITH expired AS (
     INSERT INTO pgdyno.jobs_finished (
            id, queue, task, args, status, priority, run_at, attempts, max_attempts, last_error,
            created_at, started_at, finished_at, worker, lease_expires_at, result, progress,
-           handbacks, timeout, peak_rss_bytes)
-    OVERRIDING SYSTEM VALUE  -- the job keeps its id (0009 made id GENERATED ALWAYS)
-    SELECT id, queue, task, args, 'failed', priority, now(), attempts, max_attempts, error,
+           handbacks, timeout, peak_rss_bytes, unique_key, cancel_requested_at, awaited)
+    OVERRIDING SYSTEM VALUE  -- the job keeps its id (0009 made it GENERATED ALWAYS)
+    SELECT id, queue, task, args,
+           CASE WHEN cancel_requested_at IS NULL THEN 'failed' ELSE 'cancelled' END::pgdyno.job_status,
+           priority, now(), attempts, max_attempts, error,
            created_at, started_at, now(), NULL, NULL, result, NULL, handbacks, timeout,
-           peak_rss_bytes
+           peak_rss_bytes, unique_key, cancel_requested_at, awaited
       FROM failed
     RETURNING id, queue, status::text AS status, last_error
 ), rescued AS (
@@ -325,7 +360,7 @@ SELECT id, queue, task, status::text AS status, priority, attempts, max_attempts
 WITH retried AS (
     UPDATE pgdyno.jobs
        SET status = 'ready', attempts = 0, handbacks = 0, run_at = now(), started_at = NULL,
-           finished_at = NULL
+           finished_at = NULL, cancel_requested_at = NULL
      WHERE id = %(id)s AND status IN ('failed', 'cancelled')
     RETURNING id, queue
 )

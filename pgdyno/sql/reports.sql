@@ -10,6 +10,13 @@
 -- A `-- set:` line of the report header, for this transaction only (like SET LOCAL).
 SELECT pg_catalog.set_config(%(name)s, %(value)s, true);
 
+-- name: report_check_client
+-- For this transaction: the server checks every second that the report's client is still
+-- connected (PostgreSQL 14+, which Heroku runs), so the query of a killed job process stops
+-- within a second instead of running to its end. A report header may set it otherwise.
+SELECT pg_catalog.set_config('client_connection_check_interval', '1s', true)
+ WHERE pg_catalog.current_setting('server_version_num')::pg_catalog.int4 >= 140000;
+
 -- name: report_advisory_locks
 -- Advisory locks the report's session holds once its COPY is over (it took them).
 SELECT pg_catalog.count(*)

@@ -77,13 +77,17 @@ SELECT process_type, quantity, dyno_size, known_at, last_error, last_error_at,
 
 -- name: queue_load
 -- Ready (due) and running jobs per queue, for the queues of one process type. Counted from
--- the small active partition only.
+-- the small active partition only. The ready jobs of a paused queue (pgdyno.queues) want no
+-- dyno: they count as none; its running jobs still do.
 SELECT q.name,
-       count(j.id) FILTER (WHERE j.status = 'ready' AND j.run_at <= now()),
+       count(j.id) FILTER (WHERE j.status = 'ready' AND j.run_at <= now() AND NOT q.paused),
        count(j.id) FILTER (WHERE j.status = 'running'),
        coalesce(extract(epoch FROM now() - min(j.run_at)
-                FILTER (WHERE j.status = 'ready' AND j.run_at <= now())), 0)::float8
-  FROM unnest(%(queues)s::text[]) AS q (name)
+                FILTER (WHERE j.status = 'ready' AND j.run_at <= now() AND NOT q.paused)),
+                0)::float8
+  FROM (SELECT u.name, coalesce(p.paused, false) AS paused
+          FROM unnest(%(queues)s::text[]) AS u (name)
+          LEFT JOIN pgdyno.queues AS p ON p.name = u.name) AS q
   LEFT JOIN pgdyno.jobs_active AS j ON j.queue = q.name
  GROUP BY q.name;
 

@@ -22,6 +22,7 @@ from pgdyno import tasks
 from pgdyno.errors import NotInTask, PermanentJobError, UnknownTask
 from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob
+from pgdyno.worker import cancels
 from pgdyno.worker.storable import (
     MAX_PROGRESS_BYTES,
     exception_text,
@@ -84,6 +85,17 @@ class JobContext:
         worker/storable.py; at most 64 KiB of JSON).
         """
         self._progress(self.id, self.attempt, storable_json(fields, "progress", MAX_PROGRESS_BYTES))
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once `pgdyno jobs cancel` (or pgdyno.cancel) asked for this job to stop: return
+        or raise soon; the job ends cancelled either way (pgdyno/worker/cancels.py)."""
+        return cancels.is_requested(self.worker, self.id)
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` when this job's cancel is requested (at once if it already was),
+        from the worker's loop thread: keep it short (cancel a query, set an event)."""
+        cancels.on_cancel(self.worker, self.id, callback)
 
 
 def current_job() -> JobContext:

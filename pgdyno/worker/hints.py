@@ -13,7 +13,7 @@ that finds work is acted on at once, and one that comes right after a false hint
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 #: Seconds a worker stops listening after notifications that led to no work.
@@ -42,14 +42,22 @@ class NotifyHints:
         self.quiet_until: float | None = None
         self._heard = False
 
-    def read(self, session: Listening, now: float) -> bool:
+    def read(
+        self,
+        session: Listening,
+        now: float,
+        also: Callable[[list[str]], object] | None = None,
+    ) -> bool:
         """Read the notifications unless quiet; True when one names one of the queues.
+        `also` is given every payload read (the worker's cancel watch takes control payloads).
 
         Raises OperationalError when the listen connection is gone (session.notifications)."""
         if self.quiet_until is not None and now < self.quiet_until:
             return False
         self.quiet_until = None
         payloads = session.notifications()
+        if also is not None and payloads:
+            also(payloads)
         self._heard = self._heard or bool(payloads)
         return any(payload in self._queues for payload in payloads)
 

@@ -38,6 +38,7 @@ from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob, Finished
 from pgdyno.registry import Registration
 from pgdyno.worker import executor, fencing, health
+from pgdyno.worker.cancels import CANCEL_GRACE_S, CancelWatch
 from pgdyno.worker.executor import Outcome
 from pgdyno.worker.hints import NotifyHints, earliest
 from pgdyno.worker.session import JobQueue, PostgresSession, Session, SessionOpener
@@ -66,6 +67,7 @@ class Worker:
     `idle_callback`: called while the worker has nothing to run (scale-to-zero is one).
     `id`: the worker's name in the jobs it holds (default: `worker_id(settings.dyno)`).
     `clock`, `jobs`, `connect`: the loop's seams, for tests; the defaults are the real ones.
+    `cancels`: the cancel requests of running jobs (default: a CancelWatch asking Postgres).
     Raises ValueError without queues, ConfigError without a database URL.
     """
 
@@ -80,6 +82,7 @@ class Worker:
         clock: Clock = SYSTEM_CLOCK,
         jobs: JobQueue = queue,
         connect: SessionOpener | None = None,
+        cancels: CancelWatch | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -117,6 +120,12 @@ class Worker:
         )
         self._outcomes = self._pool.outcomes
         self._vacuum = HotTableVacuum(self._dsn, self.id)
+        self._cancels = cancels or CancelWatch(
+            self.id,
+            # A job process cannot read the cancel flag: it is stopped at once (worker/cancels.py).
+            grace=0.0 if settings.pool == "process" else CANCEL_GRACE_S,
+            on_overdue=self._stop_cancelled,
+        )
         #: The worker's row in pgdyno.workers (pgdyno/registry.py), set by `pgdyno worker` and
         #: build_worker; None: the worker is not registered.
         self.registration: Registration | None = None
@@ -220,6 +229,7 @@ class Worker:
         if polled:
             self._poll(now)
         self._read_notifications()
+        self._cancels.check(self._conn, self._running, now)  # cancel requests: worker/cancels.py
         timer_fired = passed(self._timers.due, now)
         if timer_fired:
             self._timers.due = None
@@ -358,6 +368,7 @@ class Worker:
         """The safety net: rescue expired leases and claim even without a notification."""
         self._timers.poll = now + self.settings.poll_interval
         self._claim_due = True
+        self._cancels.poll()
         if self._running and passed(self._timers.heartbeat, now):
             self._heartbeat()  # renew our own leases before rescuing anyone's
         rescue.rescue_expired(self._conn, self._jobs.rescue_expired)
@@ -429,8 +440,16 @@ class Worker:
         self._running.clear()
         self._timers.heartbeat = None
 
+    def _stop_cancelled(self, job_id: int) -> None:
+        """A cancelled job still running past its grace: stop its process (process pool only;
+        a thread cannot be stopped, its job ends cancelled when the task returns)."""
+        self._pool.stop_job(job_id, "JobCancelled: its process was stopped", retryable=False)
+
     def _read_notifications(self) -> None:
-        if self._session is not None and self._hints.read(self._session, self._clock.now()):
+        if self._session is None:
+            return
+        # Cancel requests (control payloads) reach the cancel watch; queue names, the claim.
+        if self._hints.read(self._session, self._clock.now(), also=self._cancels.notified):
             self._claim_due = True
 
     def _schedule_next_due(self) -> None:
@@ -529,7 +548,8 @@ class Worker:
     def _collect_outcomes(self) -> None:
         """Move finished jobs from the executors into the done / failed lists, logging each."""
         while self._outcomes:
-            outcome = self._outcomes.popleft()
+            # A job whose cancel was requested ends cancelled, whatever its task did.
+            outcome = self._cancels.outcome(self._outcomes.popleft())
             job = outcome.job
             running = self._running.get(job.id)
             if running is None or running.attempts != job.attempts or outcome.handed_back:

@@ -139,7 +139,8 @@ class PostgresSession:
             raise
         probe = ListenProbe(time.monotonic(), check_every, max(check_every, MIN_TIMEOUT))
         try:
-            db.listen(listen, db.CHANNEL, probe.channel)
+            # Jobs, the LISTEN check's channel, and cancel requests (worker/cancels.py).
+            db.listen(listen, db.CHANNEL, probe.channel, db.CONTROL_CHANNEL)
         except BaseException:
             work.close()
             listen.close()
@@ -151,13 +152,16 @@ class PostgresSession:
         return self._work
 
     def notifications(self) -> list[str]:
-        """Queue names notified since the last call; also sends the LISTEN check's probe when
+        """Queue names notified since the last call (control payloads behind
+        db.CONTROL_PREFIX); also sends the LISTEN check's probe when
         due, and raises OperationalError when the last one never came back."""
         now = time.monotonic()
         payloads = []
         for channel, payload in db.drain_notifications(self._listen, with_channel=True):
             if channel == self._probe.channel:
                 self._probe.arrived(payload, now)
+            elif channel == db.CONTROL_CHANNEL:  # cancel requests: worker/cancels.py
+                payloads.append(db.CONTROL_PREFIX + payload)
             else:
                 payloads.append(payload)
         silent = self._probe.silent_for(now)

@@ -98,7 +98,8 @@ def test_the_heroku_cli_lists_scales_resizes_and_restarts_pgdyno_dev_dynos(
     with dev:
         dev.wait_for_output("api_listening", timeout=30)
         url = log_fields(dev.output(), "api_listening")[0]["url"]
-        assert f"HEROKU_HOST={url} HEROKU_API_KEY=local-token heroku ps -a {APP}" in dev.output()
+        # The line to paste follows the platform's first lines (printed once dev has started).
+        dev.wait_for_output(f"HEROKU_HOST={url} HEROKU_API_KEY=local-token heroku ps -a {APP}")
         env = isolated_env(url, "local-token", home)
 
         def heroku(*commands: list[str]) -> list[str]:

@@ -279,16 +279,18 @@ def test_jobs_cancel_cancels_a_job_that_has_not_started(cli, conn):
     assert queue.complete_and_claim(conn, worker="w", queues=["q"], limit=1, lease=30) == []
 
 
-def test_jobs_cancel_of_a_running_or_finished_job_exits_1_saying_why(cli, conn):
+def test_jobs_cancel_of_a_running_job_asks_its_worker_and_of_a_finished_one_exits_1(cli, conn):
     running = pgdyno.enqueue(conn, "t", queue="q")
     queue.complete_and_claim(conn, worker="w", queues=["q"], limit=1, lease=30)
     result = cli("jobs", "cancel", str(running))
-    assert result.exit_code == 1
-    assert "is running and cannot be cancelled: it is running; stop its worker" in result.output
+    assert result.exit_code == 0, result.output
+    assert f"job {running} is running: its worker was asked to stop it" in result.output
+    row = job_row(conn, running)
+    assert row["status"] == "running" and row["cancel_requested_at"] is not None
     done = _finished(conn, "done")
-    assert "already finished" in cli("jobs", "cancel", str(done)).output
+    result = cli("jobs", "cancel", str(done))
+    assert result.exit_code == 1 and "already finished" in result.output
     assert "no job with id 999999" in cli("jobs", "cancel", "999999").output
-    assert job_row(conn, running)["status"] == "running"
 
 
 # --- prune, migrate, worker flags --------------------------------------------------------------

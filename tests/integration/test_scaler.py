@@ -311,7 +311,7 @@ def test_drained_means_every_queue_the_types_workers_serve(conn):
     register_worker(conn, ["reports", "other"], busy_ago=0)
     conn.execute(
         "INSERT INTO pgdyno.jobs (queue, task, status, attempts, worker, lease_expires_at)"
-        " VALUES ('other', 't', 'running', 1, 'w2', 'infinity')"
+        " VALUES ('other', 't', 'running', 1, 'w2', now() + interval '1 day')"
     )
     outcome = Scaler(backend, "worker test").scale_to_zero(conn, POLICY, idle_s=60)
     assert (outcome.at_zero, outcome.wait) == (False, "busy: other")

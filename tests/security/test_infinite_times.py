@@ -79,7 +79,7 @@ def test_rows_written_before_0009_are_repaired_and_nothing_crashes_on_them(serve
             assert shown.exit_code == 0, shown.output
             strict_json(shown.stdout)
             cancelled = cli(url, "jobs", "cancel", str(job_id))
-            assert cancelled.exit_code == 1 and "cannot be cancelled" in cancelled.output
+            assert cancelled.exit_code == 1 and "it has already finished" in cancelled.output
             assert "Traceback" not in cancelled.output
         # So does the dashboard, JSON included.
         from pgdyno.web.app import create_app

@@ -15,6 +15,7 @@ from fakes import FakeClock, FakeDatabase, FakeJobQueue
 from loop_harness import Loop, gates, open_gate
 
 from pgdyno.config import Settings
+from pgdyno.worker.cancels import CancelWatch
 from pgdyno.worker.loop import Worker
 
 
@@ -49,6 +50,7 @@ def loop(clock: FakeClock) -> Iterator[Callable[..., Loop]]:
             clock=clock,
             jobs=jobs,
             connect=db.open,
+            cancels=CancelWatch("winston.1:1:ab", requested=jobs.cancel_requested),
         )
         made.append(Loop(worker, clock, jobs, db))
         return made[-1]
