@@ -46,6 +46,7 @@ from pgdyno.worker.storable import storable_text
 from pgdyno.worker.threads import ExecutorPool
 from pgdyno.worker.timers import Timers, passed
 from pgdyno.worker.vacuum import HotTableVacuum
+from pgdyno.worker.waiting import Waiting
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class Worker:
         self._fence = fencing.Fence(self.id)
         self._wakeup = Wakeup(clock)
         self._hints = NotifyHints(self.queues)  # notifications coalesced (worker/hints.py)
+        self._waiting = Waiting(self.id, self.queues)  # enqueuers notify while it waits
         self._pool = ExecutorPool.for_worker(
             settings, self.id, self._dsn, self._wakeup, self._set_progress
         )
@@ -185,6 +187,9 @@ class Worker:
             while not self._turn():
                 pass
         finally:
+            if self._session is not None:
+                with contextlib.suppress(psycopg.Error):  # else the row is pruned later
+                    self._waiting.leave(self._jobs, self._conn)
             if self.registration is not None and self._session is not None:
                 with contextlib.suppress(psycopg.Error):  # else it expires (registry.EXPIRY_S)
                     self.registration.stopped(self._conn)
@@ -264,6 +269,15 @@ class Worker:
             and len(self._running) < self.settings.concurrency
         )
         if not self._outcomes and not more_to_claim:
+            free = self.settings.concurrency - len(self._running)
+            wanted = free > 0 and not self._stopping.is_set() and not self.burst
+            if self._waiting.before_sleep(self._jobs, self._conn, now, wanted=wanted):
+                # Registered as waiting just now (worker/waiting.py): a job committed before
+                # the registration sent no notification, so look once more before sleeping.
+                claimed = self._flush(limit=free)
+                self._claim_due = len(claimed) == free
+                if claimed:
+                    return False
             self._sleep()
         return False
 
@@ -482,7 +496,7 @@ class Worker:
         if not self._running:
             self._timers.heartbeat = None
         now = self._clock.now()
-        wake = earliest(self._timers.next_wake(), self._hints.quiet_until)
+        wake = earliest(self._timers.next_wake(), self._hints.quiet_until, self._waiting.retry_at)
         timeout = None if wake is None else max(0.0, wake - now)
         fds = self._hints.fds(self._session, now) if self._session is not None else []
         check_in = self._session.wake_in() if self._session is not None else None
@@ -542,6 +556,7 @@ class Worker:
         if self._session is not None:
             self._session.close()
         self._session = None
+        self._waiting.lost()
 
     # --- outcomes ------------------------------------------------------------------------------
 
