@@ -270,8 +270,10 @@ class Worker:
         )
         if not self._outcomes and not more_to_claim:
             free = self.settings.concurrency - len(self._running)
-            wanted = free > 0 and not self._stopping.is_set() and not self.burst
-            if self._waiting.before_sleep(self._jobs, self._conn, now, wanted=wanted):
+            takes = free > 0 and not self.burst
+            if self._waiting.before_sleep(
+                self._jobs, self._conn, now, free=takes, stopping=self._stopping.is_set()
+            ):
                 # Registered as waiting just now (worker/waiting.py): a job committed before
                 # the registration sent no notification, so look once more before sleeping.
                 claimed = self._flush(limit=free)
@@ -496,7 +498,7 @@ class Worker:
         if not self._running:
             self._timers.heartbeat = None
         now = self._clock.now()
-        wake = earliest(self._timers.next_wake(), self._hints.quiet_until, self._waiting.retry_at)
+        wake = earliest(self._timers.next_wake(), self._hints.quiet_until, self._waiting.wake_at())
         timeout = None if wake is None else max(0.0, wake - now)
         fds = self._hints.fds(self._session, now) if self._session is not None else []
         check_in = self._session.wake_in() if self._session is not None else None

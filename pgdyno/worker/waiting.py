@@ -13,10 +13,12 @@ slots, and drops the registration while it has none:
   the queue's wake lock) stands, but is unsettled: the loop claims, and registers again at
   `retry_at`, RETRY_S later, doubling up to RETRY_MAX_S while it stays unsettled: the latest a
   job of such a commit waits after it.
-- With no free slot (or stopping, or in burst mode) the registration is dropped.
+- With no free slot the registration is dropped, once the worker has been full for
+  KEEP_WHILE_FULL_S (a short job frees its slot before: the worker stays registered, and
+  spends no statement at all on it); at once when stopping. A burst worker never registers.
 
-One statement when the worker turns idle and one when it fills up; none per job while it
-stays busy or stays idle.
+Two statements (and one claim) when the worker turns idle after a job longer than
+KEEP_WHILE_FULL_S; none per job while it stays busy, stays idle, or runs short jobs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from pgdyno.sleepers import WAIT_S
 #: while it stays unsettled, up to RETRY_MAX_S.
 RETRY_S = 0.05
 RETRY_MAX_S = 1.0
+#: Seconds a full worker stays registered (its job may end at once, and it would only
+#: register again); enqueuers notify it meanwhile, for nothing.
+KEEP_WHILE_FULL_S = 0.05
 
 
 class Statements(Protocol):
@@ -54,17 +59,31 @@ class Waiting:
         #: When an unsettled registration is tried again; None: settled, or not registered.
         self.retry_at: float | None = None
         self._unsettled = 0  # registrations in a row that waited in vain
+        #: When a full worker drops its registration; None: not full (or not registered).
+        self.drop_at: float | None = None
 
     def before_sleep(
-        self, jobs: Statements, conn: psycopg.Connection, now: float, *, wanted: bool
+        self,
+        jobs: Statements,
+        conn: psycopg.Connection,
+        now: float,
+        *,
+        free: bool,
+        stopping: bool = False,
     ) -> bool:
-        """Called right before the loop sleeps. `wanted`: the worker could take a job now
-        (a free slot, not stopping). Returns True when it just registered: claim first."""
-        if not wanted:
-            if self.registered:
+        """Called right before the loop sleeps. `free`: the worker could take a job now (a
+        free slot, not a burst worker); `stopping`: it never will. Returns True when it just
+        registered: claim first."""
+        if not free or stopping:
+            if not self.registered:
+                return False
+            if not stopping and self.drop_at is None:
+                self.drop_at = now + KEEP_WHILE_FULL_S
+            elif stopping or (self.drop_at is not None and now >= self.drop_at):
                 jobs.stop_waiting(conn)
-                self.registered, self.retry_at = False, None
+                self.lost()
             return False
+        self.drop_at = None
         if self.registered and (self.retry_at is None or now < self.retry_at):
             return False
         settled = jobs.wait_for_jobs(conn, holder=self._holder, queues=self._queues, wait=WAIT_S)
@@ -83,6 +102,12 @@ class Waiting:
             jobs.stop_waiting(conn)
         self.lost()
 
+    def wake_at(self) -> float | None:
+        """The loop's next deadline for this registration (retry, or drop), if any."""
+        if self.drop_at is not None:
+            return self.drop_at
+        return self.retry_at
+
     def lost(self) -> None:
         """The session is gone, and its registration with it (a reconnect registers anew)."""
-        self.registered, self.retry_at = False, None
+        self.registered, self.retry_at, self.drop_at = False, None, None

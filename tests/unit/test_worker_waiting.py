@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from loop_harness import open_gate
 
-from pgdyno.worker.waiting import RETRY_S, WAIT_S
+from pgdyno.worker.waiting import KEEP_WHILE_FULL_S, RETRY_S, WAIT_S
 
 
 def registrations(worker) -> list[str]:
@@ -47,7 +47,10 @@ def test_a_full_worker_drops_its_registration_and_registers_again_when_idle(loop
     worker.turn()
     worker.jobs.insert("unit.gate", {"key": "full"})
     worker.db.session.notify("q")
-    worker.turn()  # claims the job: no free slot, so enqueuers need not notify for it
+    worker.turn()  # claims the job: no free slot
+    assert registrations(worker) == ["wait_for_jobs"]
+    assert worker.clock.waits[-1] == pytest.approx(KEEP_WHILE_FULL_S)
+    worker.turn()  # still full: enqueuers need not notify for it any more
     assert registrations(worker) == ["wait_for_jobs", "stop_waiting"]
     worker.turns(2)  # runs, heartbeats: no statement about waiting
     assert registrations(worker) == ["wait_for_jobs", "stop_waiting"]
@@ -55,6 +58,20 @@ def test_a_full_worker_drops_its_registration_and_registers_again_when_idle(loop
     worker.finished()
     worker.turn()
     assert registrations(worker) == ["wait_for_jobs", "stop_waiting", "wait_for_jobs"]
+
+
+def test_a_short_job_costs_no_statement_about_waiting(loop):
+    """Its slot is free again before KEEP_WHILE_FULL_S: the worker stays registered."""
+    worker = loop()  # concurrency 1
+    worker.turn()
+    for _ in range(3):
+        worker.jobs.insert("unit.ok")
+        worker.db.session.notify("q")
+        worker.turn()
+        worker.finished()
+        worker.turn()
+    assert [job.status for job in worker.jobs.jobs.values()] == ["done"] * 3
+    assert registrations(worker) == ["wait_for_jobs"]
 
 
 def test_a_worker_with_free_slots_stays_registered_while_it_runs_jobs(loop):
