@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import psycopg
+from helpers import wait_until
 from loop_harness import open_gate
 
 from pgdyno.worker.timers import Timers
@@ -128,6 +129,8 @@ def test_job_still_running_when_the_grace_period_ends_is_handed_back(loop, caplo
     worker = loop(concurrency=2)
     job_id = worker.jobs.insert("unit.gate", {"key": "slow"})
     worker.turn()
+    # Started (an unstarted job would go back uncounted, in a release of its own).
+    wait_until(lambda: worker.worker._pool.queued() == 0, timeout=5, message="the job's start")
     stopped_at = worker.clock.elapsed()
     worker.worker.stop()
     with caplog.at_level(logging.INFO, "pgdyno"):
