@@ -307,3 +307,12 @@ def test_enqueue_in_a_transaction_of_any_isolation_notifies(
         app.execute(INSERT, ("q",))
         app.commit()
     assert received(listener, conn) == {"q": 1}
+
+
+def test_the_enqueue_side_locks_the_key_registrations_wait_for(conn):
+    """wake_sleepers() writes the key out (a function call costs on every enqueue)."""
+    key = conn.execute("SELECT pgdyno.wake_lock_key()").fetchone()[0]
+    source = conn.execute(
+        "SELECT prosrc FROM pg_proc WHERE oid = 'pgdyno.wake_sleepers'::regproc"
+    ).fetchone()[0]
+    assert f"pg_try_advisory_xact_lock_shared({key}, hashtext(wake_queue))" in source

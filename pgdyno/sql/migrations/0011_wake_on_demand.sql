@@ -173,10 +173,13 @@ BEGIN
         RETURN NULL;
     END IF;
     -- The decision is the commit's (see the top) while the transaction's deferred trigger is
-    -- armed; once it has fired (SET CONSTRAINTS ... IMMEDIATE: at the end of each statement,
-    -- before this trigger), this statement's queues are decided now.
+    -- armed. Once it has fired (SET CONSTRAINTS ... IMMEDIATE: at the end of each statement,
+    -- before this trigger), this statement's queues are notified as before 0011: such a
+    -- transaction pays the commit lock, no other does.
     IF current_setting('pgdyno.wake_armed', true) IS DISTINCT FROM 'on' THEN
-        PERFORM pgdyno.notify_sleepers(queues);
+        FOREACH listed IN ARRAY queues LOOP
+            PERFORM pg_notify('pgdyno_jobs', listed);
+        END LOOP;
         RETURN NULL;
     END IF;
     -- Queue names never contain control characters (refused above): a newline separates them.
@@ -192,39 +195,32 @@ BEGIN
 END
 $$;
 
--- Notify each of `queues` that a session waits on, or is registering for (see the top).
-CREATE FUNCTION pgdyno.notify_sleepers(queues text[]) RETURNS void
-    LANGUAGE plpgsql SET search_path = pg_catalog, pgdyno, pg_temp AS $$
-DECLARE
-    wake_queue text;
-BEGIN
-    FOREACH wake_queue IN ARRAY queues LOOP
-        -- The lock first, the registrations after it, in separate statements: the read's
-        -- snapshot is taken once the lock is held.
-        IF current_setting('transaction_isolation') <> 'read committed'
-           OR NOT pg_try_advisory_xact_lock_shared(pgdyno.wake_lock_key(), hashtext(wake_queue))
-        THEN
-            PERFORM pg_notify('pgdyno_jobs', wake_queue);
-        ELSIF EXISTS (SELECT 1 FROM pgdyno.sleeping_queues AS s WHERE s.queue = wake_queue) THEN
-            PERFORM pg_notify('pgdyno_jobs', wake_queue);
-        END IF;
-    END LOOP;
-END
-$$;
-
 -- At commit (or at SET CONSTRAINTS ... IMMEDIATE): decide the queues the transaction listed.
 CREATE FUNCTION pgdyno.wake_sleepers() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pgdyno, pg_temp AS $$
 DECLARE
     queues text[] := string_to_array(nullif(current_setting('pgdyno.wake_queues', true), ''),
                                      E'\n');
+    wake_queue text;
 BEGIN
     -- Disarmed: the transaction's later statements are decided by the statement trigger.
     PERFORM set_config('pgdyno.wake_queues', '', true), set_config('pgdyno.wake_armed', '', true);
-    IF queues IS NOT NULL
-       AND coalesce(current_setting('pgdyno.skip_notify', true), '') NOT IN ('on', 'true', '1') THEN
-        PERFORM pgdyno.notify_sleepers(queues);
+    IF queues IS NULL
+       OR coalesce(current_setting('pgdyno.skip_notify', true), '') IN ('on', 'true', '1') THEN
+        RETURN NULL;
     END IF;
+    FOREACH wake_queue IN ARRAY queues LOOP
+        -- The lock first, the registrations after it, in separate statements: the read's
+        -- snapshot is taken once the lock is held. 1885824121 is pgdyno.wake_lock_key(),
+        -- written out: every enqueue runs this, and a call of a function with its own
+        -- search_path costs more than the rest of the decision.
+        IF current_setting('transaction_isolation') <> 'read committed'
+           OR NOT pg_try_advisory_xact_lock_shared(1885824121, hashtext(wake_queue)) THEN
+            PERFORM pg_notify('pgdyno_jobs', wake_queue);
+        ELSIF EXISTS (SELECT 1 FROM pgdyno.sleeping_queues AS s WHERE s.queue = wake_queue) THEN
+            PERFORM pg_notify('pgdyno_jobs', wake_queue);
+        END IF;
+    END LOOP;
     RETURN NULL;
 END
 $$;
