@@ -40,7 +40,7 @@ def parse(argv: list[str], names: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--systems",
         default="",
-        help="comma-separated subset of pgdyno,pgqueuer,procrastinate,"
+        help="comma-separated subset of pgdyno,pgqueuer,procrastinate,reference,"
         "pgbench-1,pgbench-100 (default: all)",
     )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")

@@ -20,11 +20,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 SUBJECT = "pgdyno"
 PEERS = ("pgqueuer", "procrastinate")
-COLUMN_ORDER = ("pgdyno", "pgqueuer", "procrastinate", "pgbench-1", "pgbench-100")
+COLUMN_ORDER = ("pgdyno", "pgqueuer", "procrastinate", "reference", "pgbench-1", "pgbench-100")
 TITLES = {
     "pgdyno": "pgdyno",
     "pgqueuer": "PgQueuer",
     "procrastinate": "Procrastinate",
+    "reference": "reference (thin psycopg)",
     "pgbench-1": "limit: 1/tx",
     "pgbench-100": "limit: 100/stmt",
 }

@@ -41,8 +41,8 @@ def format_value(value: Any) -> str:
         return ""
     if kind is bool:
         return "true" if value else "false"
-    if isinstance(value, float):
-        return _format_text_uncached(f"{value:.3f}".rstrip("0").rstrip("."))
+    if isinstance(value, float):  # digits, a point, a sign, inf or nan: nothing to escape
+        return f"{value:.3f}".rstrip("0").rstrip(".")
     return _format_text_uncached(str(value))
 
 
@@ -74,10 +74,38 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
 
     The record carries no caller's file and line (finding them walked the stack: a fifth of
     the cost of a job's line), which the logfmt line never shows."""
-    if logger.isEnabledFor(level):
-        logger.handle(
-            logger.makeRecord(logger.name, level, "", 0, event, (), None, extra={"logfmt": fields})
-        )
+    if not logger.isEnabledFor(level):
+        return
+    handler = _batching_handler(logger) if level < logging.WARNING else None
+    if handler is not None:  # the worker's own lines: straight into the batch (see the class)
+        handler.add_line(f"at={_LEVEL_NAMES.get(level, 'info')} {render(event, fields)}")
+        return
+    logger.handle(
+        logger.makeRecord(logger.name, level, "", 0, event, (), None, extra={"logfmt": fields})
+    )
+
+
+_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info"}
+
+
+def _batching_handler(logger: logging.Logger) -> BatchingHandler | None:
+    """The one handler `logger`'s records would reach, when it is a batching BatchingHandler
+    and no filter anywhere could drop or change a record; else None."""
+    found: BatchingHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if found is not None or not isinstance(handler, BatchingHandler):
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if found is None or not found.batching or found.filters or found.level > logging.DEBUG:
+        return None
+    return found
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -121,16 +149,21 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().emit(record)
             return
         try:
-            line = self.format(record) + self.terminator
+            line = self.format(record)
         except Exception:
             self.handleError(record)
             return
+        self.add_line(line, urgent=record.levelno >= logging.WARNING)
+
+    def add_line(self, line: str, urgent: bool = False) -> None:
+        """Add a formatted line to the batch (log_event's shortcut for pgdyno's own INFO and
+        DEBUG lines, when this handler is the only place they go: no LogRecord is made)."""
         with self.lock:  # type: ignore[union-attr]
             if not self._pending:
                 self._since = time.monotonic()
-            self._pending.append(line)
+            self._pending.append(line + self.terminator)
             if (
-                record.levelno < logging.WARNING
+                not urgent
                 and len(self._pending) < self.MAX_LINES
                 and time.monotonic() - self._since < self.MAX_DELAY_S
             ):

@@ -203,3 +203,33 @@ def test_names_are_escaped_even_when_their_formatting_is_cached():
     for _ in range(2):
         assert format_value("evil\x1b[2Jname") == '"evil\\x1b[2Jname"'
         assert format_value("https://user:secret@host") == "https://user:***@host"
+
+
+def test_the_workers_lines_skip_the_log_record_only_when_nothing_else_would_see_it():
+    """log_event's shortcut (no LogRecord) is taken only while batching into the one
+    handler of pgdyno's logger, with no filter anywhere; the lines are the same."""
+    stream = io.StringIO()
+    configure("INFO", stream)
+    log = logging.getLogger("pgdyno.test.shortcut")
+    seen: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
+    try:
+        logfmt.batching(True)
+        log_event(log, "job_done", job=1, task="t", duration_ms=1.5)
+        assert seen == []
+        log.addFilter(keep)  # someone watches: records again
+        log_event(log, "job_done", job=2, task="t", duration_ms=1.5)
+        assert [record.logfmt["job"] for record in seen] == [2]
+        logfmt.flush()
+        assert stream.getvalue().splitlines() == [
+            "at=info event=job_done job=1 task=t duration_ms=1.5",
+            "at=info event=job_done job=2 task=t duration_ms=1.5",
+        ]
+    finally:
+        log.removeFilter(keep)
+        logfmt.batching(False)
+        configure("INFO")
