@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -130,6 +130,22 @@ def _resolve_conn(conn: psycopg.Connection | str | None) -> tuple[psycopg.Connec
     return connect(dsn), True
 
 
+@contextlib.contextmanager
+def _enqueuing(conn: psycopg.Connection | str | None) -> Iterator[psycopg.Connection]:
+    """The connection to enqueue on (a new one, closed after, for a DSN or None); what the
+    database refuses becomes InvalidJob (refused) or ConfigError (not_permitted)."""
+    connection, owned = _resolve_conn(conn)
+    try:
+        yield connection
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+        raise refused(exc) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise not_permitted(exc) from exc
+    finally:
+        if owned:
+            connection.close()
+
+
 #: Why a naive datetime is refused, said the way a user fixes it.
 NAIVE_DATETIME = (
     "a naive datetime has no time zone, so it would run hours early or late depending on "
@@ -239,16 +255,8 @@ def enqueue(
             timeout=timeout,
         )[0]
     params = _insert_params(task, args, queue, priority, run_at, max_attempts, timeout)
-    connection, owned = _resolve_conn(conn)
-    try:
+    with _enqueuing(conn) as connection:
         row = connection.execute(sql.query("job_insert"), params).fetchone()
-    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
-        raise refused(exc) from exc
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise not_permitted(exc) from exc
-    finally:
-        if owned:
-            connection.close()
     assert row is not None
     return int(row[0])
 
@@ -274,8 +282,7 @@ def enqueue_unique(
     """
     params = _insert_params(task, args, queue, priority, run_at, max_attempts, timeout)
     params["unique_key"] = unique_key
-    connection, owned = _resolve_conn(conn)
-    try:
+    with _enqueuing(conn) as connection:
         for _ in range(UNIQUE_TRIES):
             row = connection.execute(sql.query("job_insert_unique"), params).fetchone()
             if row is not None:
@@ -285,13 +292,6 @@ def enqueue_unique(
             held = connection.execute(sql.query("job_find_unique"), params).fetchone()
             if held is not None and held[0] is not None:
                 return int(held[0]), False
-    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
-        raise refused(exc) from exc
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise not_permitted(exc) from exc
-    finally:
-        if owned:
-            connection.close()
     raise InvalidJobState(
         f"unique key {unique_key!r} of queue {queue!r} kept changing hands: its jobs finish as "
         f"fast as they are enqueued ({UNIQUE_TRIES} tries); enqueue again"
@@ -371,42 +371,31 @@ def enqueue_many(
         return []
     whens = [_when(spec.run_at) for spec in specs]
     timeouts = [_timeout(spec.timeout) for spec in specs]
-    connection, owned = _resolve_conn(conn)
-    try:
-        with _atomic(connection):
-            reserved = connection.execute(
-                sql.query("job_reserve_ids"), {"n": len(specs)}
-            ).fetchone()
-            assert reserved is not None  # the statement always returns one row
-            now, default_attempts, ids = reserved
-            rows = [
-                (
-                    spec.queue,
-                    spec.task,
-                    _args(spec.args).obj,
-                    spec.priority,
-                    at or (now + delay if delay else now),
-                    default_attempts if spec.max_attempts is None else spec.max_attempts,
-                    limit,
+    with _enqueuing(conn) as connection, _atomic(connection):
+        reserved = connection.execute(sql.query("job_reserve_ids"), {"n": len(specs)}).fetchone()
+        assert reserved is not None  # the statement always returns one row
+        now, default_attempts, ids = reserved
+        rows = [
+            (
+                spec.queue,
+                spec.task,
+                _args(spec.args).obj,
+                spec.priority,
+                at or (now + delay if delay else now),
+                default_attempts if spec.max_attempts is None else spec.max_attempts,
+                limit,
+            )
+            for spec, (at, delay), limit in zip(specs, whens, timeouts, strict=True)
+        ]
+        if ids is None:  # a client role: it may not write ids (migration 0009)
+            ids = _insert_many(connection, rows)
+        else:
+            with connection.cursor().copy(sql.query("job_copy_in")) as copy:
+                copy.set_types(
+                    ["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4", "interval"]
                 )
-                for spec, (at, delay), limit in zip(specs, whens, timeouts, strict=True)
-            ]
-            if ids is None:  # a client role: it may not write ids (migration 0009)
-                ids = _insert_many(connection, rows)
-            else:
-                with connection.cursor().copy(sql.query("job_copy_in")) as copy:
-                    copy.set_types(
-                        ["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4", "interval"]
-                    )
-                    for job_id, row in zip(ids, rows, strict=True):
-                        copy.write_row((job_id, *row))
-    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
-        raise refused(exc) from exc
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise not_permitted(exc) from exc
-    finally:
-        if owned:
-            connection.close()
+                for job_id, row in zip(ids, rows, strict=True):
+                    copy.write_row((job_id, *row))
     return list(ids)
 
 
