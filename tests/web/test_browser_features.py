@@ -344,3 +344,11 @@ def test_cancel_says_a_ready_job_was_cancelled_and_a_finished_one_was_not(conn, 
     assert answer.status_code == 200 and answer.url.endswith("notice=cancel_refused")
     assert "Not cancelled: the job has already finished." in answer.text
     assert queue.get_job(conn, done)["status"] == "done"
+
+
+def test_a_database_missing_a_migration_gets_a_503_saying_to_run_migrate(conn, dashboard):
+    conn.execute("DROP TABLE pgdyno.schedules")  # as if migration 0010 had not run
+    answer = requests.get(dashboard.url + "schedules", timeout=10)
+    assert answer.status_code == 503
+    assert "not migrated for this version of pgdyno: run `pgdyno migrate`" in answer.text
+    assert "relation &#34;pgdyno.schedules&#34; does not exist" in answer.text
