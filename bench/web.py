@@ -115,7 +115,7 @@ def fill_features(conn: psycopg.Connection) -> None:
         INSERT INTO pgdyno.jobs (queue, task, status, attempts, started_at, lease_expires_at,
                                  worker)
         SELECT 'default', 'send_invoice', 'running', 1, now(), now() + interval '1 hour',
-               'winston.' || (6 + n %% 15) || ':100:ab'
+               'winston.' || (6 + n % 15) || ':100:ab'
           FROM generate_series(1, 30) AS n
         """
     )
@@ -124,8 +124,8 @@ def fill_features(conn: psycopg.Connection) -> None:
         """
         INSERT INTO pgdyno.schedules (name, task, queue, cron, every, next_run_at, last_run_at)
         SELECT 'schedule-' || n, 'report', 'default',
-               CASE WHEN n %% 2 = 0 THEN '0 3 * * *' END,
-               CASE WHEN n %% 2 = 1 THEN interval '15 minutes' END,
+               CASE WHEN n % 2 = 0 THEN '0 3 * * *' END,
+               CASE WHEN n % 2 = 1 THEN interval '15 minutes' END,
                now() + interval '1 hour', now() - interval '1 hour'
           FROM generate_series(1, 20) AS n
         """
