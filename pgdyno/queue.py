@@ -37,8 +37,8 @@ _CONSTRAINT_HINTS = {
     "args_must_be_a_json_object": 'args must be a JSON object, for example {"id": 7}',
     "priority_must_be_between_minus_1000_and_1000": "priority must be between -1000 and 1000",
     "max_attempts_must_be_between_1_and_1000": "max_attempts must be between 1 and 1000",
-    "timeout_must_be_positive_and_at_most_1_day": (
-        "timeout must be more than 0 and at most 1 day, for example '30 seconds'"
+    "timeout_must_be_between_1_second_and_1_day": (
+        "timeout must be from 1 second to 1 day, for example '30 seconds'"
     ),
     # Migration 0009: bounds every role keeps, and what a client role may set.
     "run_at_must_be_between_1970_and_2200": (
@@ -50,10 +50,16 @@ _CONSTRAINT_HINTS = {
     "attempts_must_not_exceed_max_attempts": "attempts must not exceed max_attempts",
     "ready_job_must_have_an_attempt_left": "a ready job must have attempts below max_attempts",
     "queue_must_not_contain_control_characters": (
-        "queue must not contain control characters (tabs, newlines, escapes)"
+        "queue must not contain control or invisible characters (tabs, newlines, escapes, "
+        "no-break or zero-width spaces, bidirectional marks)"
     ),
     "task_must_not_contain_control_characters": (
-        "task must not contain control characters (tabs, newlines, escapes)"
+        "task must not contain control or invisible characters (tabs, newlines, escapes, "
+        "no-break or zero-width spaces, bidirectional marks)"
+    ),
+    "unique_key_prefixes_schedule_and_report_are_pgdyno_s_own": (
+        "unique keys starting 'schedule:' or 'report:' are pgdyno's own (schedule runs, "
+        "report run --unique): choose another key"
     ),
     "args_must_be_at_most_1_mb": "args must be at most 1 MB (as jsonb)",
     "args_must_nest_at_most_64_levels": (
@@ -183,16 +189,15 @@ def _when(run_at: RunAt) -> tuple[datetime | None, timedelta | None]:
 
 
 def _timeout(timeout: float | timedelta | None) -> timedelta | None:
-    """A job's timeout for the database: positive, finite, at most a day (InvalidJob else)."""
+    """A job's timeout for the database: from 1 second to a day (InvalidJob else)."""
     if timeout is None:
         return None
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise InvalidJob(f"timeout {timeout!r} refused: give seconds or a timedelta")
-    if not 0 < seconds <= 86400:  # also refuses NaN
+    if not 1 <= seconds <= 86400:  # also refuses NaN
         raise InvalidJob(
-            f"timeout {timeout!r} refused: a timeout must be more than 0 seconds and at most "
-            "1 day (86400 seconds)"
+            f"timeout {timeout!r} refused: a timeout must be from 1 second to 1 day (86400 seconds)"
         )
     return timedelta(seconds=float(seconds))
 

@@ -54,7 +54,11 @@ def _aware_datetime(value: str | datetime) -> datetime:
             f"{value!r} is not an ISO 8601 time such as 2026-03-01T09:00:00+01:00"
         ) from None
     if parsed.tzinfo is None:
-        raise click.BadParameter(f"{value!r} has no UTC offset: {queue.NAIVE_DATETIME}")
+        raise click.BadParameter(
+            f"{value!r} has no UTC offset, so it would run hours early or late depending on "
+            f"the database's time zone: add one ({value.strip()}Z for UTC, or +01:00), or "
+            "give --delay 2h instead"
+        )
     return parsed
 
 
@@ -162,12 +166,21 @@ def enqueue(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Refresh every --interval until Ctrl-C.")
 @click.option(
-    "--interval", type=DURATION, default=2.0, show_default=True, help="With --watch: e.g. 1s."
+    "--interval",
+    type=DURATION,
+    default=2.0,
+    show_default=True,
+    help="With --watch: e.g. 1s (at least 200ms).",
 )
 @database_option
 def status(as_json: bool, watch: bool, interval: float, database_url: str | None) -> None:
     """Jobs per queue and status, the age of the oldest ready job, paused queues, schedules
     with their next run, and scaling state; with --watch, again and again."""
+    if interval < 0.2:
+        raise click.BadParameter(
+            f"{interval:g}s would query the database continuously: give 200ms or more",
+            param_hint="'--interval'",
+        )
     tty = sys.stdout.isatty()
     # Ctrl-C (or SIGTERM) ends --watch after the refresh under way, exit status 0: handled
     # here, so that it works even where the shell started the command ignoring SIGINT. The
