@@ -62,6 +62,7 @@ from __future__ import annotations
 from pgdyno.cancellation import cancel
 from pgdyno.config import Settings
 from pgdyno.embed import build_worker, run_worker
+from pgdyno.enqueue import JobSpec, enqueue, enqueue_many
 from pgdyno.errors import (
     ConfigError,
     FormationError,
@@ -77,7 +78,6 @@ from pgdyno.errors import (
     ScheduleNotFound,
     UnknownTask,
 )
-from pgdyno.queue import JobSpec, enqueue, enqueue_many
 from pgdyno.results import result
 from pgdyno.schedules.declare import periodic
 from pgdyno.tasks import task
