@@ -13,9 +13,10 @@ guessed at:
 - a host or port urllib.parse and urllib3 disagree on;
 - a path segment that is `.` or `..` (before a `;`), or that holds `/`, `\\` or a control
   character, once percent-decoded, decoding again while that changes it (for servers that decode
-  twice). requests decodes `%2e` to `.` and urllib3 then removes dot segments, so
-  `/my-bucket/%2e%2e/other-bucket/x` would be sent as `/other-bucket/x`; servers differ on
-  whether `%2F` separates segments.
+  twice). requests resolves a `..` (`/my-bucket/../other-bucket/x` is sent as
+  `/other-bucket/x`) and decodes `%2e` to `.` (`/my-bucket/%2e%2e/other-bucket/x` is sent as
+  `/my-bucket/../other-bucket/x`, which servers and proxies resolve); servers differ on whether
+  `%2F` separates segments.
 
 Such a URL has nothing left to normalise: its path segments, percent-decoded once (as the server
 decodes them), are what a prefix is compared with, whole segment by whole segment.
