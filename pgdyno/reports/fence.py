@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,23 @@ if TYPE_CHECKING:
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Object-store hosts that serve many owners' buckets by path (path-style S3 and GCS URLs).
+_SHARED_NAMES = re.compile(
+    r"(s3([.-][a-z0-9-]+)*\.amazonaws\.com(\.cn)?|storage\.googleapis\.com"
+    r"|storage\.cloud\.google\.com)\Z"
+)
+#: Domains whose subdomains are many owners' buckets or storage accounts.
+_SHARED_DOMAINS = (
+    "amazonaws.com",
+    "amazonaws.com.cn",
+    "googleapis.com",
+    "windows.net",
+    "cloudflarestorage.com",
+    "digitaloceanspaces.com",
+    "backblazeb2.com",
+    "wasabisys.com",
+)
 
 
 class AddressRefused(Exception):
@@ -108,6 +126,22 @@ class HttpAllow:
     @property
     def empty(self) -> bool:
         return not (self.names or self.suffixes or self.networks or self.prefixes)
+
+    @property
+    def shared_hosts(self) -> tuple[str, ...]:
+        """The host entries that admit a host serving many owners' buckets (`*.s3.amazonaws.com`,
+        `storage.googleapis.com`, ...): anyone who can enqueue may upload to a bucket of their
+        own there. Known object stores only; sorted."""
+        names = [name for name in self.names if _SHARED_NAMES.match(name)]
+        suffixes = [
+            "*" + suffix
+            for suffix in self.suffixes
+            if any(
+                suffix == f".{domain}" or suffix.endswith(f".{domain}")
+                for domain in _SHARED_DOMAINS
+            )
+        ]
+        return tuple(sorted(names + suffixes))
 
     def host_allowed(self, host: str) -> bool:
         """Whether a host entry (name, *.suffix, address or network) admits every URL on `host`

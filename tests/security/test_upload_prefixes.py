@@ -234,3 +234,33 @@ def test_a_prefix_admits_its_address_for_its_own_uploads_only(
     with pytest.raises(InvalidReport, match="its address is not one reports may be uploaded"):
         upload(allow, f"http://localhost:{port}/my-bucket/loot.csv.gz")
     assert bucket.requests == []
+
+
+def test_host_entries_for_shared_storage_hosts_are_named() -> None:
+    fence = HttpAllow.parse(
+        "*.s3.amazonaws.com, storage.googleapis.com, s3.eu-west-1.amazonaws.com, "
+        "*.blob.core.windows.net, *.r2.cloudflarestorage.com, "
+        f"my-bucket.s3.amazonaws.com, uploads.example.com, *.example.com, 10.0.0.0/8, {GCS}"
+    )
+    assert fence.shared_hosts == (
+        "*.blob.core.windows.net",
+        "*.r2.cloudflarestorage.com",
+        "*.s3.amazonaws.com",
+        "s3.eu-west-1.amazonaws.com",
+        "storage.googleapis.com",
+    )
+
+
+def test_a_worker_warns_once_about_each_shared_storage_host_entry(
+    bucket: Listener, upload: Any, caplog: pytest.LogCaptureFixture, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(runner, "_shared_noted", set())
+    allow = f"{bucket.base}/my-bucket/, *.s3.amazonaws.com, storage.googleapis.com"
+    for name in ("a", "b"):
+        upload(allow, f"{bucket.base}/my-bucket/{name}.csv.gz")
+    warned = [
+        (record.levelname, record.logfmt["entry"])  # type: ignore[attr-defined]
+        for record in caplog.records
+        if record.getMessage() == "reports_http_allow_shared_host"
+    ]
+    assert warned == [("WARNING", "*.s3.amazonaws.com"), ("WARNING", "storage.googleapis.com")]
