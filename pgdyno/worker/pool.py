@@ -14,8 +14,10 @@ server process started once, which has already imported pgdyno and the task modu
 `preload`): a child starts in a few milliseconds, with no connection and no thread.
 
 Each running child is watched by the executor thread that started it (worker/threads.py): it
-reads the child's pipe (progress, the outcome), samples its memory every SAMPLE_INTERVAL
-seconds (worker/memory.py) and kills it past its timeout or memory limit. `stop(job_id, error)`
+reads the child's pipe (its task's start, progress, the outcome), samples its memory every
+SAMPLE_INTERVAL seconds (worker/memory.py) and kills it past its timeout (counted from its
+task's start: a cold fork server importing the task modules costs the job nothing) or memory
+limit. `stop(job_id, error)`
 stops one job's child from any thread (a lost lease; issue 13's cancel of a running job uses
 it too); `stop_all()` kills them all when the worker hands its jobs back and exits.
 """
@@ -135,26 +137,30 @@ class ChildProcesses:
         with self._lock:
             self._children[job.id] = running
         try:
-            sent, peak = self._watch(job, running, reader, started, timeout)
+            sent, peak, task_started = self._watch(job, running, reader, timeout)
         finally:
             process.join()
             reader.close()
             with self._lock:
                 self._children.pop(job.id, None)
-        return self._outcome(job, running, sent, peak, time.monotonic() - started)
+        # A job stopped or crashed: its duration counts from its task's start, if it started.
+        duration = time.monotonic() - (started if task_started is None else task_started)
+        return self._outcome(job, running, sent, peak, duration)
 
     def _watch(
         self,
         job: ClaimedJob,
         running: _Child,
         reader: connection.Connection,
-        started: float,
         timeout: float | None,
-    ) -> tuple[tuple[object, ...] | None, int | None]:
+    ) -> tuple[tuple[object, ...] | None, int | None, float | None]:
         """Follow the child until it exits: relay its progress, keep its outcome message, and
-        kill it past its timeout or memory limit. Returns (outcome message, peak RSS)."""
+        kill it past its timeout (counted from the moment its task starts: the fork server's
+        and the process's own start do not count) or its memory limit. Returns (outcome
+        message, peak RSS, monotonic time its task started or None)."""
         process = running.process
-        deadline = None if timeout is None else started + timeout
+        task_started: float | None = None
+        deadline: float | None = None
         sent: tuple[object, ...] | None = None
         peak: int | None = None
         open_pipe = True
@@ -169,13 +175,16 @@ class ChildProcesses:
                 except (EOFError, OSError):
                     open_pipe = False
                     continue
-                if message[0] == "progress":
+                if message[0] == "started" and task_started is None:
+                    task_started = time.monotonic()
+                    deadline = None if timeout is None else task_started + timeout
+                elif message[0] == "progress":
                     self._progress(job.id, int(message[1]), str(message[2]))
                 elif message[0] == "outcome":
                     sent = message
                 continue  # read everything the child sent before looking at its exit
             if process.sentinel in ready:
-                return sent, peak
+                return sent, peak, task_started
             usage = memory.usage(process.pid) if process.pid is not None else None
             if usage is not None:
                 peak = max(peak or 0, usage.peak)
