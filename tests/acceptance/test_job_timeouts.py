@@ -120,23 +120,25 @@ def test_thread_pool_report_past_its_timeout_has_its_query_cancelled(
 
 def test_process_pool_timeout_does_not_count_the_fork_servers_start(effects, database_url):
     """A cold worker in the process pool whose fork server takes 3 s to import the task modules
-    (tests/slow_import_tasks.py) runs a quick job with a 1 s timeout on its first attempt; the
-    old worker counted the fork server's start against the job and failed it with JobTimeout.
-    A job that does run past its timeout is still stopped, 1 s after its task started."""
-    quick = _insert(effects, "q", "slow_import.hello", {})
-    slow = _insert(effects, "q", "slow_import.sleep", {"seconds": 60})
+    (tests/timeout_tasks.py) runs a quick job with a 1 s timeout on its first attempt; the old
+    worker counted the fork server's start against the job and failed it with JobTimeout. A job
+    that does run past its timeout is still stopped, 1 s after its task started."""
+    quick = _insert(effects, "q", "timeout.hello", {})
+    slow = _insert(effects, "q", "timeout.sleep", {"key": "slow", "seconds": 60})
     extra = ["--pool", "process"]
-    with worker(database_url, "q", concurrency=2, imports=("slow_import_tasks",), extra=extra):
+    imports = ("timeout_tasks",)
+    slow_start = {"TEST_FORKSERVER_IMPORT_S": "3"}
+    with worker(database_url, "q", concurrency=2, imports=imports, extra=extra, **slow_start):
         done = wait_for_status(effects, quick, "done", "failed", timeout=30)
         stopped = wait_for_status(effects, slow, "done", "failed", timeout=30)
     assert (done["status"], done["attempts"], done["last_error"]) == ("done", 1, None)
     assert done["result"] == "hello"
     assert stopped["last_error"].startswith(
-        "JobTimeout: task 'slow_import.sleep' ran longer than its timeout of 1 s in attempt 1; "
+        "JobTimeout: task 'timeout.sleep' ran longer than its timeout of 1 s in attempt 1; "
         "its process was stopped"
     )
     # It ran its full second: the clock started when the task did, not when it was claimed.
-    started = effects_of(effects, "slow_import.sleep", "start")
-    assert len(started) == 1 and not effects_of(effects, "slow_import.sleep", "done")
+    started = effects_of(effects, "slow", "start")
+    assert len(started) == 1 and not effects_of(effects, "slow", "done")
     ran = (job_row(effects, slow)["finished_at"] - started[0]["at"]).total_seconds()
     assert ran >= 0.9
