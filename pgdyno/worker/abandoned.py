@@ -36,6 +36,13 @@ from pgdyno.worker.executor import Outcome
 
 log = logging.getLogger(__name__)
 
+#: The job_abandoned line's msg; ALL_HELD is added when no slot is left.
+ABANDONED = "past its timeout: the task was asked to stop; its thread keeps its slot until done"
+ALL_HELD = (
+    "; every slot is held so: the worker claims nothing until one returns (run tasks that "
+    "ignore their timeout with --pool process)"
+)
+
 
 class AbandonedThreads:
     """The task threads of one worker still running jobs given up at their timeout.
@@ -93,8 +100,7 @@ class AbandonedThreads:
                 timeout_s=timeout,
                 abandoned=abandoned,
                 concurrency=self.concurrency,
-                msg="past its timeout: the task was asked to stop; its thread keeps its slot "
-                "until it returns",
+                msg=ABANDONED + (ALL_HELD if abandoned >= self.concurrency else ""),
             )
             stop_task()  # a report cancels its query on the server here
             thread.join()

@@ -14,6 +14,7 @@ then (worker/abandoned.py). One in the process pool is killed at the timeout.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from queue import SimpleQueue
 from pgdyno import tasks
 from pgdyno.clock import Wakeup
 from pgdyno.config import Settings
+from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob
 from pgdyno.tasks import Pool
 from pgdyno.worker import executor, memory
@@ -29,6 +31,8 @@ from pgdyno.worker.abandoned import AbandonedThreads
 from pgdyno.worker.executor import Outcome, ProgressSink
 from pgdyno.worker.pool import ChildProcesses
 from pgdyno.worker.storable import storable_text
+
+log = logging.getLogger(__name__)
 
 
 class ExecutorPool:
@@ -119,6 +123,8 @@ class ExecutorPool:
         """Let idle threads exit and kill job processes; a thread still running a job (an
         abandoned one too) dies with the process."""
         self.stop_all()
+        if self.abandoned:
+            log_event(log, "abandoned_threads_stopped", abandoned=self.abandoned)
         for _ in self._threads:
             self._inbox.put(None)
 
