@@ -17,6 +17,7 @@ import psycopg
 
 from pgdyno import db, sql
 from pgdyno.db import listen, retry_on_conflict
+from pgdyno.enqueue import _resolve_conn
 from pgdyno.errors import (
     ConfigError,
     JobCancelled,
@@ -25,7 +26,6 @@ from pgdyno.errors import (
     PgdynoError,
     ResultTimeout,
 )
-from pgdyno.queue import _resolve_conn
 
 CHANNEL = "pgdyno_finished"
 #: Seconds between two looks at the job when no notification came.

@@ -13,6 +13,8 @@ import psycopg
 from pgdyno import cancellation, pausing, queue, results, signals
 from pgdyno.cli.common import DURATION, connection, database_option, echo_json
 from pgdyno.clock import Wakeup
+from pgdyno.enqueue import enqueue as enqueue_job
+from pgdyno.enqueue import enqueue_unique
 from pgdyno.migrate import migrate as apply_migrations
 from pgdyno.web import sampler
 
@@ -44,7 +46,7 @@ def json_object(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
 
 
 def _aware_datetime(value: str | datetime) -> datetime:
-    """--run-at: an ISO 8601 time with its UTC offset; naive times are refused (queue.NAIVE)."""
+    """--run-at: an ISO 8601 time with its UTC offset; naive times are refused."""
     if isinstance(value, datetime):
         return value
     try:
@@ -131,7 +133,7 @@ def enqueue(
     when = run_at if run_at is not None else timedelta(seconds=delay) if delay else None
     with connection(database_url) as conn:
         if unique_key is None:
-            job_id = queue.enqueue(
+            job_id = enqueue_job(
                 conn,
                 task,
                 args,
@@ -142,7 +144,7 @@ def enqueue(
                 timeout=timeout,
             )
         else:
-            job_id, added = queue.enqueue_unique(
+            job_id, added = enqueue_unique(
                 conn,
                 task,
                 args,

@@ -23,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from pgdyno import db, queue, sql
+from pgdyno import db, sql
 from pgdyno.clock import Clock
+from pgdyno.enqueue import enqueue_unique
 from pgdyno.errors import ConfigError, InvalidJob
 from pgdyno.logfmt import log_event
 from pgdyno.schedules import store
@@ -188,7 +189,7 @@ class ScheduleRunner:
             task, queue_name, args = claimed
             try:
                 with conn.transaction():
-                    job_id, _ = queue.enqueue_unique(
+                    job_id, _ = enqueue_unique(
                         conn,
                         task,
                         args,

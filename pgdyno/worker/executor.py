@@ -21,6 +21,7 @@ from typing import Any
 from pgdyno import tasks
 from pgdyno.errors import NotInTask, PermanentJobError, UnknownTask
 from pgdyno.logfmt import log_event
+from pgdyno.queue import MAX_ERROR_CHARS as MAX_ERROR_CHARS  # one limit, queue.fail's
 from pgdyno.queue import ClaimedJob
 from pgdyno.worker import cancels
 from pgdyno.worker.storable import (
@@ -34,7 +35,6 @@ from pgdyno.worker.storable import (
 
 log = logging.getLogger(__name__)
 
-MAX_ERROR_CHARS = 4000
 TRACEBACK_FRAMES = 8
 
 

@@ -16,7 +16,7 @@ from helpers import job_row
 
 import pgdyno
 from pgdyno.cli import main
-from pgdyno.queue import NAIVE_DATETIME
+from pgdyno.enqueue import NAIVE_DATETIME
 
 SYNTAX = (
     "write a number with an optional unit (ms, s, m or min, h, d, w), for example 250ms, 30s, "
