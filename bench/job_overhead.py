@@ -120,14 +120,15 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.job_overhead", description=__doc__)
     parser.add_argument("--jobs", type=int, default=50)
     args = parser.parse_args(argv)
-    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="pgdyno-bench-overhead-")) / "pg")
-    try:
-        url = server.start()
-        with psycopg.connect(url, autocommit=True) as conn:
-            migrate(conn)
-        pools = [measure(url, pool, args.jobs) for pool in ("thread", "process")]
-    finally:
-        server.destroy()
+    with tempfile.TemporaryDirectory(prefix="pgdyno-bench-overhead-") as scratch:
+        server = EmbeddedPostgres(Path(scratch) / "pg")
+        try:
+            url = server.start()
+            with psycopg.connect(url, autocommit=True) as conn:
+                migrate(conn)
+            pools = [measure(url, pool, args.jobs) for pool in ("thread", "process")]
+        finally:
+            server.destroy()
     thread, process = pools
     result = {
         "pools": pools,
