@@ -30,8 +30,10 @@ Code map: a job's path from INSERT to scale-down.
    one statement (`queue.complete_and_claim`); executor threads (worker/threads.py) run each
    job's task (worker/executor.py, the registry in tasks.py), in themselves or, with
    `--pool process`, each in a child process (worker/pool.py, worker/child.py) under a
-   timeout and a memory limit, while the loop heartbeats the leases (worker/timers.py holds
-   its deadlines, worker/session.py its connections and their LISTEN check, worker/health.py).
+   timeout and a memory limit (in a thread, a job past its timeout is abandoned and keeps its
+   slot until its task returns: worker/abandoned.py), while the loop heartbeats the leases
+   (worker/timers.py holds its deadlines, worker/session.py its connections and their LISTEN
+   check, worker/health.py).
    Every write about a job is fenced by its attempt (worker/fencing.py); an outcome the
    database could not store fails its job instead (worker/storable.py).
 6. Outcomes: the next claim marks done jobs done; failures are retried with backoff

@@ -234,7 +234,7 @@ class Worker:
         if timer_fired:
             self._timers.due = None
             self._claim_due = True
-        free = self.settings.concurrency - len(self._running)
+        free = self._free_slots()
         # Reporting finished jobs costs a statement anyway: claim in it whenever slots are free.
         claim = free > 0 and not self._stopping.is_set() and (self._claim_due or bool(self._done))
         claimed = self._flush(limit=free if claim else 0)
@@ -258,14 +258,15 @@ class Worker:
             self._heartbeat()
         if self._progress:
             self._write_progress()
-        more_to_claim = (
-            self._claim_due
-            and not self._stopping.is_set()
-            and len(self._running) < self.settings.concurrency
-        )
+        more_to_claim = self._claim_due and not self._stopping.is_set() and self._free_slots() > 0
         if not self._outcomes and not more_to_claim:
             self._sleep()
         return False
+
+    def _free_slots(self) -> int:
+        """Slots of --concurrency with no job: a thread still running a job abandoned at its
+        timeout keeps its slot until it returns (worker/abandoned.py)."""
+        return max(0, self.settings.concurrency - len(self._running) - self._pool.abandoned)
 
     # --- database turns ----------------------------------------------------------------------
 
