@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Test processes (pytest-xdist); each file's tests stay in one process (--dist loadfile).
+TEST_JOBS ?= 3
 
 .DEFAULT_GOAL := help
 .PHONY: help run test lint bench stop clean
@@ -20,8 +22,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP) ## the demo: julia spins winston up for reports and back to zero (embedded Postgres)
 	$(BIN)/python -m pgdyno.demo
 
-test: $(STAMP) ## the whole test suite (starts its own Postgres)
-	$(BIN)/python -m pytest -q
+test: $(STAMP) ## the whole test suite (starts its own Postgres per test process; TEST_JOBS=1 runs it serially)
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 lint: $(STAMP) ## ruff (lint and format) and mypy --strict on the package
 	$(BIN)/ruff check pgdyno tests bench

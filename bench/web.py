@@ -3,9 +3,10 @@
 A throwaway embedded Postgres (fsync on) holding a million finished jobs over a week (mostly
 done, 1 in 500 failed, 1 in 2,000 cancelled, 1 in 7 in a second queue, 1 in 1,000 a report),
 50 ready jobs, a week of timeline samples every 5 s for one process type and 2,000 scale
-events. The dashboard is served by waitress on 127.0.0.1 exactly as `pgdyno web` serves it;
-each page is fetched over HTTP, first once to warm up, then ROUNDS times, and the wall time of
-each request is kept (server render + loopback HTTP). Also times one sampler tick (what the
+events, 20 registered workers running 30 jobs, a paused queue and 20 schedules. The dashboard
+is served by waitress on 127.0.0.1 exactly as `pgdyno web` serves it; each page is fetched
+over HTTP, first once to warm up, then ROUNDS times, and the wall time of each request is kept
+(server render + loopback HTTP). Also times one sampler tick (what the
 dispatcher adds to each reconcile).
 
 Target: every page under 200 ms. Prints a table; writes JSON to bench/results/web-<time>.json.
@@ -96,6 +97,42 @@ def fill_timeline(conn: psycopg.Connection) -> None:
     conn.execute("ANALYZE pgdyno.scale_events")
 
 
+def fill_features(conn: psycopg.Connection) -> None:
+    """What the Process types, Overview and Schedules pages show besides jobs: 20 registered
+    winston workers (2 lost, 3 stopped), each running 2 jobs, a paused queue, 20 schedules."""
+    conn.execute(
+        """
+        INSERT INTO pgdyno.workers (id, dyno, process_type, queues, concurrency, pid,
+                                    heartbeat_at, busy_at, running, stopped_at)
+        SELECT 'winston.' || n || ':100:ab', 'winston.' || n, 'winston', ARRAY['default'], 4, 100,
+               now() - CASE WHEN n <= 2 THEN interval '5 min' ELSE interval '1 s' END, now(),
+               2, CASE WHEN n BETWEEN 3 AND 5 THEN now() END
+          FROM generate_series(1, 20) AS n
+        """
+    )
+    conn.execute(
+        """
+        INSERT INTO pgdyno.jobs (queue, task, status, attempts, started_at, lease_expires_at,
+                                 worker)
+        SELECT 'default', 'send_invoice', 'running', 1, now(), now() + interval '1 hour',
+               'winston.' || (6 + n % 15) || ':100:ab'
+          FROM generate_series(1, 30) AS n
+        """
+    )
+    conn.execute("INSERT INTO pgdyno.queues (name, paused, paused_at) VALUES ('mail', true, now())")
+    conn.execute(
+        """
+        INSERT INTO pgdyno.schedules (name, task, queue, cron, every, next_run_at, last_run_at)
+        SELECT 'schedule-' || n, 'report', 'default',
+               CASE WHEN n % 2 = 0 THEN '0 3 * * *' END,
+               CASE WHEN n % 2 = 1 THEN interval '15 minutes' END,
+               now() + interval '1 hour', now() - interval '1 hour'
+          FROM generate_series(1, 20) AS n
+        """
+    )
+    conn.execute("ANALYZE pgdyno.jobs_active")
+
+
 def measure(url: str, paths: list[str]) -> list[dict[str, Any]]:
     import requests
 
@@ -142,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 fill_history(conn, args.jobs)
                 fill_timeline(conn)
+                fill_features(conn)
                 took = time.perf_counter() - started
                 print(f"history: {args.jobs:,} finished jobs in {took:.0f} s")
                 report_job = conn.execute(
@@ -169,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                     "jobs?queue=mail&status=failed",
                     "jobs?before=500000",
                     f"jobs/{report_job}",
+                    "schedules",
                     "reports",
                     "metrics",
                 ]

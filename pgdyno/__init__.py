@@ -12,10 +12,11 @@ The names in `__all__` are the stable API: module paths inside the package may c
 
 Code map: a job's path from INSERT to scale-down.
 
-1. Enqueue. A plain INSERT into pgdyno.jobs, or `queue.enqueue`/`enqueue_many` (statements
-   in sql/queue.sql). The table's statement trigger checks the rows against the enqueue
-   contract (which role may set which column, bounds on values: sql/migrations/0009_security.sql,
-   roles.py) and sends NOTIFY pgdyno_jobs with the queue name at commit.
+1. Enqueue. A plain INSERT into pgdyno.jobs, or `enqueue`/`enqueue_many` (enqueue.py, the
+   client side; statements in sql/queue.sql). The table's statement trigger checks the rows
+   against the enqueue contract (which role may set which column, bounds on values, keys
+   reserved to pgdyno: sql/migrations/0009_security.sql and 0010, roles.py) and sends NOTIFY
+   pgdyno_jobs with the queue name at commit.
 2. The dispatcher wakes (scaling/dispatcher.py, on the always-on dyno): LISTEN, debounce,
    then `Scaler.scale_up` for every process type whose queues it serves.
 3. Scale up (scaling/scaler.py): lock the type's row in pgdyno.formations (never waiting: a
@@ -29,8 +30,10 @@ Code map: a job's path from INSERT to scale-down.
    one statement (`queue.complete_and_claim`); executor threads (worker/threads.py) run each
    job's task (worker/executor.py, the registry in tasks.py), in themselves or, with
    `--pool process`, each in a child process (worker/pool.py, worker/child.py) under a
-   timeout and a memory limit, while the loop heartbeats the leases (worker/timers.py holds
-   its deadlines, worker/session.py its connections and their LISTEN check, worker/health.py).
+   timeout and a memory limit (in a thread, a job past its timeout is abandoned and keeps its
+   slot until its task returns: worker/abandoned.py), while the loop heartbeats the leases
+   (worker/timers.py holds its deadlines, worker/session.py its connections and their LISTEN
+   check, worker/health.py).
    Every write about a job is fenced by its attempt (worker/fencing.py); an outcome the
    database could not store fails its job instead (worker/storable.py).
 6. Outcomes: the next claim marks done jobs done; failures are retried with backoff
@@ -45,7 +48,7 @@ Code map: a job's path from INSERT to scale-down.
    finish within the grace period, hands back the rest, and exits.
 
 Around the path: schedules/ (recurring jobs the acting dispatcher enqueues once per scheduled
-time), unique keys (queue.enqueue_unique), pausing.py (paused queues, left out of the claim and
+time), unique keys (enqueue.enqueue_unique), pausing.py (paused queues, left out of the claim and
 the scaling load), cancellation.py with worker/cancels.py (cancelling a running job), and
 results.py (waiting for a job's outcome).
 
@@ -62,6 +65,7 @@ from __future__ import annotations
 from pgdyno.cancellation import cancel
 from pgdyno.config import Settings
 from pgdyno.embed import build_worker, run_worker
+from pgdyno.enqueue import JobSpec, enqueue, enqueue_many
 from pgdyno.errors import (
     ConfigError,
     FormationError,
@@ -77,7 +81,6 @@ from pgdyno.errors import (
     ScheduleNotFound,
     UnknownTask,
 )
-from pgdyno.queue import JobSpec, enqueue, enqueue_many
 from pgdyno.results import result
 from pgdyno.schedules.declare import periodic
 from pgdyno.tasks import task

@@ -164,10 +164,11 @@ class Settings:
     #: SELECT on the report tables only. Default: DATABASE_URL. Results are stored through
     #: DATABASE_URL either way.
     reports_database_url: str | None = None
-    #: Hosts the `http` report store may upload to, comma-separated (PGDYNO_REPORTS_HTTP_ALLOW):
-    #: names (`bucket.s3.amazonaws.com`, `*.s3.amazonaws.com` for its subdomains), IP addresses
-    #: or networks (`10.1.2.0/24`), which also admit those private addresses. Empty (the
-    #: default): the http store is off. See pgdyno/reports/fence.py.
+    #: Where the `http` report store may upload to, comma-separated (PGDYNO_REPORTS_HTTP_ALLOW):
+    #: URL prefixes naming a bucket or folder (`https://storage.googleapis.com/my-bucket/`),
+    #: host names (`uploads.example.com`, `*.example.com` for its subdomains: every path on
+    #: them), IP addresses or networks (`10.1.2.0/24`), which also admit those private
+    #: addresses. Empty (the default): the http store is off. See pgdyno/reports/fence.py.
     reports_http_allow: str = ""
 
     @classmethod

@@ -15,16 +15,17 @@ from typing import Any
 
 import psycopg
 
-from pgdyno import sql
+from pgdyno import db, sql
 from pgdyno.db import listen, retry_on_conflict
+from pgdyno.enqueue import _resolve_conn
 from pgdyno.errors import (
+    ConfigError,
     JobCancelled,
     JobFailed,
     JobNotFound,
     PgdynoError,
     ResultTimeout,
 )
-from pgdyno.queue import _resolve_conn
 
 CHANNEL = "pgdyno_finished"
 #: Seconds between two looks at the job when no notification came.
@@ -39,7 +40,8 @@ def result(conn: psycopg.Connection | str | None, job_id: int, timeout: float | 
     and a transaction would never see it finish), a database URL, or None for $DATABASE_URL.
     `timeout`: seconds, None to wait for as long as it takes.
     Raises JobFailed or JobCancelled (the stored error in `.error`), ResultTimeout (a
-    TimeoutError) when `timeout` passes first, JobNotFound for an unknown id.
+    TimeoutError) when `timeout` passes first, JobNotFound for an unknown id, ConfigError for a
+    role that may not read jobs (an enqueue role).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     connection, owned = _resolve_conn(conn)
@@ -65,6 +67,12 @@ def result(conn: psycopg.Connection | str | None, job_id: int, timeout: float | 
                 for notify in connection.notifies(timeout=wait):
                     if notify.channel == CHANNEL and notify.payload == str(job_id):
                         break
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConfigError(
+            f"pgdyno.result cannot read job {job_id}: {db.first_line(exc)}; it marks the job "
+            "awaited and reads its result, which an enqueue role (pgdyno grant-enqueue) may "
+            "not: wait for results with pgdyno's own role (the one that ran pgdyno migrate)"
+        ) from None
     finally:
         if owned:
             connection.close()

@@ -2,7 +2,8 @@
 a partner's service) enqueues with, and the one command that makes a role one.
 
 An enqueue role has USAGE on the pgdyno schema and INSERT on the columns of
-`pgdyno.enqueue_columns()` (queue, task, args, priority, run_at, max_attempts) and nothing else
+`pgdyno.enqueue_columns()` (queue, task, args, priority, run_at, max_attempts, timeout,
+unique_key) and nothing else
 that writes; with `returning_id`, SELECT on the id column too, which `INSERT ... RETURNING id`,
 `pgdyno.enqueue` and `pgdyno.enqueue_many` need. The database enforces the rest (migration
 0009): such a role cannot choose a job's id, status, attempts, worker, lease or result, and a

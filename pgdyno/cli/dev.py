@@ -11,11 +11,11 @@ import functools
 import signal
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
 
+from pgdyno import signals
 from pgdyno.cli.common import DURATION, database_option
 from pgdyno.config import Settings
 from pgdyno.platform.postgres import EmbeddedPostgres, start_embedded_postgres
@@ -127,8 +127,8 @@ def _serve(platform: LocalPlatform, url: str, web_port: int, reports_dir: str) -
     """Start the platform, wait for Ctrl-C or SIGTERM, stop it; a second one kills at once."""
     stop = threading.Event()
 
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
+    def handle(signum: signal.Signals) -> None:
+        name = signum.name
         if not stop.is_set():
             stop.set()
             platform.dynos.event(
@@ -140,8 +140,7 @@ def _serve(platform: LocalPlatform, url: str, web_port: int, reports_dir: str) -
             platform.dynos.event("kill_requested", signal=name, msg="killing every dyno now")
             platform.dynos.kill_now()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, handle)
+    signals.install(handle)  # for the rest of the process: dev exits after this
     dashboard = None
     try:
         platform.start()

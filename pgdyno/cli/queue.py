@@ -13,6 +13,8 @@ import psycopg
 from pgdyno import cancellation, pausing, queue, results, signals
 from pgdyno.cli.common import DURATION, connection, database_option, echo_json
 from pgdyno.clock import Wakeup
+from pgdyno.enqueue import enqueue as enqueue_job
+from pgdyno.enqueue import enqueue_unique
 from pgdyno.migrate import migrate as apply_migrations
 from pgdyno.web import sampler
 
@@ -44,7 +46,7 @@ def json_object(_ctx: click.Context, _param: click.Parameter, value: str) -> dic
 
 
 def _aware_datetime(value: str | datetime) -> datetime:
-    """--run-at: an ISO 8601 time with its UTC offset; naive times are refused (queue.NAIVE)."""
+    """--run-at: an ISO 8601 time with its UTC offset; naive times are refused."""
     if isinstance(value, datetime):
         return value
     try:
@@ -54,7 +56,11 @@ def _aware_datetime(value: str | datetime) -> datetime:
             f"{value!r} is not an ISO 8601 time such as 2026-03-01T09:00:00+01:00"
         ) from None
     if parsed.tzinfo is None:
-        raise click.BadParameter(f"{value!r} has no UTC offset: {queue.NAIVE_DATETIME}")
+        raise click.BadParameter(
+            f"{value!r} has no UTC offset, so it would run hours early or late depending on "
+            f"the database's time zone: add one ({value.strip()}Z for UTC, or +01:00), or "
+            "give --delay 2h instead"
+        )
     return parsed
 
 
@@ -127,7 +133,7 @@ def enqueue(
     when = run_at if run_at is not None else timedelta(seconds=delay) if delay else None
     with connection(database_url) as conn:
         if unique_key is None:
-            job_id = queue.enqueue(
+            job_id = enqueue_job(
                 conn,
                 task,
                 args,
@@ -138,7 +144,7 @@ def enqueue(
                 timeout=timeout,
             )
         else:
-            job_id, added = queue.enqueue_unique(
+            job_id, added = enqueue_unique(
                 conn,
                 task,
                 args,
@@ -162,12 +168,21 @@ def enqueue(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Refresh every --interval until Ctrl-C.")
 @click.option(
-    "--interval", type=DURATION, default=2.0, show_default=True, help="With --watch: e.g. 1s."
+    "--interval",
+    type=DURATION,
+    default=2.0,
+    show_default=True,
+    help="With --watch: e.g. 1s (at least 200ms).",
 )
 @database_option
 def status(as_json: bool, watch: bool, interval: float, database_url: str | None) -> None:
     """Jobs per queue and status, the age of the oldest ready job, paused queues, schedules
     with their next run, and scaling state; with --watch, again and again."""
+    if interval < 0.2:
+        raise click.BadParameter(
+            f"{interval:g}s would query the database continuously: give 200ms or more",
+            param_hint="'--interval'",
+        )
     tty = sys.stdout.isatty()
     # Ctrl-C (or SIGTERM) ends --watch after the refresh under way, exit status 0: handled
     # here, so that it works even where the shell started the command ignoring SIGINT. The

@@ -21,6 +21,8 @@ from tqdm import tqdm
 from pgdyno import queue
 from pgdyno.cli.common import DURATION, connection, database_option, echo_json
 from pgdyno.config import Settings
+from pgdyno.enqueue import enqueue as enqueue_job
+from pgdyno.enqueue import enqueue_unique
 from pgdyno.errors import InvalidReport
 from pgdyno.reports import catalog, results
 from pgdyno.reports.store import KINDS
@@ -218,7 +220,7 @@ def run(
     with connection(database_url) as conn:
         if unique:
             key = natural_key(name, params)
-            job_id, added = queue.enqueue_unique(
+            job_id, added = enqueue_unique(
                 conn, "report", args, unique_key=key, queue=queue_name, priority=priority
             )
             if not added:
@@ -228,7 +230,7 @@ def run(
                     err=True,
                 )
         else:
-            job_id = queue.enqueue(conn, "report", args, queue=queue_name, priority=priority)
+            job_id = enqueue_job(conn, "report", args, queue=queue_name, priority=priority)
         click.echo(job_id)
         if wait:
             _follow(conn, job_id, timeout)

@@ -27,7 +27,8 @@ def grant_enqueue(
     role: str, returning_id: bool, print_only: bool, database_url: str | None
 ) -> None:
     """Make ROLE an enqueue role: it may INSERT jobs (queue, task, args, priority, run_at,
-    max_attempts) and nothing else. Run as the owner of the pgdyno schema."""
+    max_attempts, timeout, unique_key: pgdyno.enqueue_columns()) and nothing else. Run as the
+    owner of the pgdyno schema."""
     with connection(database_url) as conn:
         statements = roles.grant_enqueue(
             conn, role, returning_id=returning_id, apply=not print_only

@@ -29,7 +29,8 @@ DEFAULT_PORT = 8080
     "--read-only",
     is_flag=True,
     default=None,
-    help="No retry or cancel buttons, read-only database sessions ($PGDYNO_WEB_READ_ONLY).",
+    help="No actions (retry, cancel, pause, resume), read-only database sessions "
+    "($PGDYNO_WEB_READ_ONLY).",
 )
 @database_option
 def web(host: str, port: int | None, read_only: bool | None, database_url: str | None) -> None:

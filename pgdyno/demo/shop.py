@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from pgdyno import sql
-from pgdyno.queue import JobSpec, enqueue_many
+from pgdyno.enqueue import JobSpec, enqueue_many
 
 #: The report jobs of the demo: args of the built-in `report` task.
 DEMO_REPORTS: list[dict[str, Any]] = [

@@ -6,9 +6,11 @@
     runner.py    the `report` task: read-only transaction, COPY ... TO STDOUT, store, measure
     stream.py    CSV to gzip pieces in flat memory, with row/byte counts and progress
     store.py     where results go: Postgres (default), a directory, an HTTP PUT
+    fence.py     where the HTTP PUT may go: PGDYNO_REPORTS_HTTP_ALLOW, addresses on the socket
+    upload_url.py  an upload URL read as the HTTP client sends it, or refused
     results.py   reading results back (`pgdyno report fetch` / `show`)
-    memory.py    the worker's peak RSS while a report runs
-    demo.py      the demo schema, data generator and report jobs of `make run`
+    rss.py       the process's peak RSS while a report runs
+(the demo's schema, data and reports are pgdyno/demo/)
 
 Nothing here is imported by a worker until it registers its built-in tasks.
 """

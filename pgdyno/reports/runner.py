@@ -113,7 +113,7 @@ def run(
         "url": url,
         "headers": headers,
         "spool": spool,
-        "http_allow": HttpAllow.parse(settings.reports_http_allow),
+        "http_allow": _note_shared_hosts(HttpAllow.parse(settings.reports_http_allow)),
     }
     open_store(store, **store_args)  # refuses bad store arguments before connecting
     per_report = memory.reset_peak()
@@ -222,6 +222,28 @@ def _note_role(settings: Settings) -> None:
         msg="reports run on DATABASE_URL: set PGDYNO_REPORTS_DATABASE_URL to a follower or a "
         "SELECT-only role so that a report can only read",
     )
+
+
+_shared_noted: set[str] = set()
+
+
+def _note_shared_hosts(allow: HttpAllow) -> HttpAllow:
+    """Warn once per worker about each host entry of PGDYNO_REPORTS_HTTP_ALLOW that admits
+    every bucket of a shared object store (fence.py); returns `allow`."""
+    for entry in allow.shared_hosts:
+        if entry not in _shared_noted:
+            _shared_noted.add(entry)
+            log_event(
+                log,
+                "reports_http_allow_shared_host",
+                logging.WARNING,
+                entry=entry,
+                msg="this PGDYNO_REPORTS_HTTP_ALLOW entry admits every owner's buckets on a "
+                "shared storage host: anyone who can enqueue may upload reports to a bucket of "
+                "their own; list your bucket as a URL prefix instead "
+                "(https://storage.googleapis.com/my-bucket/)",
+            )
+    return allow
 
 
 def _prepare(conn: psycopg.Connection, report: Report, values: dict[str, Any]) -> pgsql.Composed:

@@ -10,7 +10,7 @@ a result appear whole or not at all:
   own connection: one connection per running report, not two (the connection budget).
 - directory: written to a hidden temporary file, fsynced, then renamed into place.
 - http: one PUT of the whole body (chunked transfer, or Content-Length with `spool`); the
-  receiving server only keeps a body that arrived complete. Only to the hosts the operator
+  receiving server only keeps a body that arrived complete. Only to the URLs the operator
   allows (PGDYNO_REPORTS_HTTP_ALLOW, see fence.py: off by default), never following a
   redirect, with no client headers but those of HTTP_HEADERS; a refused upload's error holds
   its status, never the server's reply.
@@ -37,6 +37,7 @@ from pgdyno.logfmt import log_event
 from pgdyno.reports.fence import AddressRefused, HttpAllow
 from pgdyno.reports.fence import session as fenced_session
 from pgdyno.reports.stream import PIECE_BYTES, GzipStream
+from pgdyno.reports.upload_url import UrlRefused
 
 if TYPE_CHECKING:
     import requests
@@ -104,8 +105,8 @@ def open_store(
 
     `connection`: the report's own connection, which the postgres store writes on once the
     report's COPY is over when `shared_connection` (it is a connection to `database_url`);
-    otherwise the store closes it then and opens one of its own. `http_allow`: the hosts the
-    http store may upload to (none: it is off)."""
+    otherwise the store closes it then and opens one of its own. `http_allow`: where the http
+    store may upload to (nowhere: it is off)."""
     if kind not in KINDS:
         raise InvalidReport(
             f"unknown store {kind!r}: use postgres (the default), directory or http"
@@ -282,16 +283,14 @@ class HttpStore:
         checked_headers, checked_spool = _checked_headers(headers), _checked_spool(spool)
         if allow.empty:
             raise InvalidReport(
-                "store http is off on this worker: its operator lists the hosts reports may be "
+                "store http is off on this worker: its operator lists where reports may be "
                 "uploaded to in PGDYNO_REPORTS_HTTP_ALLOW"
             )
-        host = urlsplit(url).hostname or ""
-        if not allow.host_allowed(host):
-            raise InvalidReport(
-                f"store http may not upload to {host[:100]!r}: the host is not in the worker's "
-                "PGDYNO_REPORTS_HTTP_ALLOW"
-            )
-        return cls(url, checked_headers, checked_spool, allow)
+        try:
+            fence = allow.for_upload(url)
+        except UrlRefused as exc:
+            raise InvalidReport(str(exc)) from None
+        return cls(url, checked_headers, checked_spool, fence)
 
     def save(self, stream: GzipStream) -> Stored:
         import requests  # only workers that upload pay for importing it

@@ -23,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from pgdyno import db, queue, sql
+from pgdyno import db, sql
 from pgdyno.clock import Clock
+from pgdyno.enqueue import enqueue_unique
 from pgdyno.errors import ConfigError, InvalidJob
 from pgdyno.logfmt import log_event
 from pgdyno.schedules import store
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: The control payload the schedules table's trigger sends.
 CHANGED = db.CONTROL_PREFIX + "schedules"
+#: Seconds before a run whose enqueue found a lock held (schedule_run_lock_timeout) is tried again.
+LOCKED_RETRY_S = 5.0
 
 
 def run_key(name: str, scheduled_at: datetime) -> str:
@@ -115,6 +118,17 @@ class ScheduleRunner:
                     conn.execute(sql.query("schedule_set_error"), {"name": name, "error": str(exc)})
                     log_event(log, "schedule_invalid", logging.ERROR, schedule=name, error=exc)
                 continue
+            except psycopg.errors.LockNotAvailable as exc:
+                # Rolled back, next_run_at unchanged: the run is enqueued on a later turn.
+                log_event(
+                    log,
+                    "schedule_run_waiting",
+                    logging.WARNING,
+                    schedule=name,
+                    error=db.first_line(exc),
+                    retry_in_s=LOCKED_RETRY_S,
+                )
+                upcoming = db_now + timedelta(seconds=LOCKED_RETRY_S)
             soonest = upcoming if soonest is None else min(soonest, upcoming)
         if soonest is None or db_now is None:
             self.wake_at = None
@@ -160,6 +174,7 @@ class ScheduleRunner:
     ) -> None:
         """Claim the run at `scheduled_at` and enqueue its job, in one transaction."""
         with conn.transaction():
+            conn.execute(sql.query("schedule_run_lock_timeout"))
             claimed = conn.execute(
                 sql.query("schedule_advance"),
                 {
@@ -174,7 +189,7 @@ class ScheduleRunner:
             task, queue_name, args = claimed
             try:
                 with conn.transaction():
-                    job_id, _ = queue.enqueue_unique(
+                    job_id, _ = enqueue_unique(
                         conn,
                         task,
                         args,

@@ -341,7 +341,7 @@ SELECT queue, status::text, count(*),
 -- name: job_get
 SELECT id, queue, task, args, status::text AS status, priority, run_at, attempts, max_attempts,
        last_error, created_at, started_at, finished_at, worker, lease_expires_at, result,
-       progress, handbacks, timeout, peak_rss_bytes
+       progress, handbacks, timeout, peak_rss_bytes, unique_key, cancel_requested_at, awaited
   FROM pgdyno.jobs
  WHERE id = %(id)s;
 

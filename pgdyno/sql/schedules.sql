@@ -67,3 +67,9 @@ UPDATE pgdyno.schedules SET last_job_id = %(job_id)s WHERE name = %(name)s;
 
 -- name: schedule_set_error
 UPDATE pgdyno.schedules SET last_error = %(error)s WHERE name = %(name)s;
+
+-- name: schedule_run_lock_timeout
+-- For the transaction that enqueues a run: the dispatcher never waits long on a lock another
+-- session holds (an uncommitted job with the run's unique key, a schedule row being updated):
+-- it gives up after 2 s and tries the run again shortly, while its other work goes on.
+SET LOCAL lock_timeout = '2s';

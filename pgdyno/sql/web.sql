@@ -91,8 +91,10 @@ SELECT process_type, CASE WHEN outcome = 'ok' THEN 'ok' ELSE 'error' END, count(
  ORDER BY 1, 2;
 
 -- name: web_queue_overview
--- One row per known queue: live counts from jobs_active, finished counts from the counters,
--- throughput from the last hour of samples (finished jobs per minute), and the counters' mark.
+-- One row per known queue (jobs ready or running, finished jobs counted, a scaling rule, a row
+-- in pgdyno.queues): live counts from jobs_active, finished counts from the counters,
+-- throughput from the last hour of samples (finished jobs per minute), the counters' mark, and
+-- whether the queue is paused (pgdyno/pausing.py) and since when.
 WITH active AS (
     SELECT queue,
            count(*) FILTER (WHERE status = 'ready' AND run_at <= now()) AS ready,
@@ -120,18 +122,21 @@ WITH active AS (
     SELECT queue FROM active
      UNION SELECT queue FROM finished
      UNION SELECT queue FROM pgdyno.scale_rules
+     UNION SELECT name FROM pgdyno.queues
 )
 SELECT n.queue, r.process_type,
        coalesce(a.ready, 0) AS ready, coalesce(a.scheduled, 0) AS scheduled,
        coalesce(a.running, 0) AS running, coalesce(f.done, 0) AS done,
        coalesce(f.failed, 0) AS failed, coalesce(f.cancelled, 0) AS cancelled,
        greatest(a.oldest, 0) AS oldest_ready_age_s, t.per_minute,
-       (SELECT counted_until FROM pgdyno.metrics_state) AS counted_until
+       (SELECT counted_until FROM pgdyno.metrics_state) AS counted_until,
+       coalesce(p.paused, false) AS paused, CASE WHEN p.paused THEN p.paused_at END AS paused_at
   FROM names AS n
   LEFT JOIN active AS a USING (queue)
   LEFT JOIN finished AS f USING (queue)
   LEFT JOIN rate AS t USING (queue)
   LEFT JOIN pgdyno.scale_rules AS r USING (queue)
+  LEFT JOIN pgdyno.queues AS p ON p.name = n.queue
  ORDER BY n.queue;
 
 -- name: web_jobs_list
@@ -146,6 +151,16 @@ SELECT id, queue, task, status::text AS status, priority, attempts, max_attempts
    AND (%(task)s::text IS NULL OR task = %(task)s::text)
    AND (%(before)s::bigint IS NULL OR id < %(before)s::bigint)
  ORDER BY id DESC
+ LIMIT %(limit)s;
+
+-- name: web_running_jobs
+-- The running jobs and the worker that holds each (pgdyno.jobs.worker is the worker's id in
+-- pgdyno.workers), for the Process types page: what each worker runs. From the small active
+-- partition; at most %(limit)s rows.
+SELECT worker, id, queue, task, started_at, cancel_requested_at
+  FROM pgdyno.jobs_active
+ WHERE status = 'running'
+ ORDER BY worker, id
  LIMIT %(limit)s;
 
 -- name: web_report_runs
@@ -187,9 +202,6 @@ SELECT extract(epoch FROM at)::float8 AS t, from_quantity, to_quantity, reason, 
 
 -- name: web_now
 SELECT extract(epoch FROM now())::float8;
-
--- name: web_table_exists
-SELECT to_regclass(%(name)s) IS NOT NULL;
 
 -- name: web_session_setup
 -- Each dashboard connection: a statement timeout, and read-only sessions in read-only mode.

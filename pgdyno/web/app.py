@@ -112,7 +112,7 @@ def create_app(
     from pgdyno.web import views
 
     app.register_blueprint(views.blueprint)
-    app.jinja_env.filters.update(ago=_ago, when=_when, size=_size, number=_number)
+    app.jinja_env.filters.update(ago=_ago, when=_when, size=_size, number=_number, period=_period)
     app.before_request(_authenticate)
     app.after_request(_headers)
     return app
@@ -194,6 +194,21 @@ def _ago(seconds: float | None) -> str:
     if hours < 48:
         return f"{hours} h {minutes} min"
     return f"{hours // 24} d {hours % 24} h"
+
+
+def _period(seconds: float | None) -> str:
+    """A schedule's period: 900 -> '15 min', 5400 -> '1 h 30 min', 2 -> '2 s', 86400 -> '1 d'."""
+    if seconds is None:
+        return NONE
+    rest = float(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{int(count)} {unit}")
+    if rest or not parts:
+        parts.append(f"{rest:g} s")
+    return " ".join(parts)
 
 
 def _when(value: datetime | None) -> str:

@@ -5,9 +5,10 @@
   needs it; a wrong or missing one gets 401.
 - Bound to anything but loopback, the dashboard refuses to start without a credential
   (`check_bind`); the importable app for a web dyno always needs one (see app.py).
-- Actions (retry, cancel) are POST only, and need the double-submit CSRF token (a random
-  cookie, SameSite=Strict, repeated in the form) and a same-origin request (Sec-Fetch-Site /
-  Origin), so another site can neither forge nor replay them.
+- Actions (retry and cancel a job, pause and resume a queue or a schedule) are POST only, and
+  need the double-submit CSRF token (a random cookie, SameSite=Strict, repeated in the form)
+  and a same-origin request (Sec-Fetch-Site / Origin), so another site can neither forge nor
+  replay them.
 """
 
 from __future__ import annotations

@@ -1,32 +1,35 @@
 """What each dashboard page shows, read from Postgres. No Flask here: plain dicts in, out.
 
-Statements come from pgdyno/sql/web.sql (and the queue's and scaling's own reads). Secrets
-never leave this module: error texts that may quote a URL go through `redact`.
-
-To add what a later feature stores (a workers registry, paused queues, Retry-After waits,
-schedules), add a function here that returns None while its table does not exist
-(`table_exists`), and a block in the page's template that shows it when it is not None.
+Statements come from pgdyno/sql/web.sql and from the library's own reads (the queue, the
+scaling state, the workers registry, paused queues, schedules). Secrets never leave this
+module: error texts that may quote a URL go through `redact`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from datetime import datetime
+from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
-from pgdyno import queue, sql
+from pgdyno import queue, registry, sql
 from pgdyno.errors import InvalidReport
 from pgdyno.logfmt import redact_dsn
 from pgdyno.reports import catalog
 from pgdyno.scaling.state import scaling_status
+from pgdyno.schedules import store
 from pgdyno.web import sampler
 
 #: Jobs per page of the jobs list.
 PAGE_SIZE = 50
+#: Most running jobs the Process types page reads, and shows per worker.
+RUNNING_READ = 1000
+RUNNING_SHOWN = 10
 _SECRET_WORDS = re.compile(r"((?:api[_-]?key|token|secret|password)\s*[=:]\s*)\S+", re.IGNORECASE)
 
 
@@ -35,12 +38,6 @@ def redact(text: str | None) -> str | None:
     if text is None:
         return None
     return _SECRET_WORDS.sub(r"\1***", redact_dsn(text))
-
-
-def table_exists(conn: psycopg.Connection, name: str) -> bool:
-    """Whether pgdyno.NAME exists (for panels of features that may not have landed)."""
-    row = conn.execute(sql.query("web_table_exists"), {"name": f"pgdyno.{name}"}).fetchone()
-    return bool(row and row[0])
 
 
 def count_finished(conn: psycopg.Connection, read_only: bool) -> None:
@@ -52,15 +49,20 @@ def count_finished(conn: psycopg.Connection, read_only: bool) -> None:
 
 def queues(conn: psycopg.Connection) -> dict[str, Any]:
     """Per queue: ready (due), scheduled, running, done, failed, cancelled, the oldest due
-    ready job's age (s), throughput (finished jobs per minute over the last hour of samples)."""
+    ready job's age (s), throughput (finished jobs per minute over the last hour of samples),
+    paused and paused_at (a paused queue is listed even without jobs)."""
     rows = conn.cursor(row_factory=dict_row).execute(sql.query("web_queue_overview"), {}).fetchall()
     counted_until = rows[0]["counted_until"] if rows else None
     return {"queues": rows, "counted_until": counted_until}
 
 
 def process_types(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Per process type: its rules, quantity, standing API error, last scale events."""
+    """Per process type: its rules, quantity, standing API error, last scale events, and
+    scaling_status's registry and Retry-After keys (workers: the live count, served_queues,
+    unserved_queues, failures), with `hold_until` (datetime) and `hold_s` (seconds from now)
+    while no formation API call may be made (not_before_cause: retry_after or backoff)."""
     types: dict[str, dict[str, Any]] = scaling_status(conn)
+    now = datetime.now(UTC)
     # queue -> (ready, running), from the small active partition
     load = {row[0]: (row[3], row[4]) for row in conn.execute(sql.query("metrics_current"), {})}
     result = []
@@ -72,14 +74,62 @@ def process_types(conn: psycopg.Connection) -> list[dict[str, Any]]:
                 sql.query("scale_events_recent"), {"process_type": name, "limit": 10}
             ).fetchall()
         ]
+        hold_until = _datetime(entry["not_before"])
         result.append(
             {
                 "name": name,
                 **entry,
+                "hold_until": hold_until,
+                "hold_s": (hold_until - now).total_seconds() if hold_until else None,
                 "last_error": redact(entry["last_error"]),
+                "last_error_at": _datetime(entry["last_error_at"]),
                 "ready": sum(ready for ready, _ in busy),
                 "running": sum(running for _, running in busy),
                 "events": events,
+            }
+        )
+    return result
+
+
+def workers(conn: psycopg.Connection) -> dict[str | None, dict[str, Any]]:
+    """The workers registry (registry.workers) by process type (None: workers that do not know
+    theirs): {"workers": the live and lost workers, each with `heartbeat_age_s` and `jobs`
+    (the running jobs it holds, at most RUNNING_SHOWN) and `jobs_more` (how many more),
+    "stopped": how many stopped cleanly within the registry's hour}."""
+    running: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    cur = conn.cursor(row_factory=dict_row)
+    for row in cur.execute(sql.query("web_running_jobs"), {"limit": RUNNING_READ}).fetchall():
+        running[row["worker"]].append(row)
+    now = datetime.now(UTC)
+    by_type: dict[str | None, dict[str, Any]] = defaultdict(lambda: {"workers": [], "stopped": 0})
+    for worker in registry.workers(conn):
+        group = by_type[worker["process_type"]]
+        if worker["state"] == "stopped":
+            group["stopped"] += 1
+            continue
+        jobs = running.get(worker["id"], [])
+        worker.update(
+            heartbeat_age_s=(now - worker["heartbeat_at"]).total_seconds(),
+            jobs=jobs[:RUNNING_SHOWN],
+            jobs_more=max(len(jobs) - RUNNING_SHOWN, 0),
+        )
+        group["workers"].append(worker)
+    return dict(by_type)
+
+
+def schedules(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Every schedule (schedules.store) with `next_run` (None: paused, or a bad timing) and
+    `next_in_s` (seconds from now; negative: due, not enqueued yet)."""
+    now = datetime.now(UTC)
+    result = []
+    for entry in store.all_schedules(conn):
+        next_run = entry.next_run(now)
+        result.append(
+            {
+                **dataclasses.asdict(entry),
+                "last_error": redact(entry.last_error),
+                "next_run": next_run,
+                "next_in_s": (next_run - now).total_seconds() if next_run else None,
             }
         )
     return result
@@ -125,16 +175,22 @@ def jobs(
 
 
 def job(conn: psycopg.Connection, job_id: int) -> dict[str, Any]:
-    """One job with its timings (s); JobNotFound if it does not exist."""
+    """One job (queue.get_job: every column) with its timings (s) and, for a report, the
+    worker's peak memory from its result; JobNotFound if it does not exist."""
     row = queue.get_job(conn, job_id)
     row["last_error"] = redact(row["last_error"])
     row["waited_s"] = _seconds(row["created_at"], row["started_at"] or row["finished_at"])
     row["ran_s"] = _seconds(row["started_at"], row["finished_at"])
     result = row.get("result")
-    row["peak_rss_bytes"] = (
+    row["worker_peak_rss_bytes"] = (
         result.get("worker_peak_rss_bytes") if isinstance(result, dict) else None
     )
     return row
+
+
+def _datetime(iso: Any) -> datetime | None:
+    """A time scaling_status gives as ISO 8601 text, back as a datetime."""
+    return datetime.fromisoformat(iso) if iso else None
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:

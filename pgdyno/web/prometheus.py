@@ -10,17 +10,23 @@ sampler, never a count of the whole history), formations and scale events.
 - pgdyno_jobs_finished_total{queue,status}: jobs that reached done, failed or cancelled
 - pgdyno_formation_quantity{process_type}: the quantity pgdyno last set or read
 - pgdyno_scale_events_total{process_type,outcome}: scaling actions, outcome ok or error
+- pgdyno_queue_paused{queue}: 1 while the queue is paused (pgdyno queue pause), else 0
+- pgdyno_workers{process_type,state}: registered workers (pgdyno.workers), live or lost
+  (no heartbeat for registry.EXPIRY_S); process_type "" for workers that do not know theirs
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+from psycopg.rows import dict_row
 
+from pgdyno import registry as workers_registry
 from pgdyno import sql
 
 ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection]]
@@ -56,21 +62,46 @@ class PgdynoCollector(Collector):
             "Scaling actions recorded in pgdyno.scale_events, by outcome (ok or error).",
             labels=["process_type", "outcome"],
         )
+        paused = GaugeMetricFamily(
+            "pgdyno_queue_paused",
+            "1 while the queue is paused (its ready jobs are not claimed), else 0.",
+            labels=["queue"],
+        )
+        workers = GaugeMetricFamily(
+            "pgdyno_workers",
+            f"Registered workers per process type, live or lost (no heartbeat for "
+            f"{workers_registry.EXPIRY_S:g} s).",
+            labels=["process_type", "state"],
+        )
         with self._connection() as conn:
-            for row in conn.execute(sql.query("web_queue_overview"), {}).fetchall():
-                name, ready, scheduled, running, age = row[0], row[2], row[3], row[4], row[8]
-                jobs.add_metric([name, "ready"], ready)
-                jobs.add_metric([name, "scheduled"], scheduled)
-                jobs.add_metric([name, "running"], running)
-                oldest.add_metric([name], age or 0.0)
+            overview = conn.cursor(row_factory=dict_row).execute(
+                sql.query("web_queue_overview"), {}
+            )
+            for row in overview.fetchall():
+                name = row["queue"]
+                jobs.add_metric([name, "ready"], row["ready"])
+                jobs.add_metric([name, "scheduled"], row["scheduled"])
+                jobs.add_metric([name, "running"], row["running"])
+                oldest.add_metric([name], row["oldest_ready_age_s"] or 0.0)
+                paused.add_metric([name], 1.0 if row["paused"] else 0.0)
             for name, status, total in conn.execute(sql.query("metrics_counters_all"), {}):
                 finished.add_metric([name, status], total)
-            for row in conn.execute(sql.query("formations_all"), {}).fetchall():
-                if row[1] is not None:
-                    quantity.add_metric([row[0]], row[1])
+            formations = conn.execute(sql.query("formations_all"), {}).fetchall()
+            for formation in formations:
+                if formation[1] is not None:
+                    quantity.add_metric([formation[0]], formation[1])
             for name, outcome, count in conn.execute(sql.query("metrics_scale_events_count"), {}):
                 events.add_metric([name, outcome], count)
-        yield from (jobs, oldest, finished, quantity, events)
+            counts = Counter(
+                (worker["process_type"] or "", worker["state"])
+                for worker in workers_registry.workers(conn)
+            )
+        # Every type with a formation row reads 0 live workers when it has none.
+        process_types = {process_type for process_type, _ in counts} | {r[0] for r in formations}
+        for process_type in sorted(process_types):
+            for state in ("live", "lost"):  # both, so a type's lost workers read 0, not absent
+                workers.add_metric([process_type, state], counts[(process_type, state)])
+        yield from (jobs, oldest, finished, quantity, events, paused, workers)
 
 
 def registry(connection: ConnectionFactory) -> CollectorRegistry:

@@ -1,5 +1,6 @@
 """The dashboard's routes: pages (each refreshes its live part by polling, through htmx),
-the timeline's JSON, the job actions (POST, CSRF-checked), the CSV download and /metrics."""
+the timeline's JSON, the actions (POST, CSRF-checked, refused in read-only mode: retry and
+cancel a job, pause and resume a queue or a schedule), the CSV download and /metrics."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ from prometheus_client.exposition import choose_encoder
 from psycopg_pool import PoolTimeout
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from pgdyno import db, queue
-from pgdyno.errors import InvalidJobState, JobNotFound, PgdynoError
+from pgdyno import cancellation, db, pausing, queue
+from pgdyno.errors import InvalidJob, InvalidJobState, JobNotFound, PgdynoError, ScheduleNotFound
 from pgdyno.reports import results
+from pgdyno.schedules import store
 from pgdyno.web import auth, pages, prometheus, timeline
 from pgdyno.web.app import Database
 
@@ -60,10 +62,33 @@ def csrf_token() -> str:
     return token
 
 
+def refused_action() -> tuple[str, int] | None:
+    """The answer to an action that may not run (read-only mode; a CSRF token or an origin
+    that is not this dashboard's), or None."""
+    if current_app.config["PGDYNO_READ_ONLY"]:
+        return render("error.html", message="the dashboard is read-only"), 403
+    if not auth.same_origin(dict(request.headers), request.host) or not auth.csrf_ok(
+        request.cookies.get(auth.CSRF_COOKIE), request.form.get(auth.CSRF_FIELD)
+    ):
+        return render("error.html", message="refused: the form's CSRF token is not valid"), 403
+    return None
+
+
 @blueprint.errorhandler(psycopg.OperationalError)
 @blueprint.errorhandler(PoolTimeout)
 def database_down(exc: Exception) -> tuple[str, int]:
     return render("error.html", message=f"Postgres is unavailable: {db.first_line(exc)}"), 503
+
+
+@blueprint.errorhandler(psycopg.errors.UndefinedTable)
+@blueprint.errorhandler(psycopg.errors.UndefinedColumn)
+@blueprint.errorhandler(psycopg.errors.UndefinedFunction)
+def not_migrated(exc: Exception) -> tuple[str, int]:
+    message = (
+        "the database is not migrated for this version of pgdyno: run `pgdyno migrate` (on "
+        f"Heroku, in the release phase: `release: pgdyno migrate`). {db.first_line(exc)}"
+    )
+    return render("error.html", message=message), 503
 
 
 @blueprint.get("/")
@@ -72,14 +97,67 @@ def overview() -> str:
         pages.count_finished(conn, current_app.config["PGDYNO_READ_ONLY"])
         data = pages.queues(conn)
         types = pages.process_types(conn)
-    return render("overview.html", types=types, **data)
+        schedules = pages.schedules(conn)
+    return render(
+        "overview.html",
+        types=types,
+        schedules=schedules,
+        notice=request.args.get("notice"),
+        subject=request.args.get("queue"),
+        **data,
+    )
+
+
+@blueprint.post("/queues/<any(pause, resume):action>")
+def queue_action(action: str) -> WerkzeugResponse | tuple[str, int]:
+    """Pause or resume the queue named in the form (pgdyno/pausing.py)."""
+    if refused := refused_action():
+        return refused
+    name = request.form.get("queue", "")
+    with connection() as conn:
+        if action == "pause":
+            try:
+                pausing.pause(conn, name)
+            except InvalidJob as exc:
+                return render("error.html", message=str(exc)), 400
+            notice = "paused"
+        else:
+            notice = "resumed" if pausing.resume(conn, name) else "not_paused"
+    return redirect(url_for("pgdyno.overview", notice=notice, queue=name), 303)
 
 
 @blueprint.get("/types")
 def process_types() -> str:
     with connection() as conn:
         types = pages.process_types(conn)
-    return render("types.html", types=types)
+        workers = pages.workers(conn)
+    return render("types.html", types=types, workers=workers)
+
+
+@blueprint.get("/schedules")
+def schedules() -> str:
+    with connection() as conn:
+        rows = pages.schedules(conn)
+    return render(
+        "schedules.html",
+        schedules=rows,
+        notice=request.args.get("notice"),
+        subject=request.args.get("name"),
+    )
+
+
+@blueprint.post("/schedules/<any(pause, resume):action>")
+def schedule_action(action: str) -> WerkzeugResponse | tuple[str, int]:
+    """Pause or resume the schedule named in the form (schedules/store.py)."""
+    if refused := refused_action():
+        return refused
+    name = request.form.get("name", "")
+    try:
+        with connection() as conn:
+            store.set_paused(conn, name, action == "pause")
+    except ScheduleNotFound as exc:
+        return render("error.html", message=str(exc)), 404
+    return redirect(url_for("pgdyno.schedules", notice=f"{action}d", name=name), 303)
 
 
 @blueprint.get("/timeline")
@@ -128,16 +206,17 @@ def job(job_id: int) -> str | tuple[str, int]:
 
 @blueprint.post("/jobs/<int:job_id>/<any(retry, cancel):action>")
 def job_action(job_id: int, action: str) -> WerkzeugResponse | tuple[str, int]:
-    if current_app.config["PGDYNO_READ_ONLY"]:
-        return render("error.html", message="the dashboard is read-only"), 403
-    if not auth.same_origin(dict(request.headers), request.host) or not auth.csrf_ok(
-        request.cookies.get(auth.CSRF_COOKIE), request.form.get(auth.CSRF_FIELD)
-    ):
-        return render("error.html", message="refused: the form's CSRF token is not valid"), 403
-    notice = "retried" if action == "retry" else "cancelled"
+    """Retry a failed or cancelled job; cancel a job (pgdyno.cancel: a ready one is cancelled,
+    a running one gets a cancel request its worker acts on). The notice says which."""
+    if refused := refused_action():
+        return refused
     try:
         with connection() as conn:
-            (queue.retry_job if action == "retry" else queue.cancel_job)(conn, job_id)
+            if action == "retry":
+                queue.retry_job(conn, job_id)
+                notice: str = "retried"
+            else:
+                notice = cancellation.cancel(conn, job_id)
     except JobNotFound as exc:
         return render("error.html", message=str(exc)), 404
     except InvalidJobState:

@@ -5,7 +5,9 @@
 - `timers.py`: the loop's deadlines (poll, heartbeat, scheduled job, idle call, grace);
 - `session.py`: its two connections, and the job statements it runs on them (`JobQueue`);
 - `executor.py`: runs one claimed job's task and turns what happened into an `Outcome`;
-  `current_job()` and `JobContext` for the running task; the thread pool's timeouts;
+  `current_job()` and `JobContext` for the running task;
+- `abandoned.py`: the thread pool's timeouts: a job past its timeout fails at once, its task is
+  asked to stop, and its thread keeps its slot until it returns;
 - `storable.py`: what an outcome may put in the database (results up to 1 MiB of JSON, text
   without NUL or lone surrogates);
 - `threads.py`: the executor threads, which run each job in themselves or in a child process

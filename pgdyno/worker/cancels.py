@@ -20,6 +20,10 @@ stops on the server within a second (client_connection_check_interval, reports/r
 
 The flags live in this module, per (worker id, job id), so that `current_job()` reads them
 without the executor knowing the loop.
+
+A thread-pool attempt past its timeout is asked to stop the same way (worker/abandoned.py:
+`time_out`, from the executor thread that abandons it), per (worker id, job id, attempt): the
+flag stays up until its thread returns (`returned`), whatever becomes of the job meanwhile.
 """
 
 from __future__ import annotations
@@ -62,20 +66,48 @@ def requested_in_db(conn: psycopg.Connection, worker: str, ids: Sequence[int]) -
 _lock = threading.Lock()
 _requested: set[tuple[str, int]] = set()
 _callbacks: dict[tuple[str, int], list[Callable[[], None]]] = {}
+#: Attempts past their timeout whose thread still runs: (worker id, job id, attempt).
+_timed_out: set[tuple[str, int, int]] = set()
 
 
-def is_requested(worker: str, job_id: int) -> bool:
-    """Whether the cancel of job `job_id`, run by `worker`, was requested."""
-    return (worker, job_id) in _requested
+def is_requested(worker: str, job_id: int, attempt: int | None = None) -> bool:
+    """Whether the cancel of job `job_id`, run by `worker`, was requested, or (given its
+    `attempt`) that attempt ran past its timeout in the thread pool."""
+    return (worker, job_id) in _requested or (worker, job_id, attempt) in _timed_out
 
 
-def on_cancel(worker: str, job_id: int, callback: Callable[[], None]) -> None:
-    """Call `callback` when the job's cancel is requested (at once if it already was)."""
+def on_cancel(
+    worker: str, job_id: int, callback: Callable[[], None], attempt: int | None = None
+) -> None:
+    """Call `callback` when the job's cancel is requested or `attempt` times out (at once if it
+    already did)."""
     with _lock:
-        if (worker, job_id) not in _requested:
+        if not is_requested(worker, job_id, attempt):
             _callbacks.setdefault((worker, job_id), []).append(callback)
             return
     _call(job_id, callback)
+
+
+def time_out(worker: str, job_id: int, attempt: int) -> Callable[[], None]:
+    """Ask `attempt` of the job, past its timeout, to stop: raise its flag now (call this
+    before its outcome is posted, while no other attempt of the job can run here); returns
+    what calls the callbacks it registered, to be called once the outcome is posted (a
+    callback may take seconds: a report's cancel reaches the server)."""
+    with _lock:
+        _timed_out.add((worker, job_id, attempt))
+        callbacks = _callbacks.pop((worker, job_id), [])
+
+    def call_them() -> None:
+        for callback in callbacks:
+            _call(job_id, callback)
+
+    return call_them
+
+
+def returned(worker: str, job_id: int, attempt: int) -> None:
+    """The thread of an attempt abandoned past its timeout has returned: drop its flag."""
+    with _lock:
+        _timed_out.discard((worker, job_id, attempt))
 
 
 def _request(worker: str, job_id: int) -> None:

@@ -3,8 +3,10 @@
 `main` is the target of each child process the worker's pool starts (worker/pool.py), forked
 from a fork server that imported the task modules once: the process starts clean (no thread,
 no connection of the worker), runs exactly one job, and exits, so all its memory goes back to
-the operating system. It talks to the worker over one pipe: ("progress", attempt, json) while
-the task runs, then ("outcome", result, error, retryable, duration_s, peak_rss_bytes).
+the operating system. It talks to the worker over one pipe: ("started",) as the task is
+called (the job's timeout counts from there, not from the process's start), ("progress",
+attempt, json) while the task runs, then ("outcome", result, error, retryable, duration_s,
+peak_rss_bytes).
 
 It ignores SIGTERM and SIGINT (the worker decides when a job stops, after its grace period)
 and dies with its parent, the fork server, which exits when the worker does: a worker killed
@@ -51,6 +53,7 @@ def main(job: ClaimedJob, worker: str, database_url: str, pipe: Connection, log_
         pipe.send(("progress", attempt, fields))
 
     executor.bind_thread(worker, database_url, progress)
+    pipe.send(("started",))
     outcome = executor.run(job)
     with contextlib.suppress(OSError):  # the worker is gone: nobody to tell
         pipe.send(

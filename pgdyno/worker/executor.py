@@ -21,6 +21,7 @@ from typing import Any
 from pgdyno import tasks
 from pgdyno.errors import NotInTask, PermanentJobError, UnknownTask
 from pgdyno.logfmt import log_event
+from pgdyno.queue import MAX_ERROR_CHARS as MAX_ERROR_CHARS  # one limit, queue.fail's
 from pgdyno.queue import ClaimedJob
 from pgdyno.worker import cancels
 from pgdyno.worker.storable import (
@@ -34,7 +35,6 @@ from pgdyno.worker.storable import (
 
 log = logging.getLogger(__name__)
 
-MAX_ERROR_CHARS = 4000
 TRACEBACK_FRAMES = 8
 
 
@@ -88,14 +88,16 @@ class JobContext:
 
     @property
     def cancel_requested(self) -> bool:
-        """True once `pgdyno jobs cancel` (or pgdyno.cancel) asked for this job to stop: return
-        or raise soon; the job ends cancelled either way (pgdyno/worker/cancels.py)."""
-        return cancels.is_requested(self.worker, self.id)
+        """True once `pgdyno jobs cancel` (or pgdyno.cancel) asked for this job to stop, or this
+        attempt ran past its timeout in the thread pool: return or raise soon; the job ends
+        cancelled, or timed out, either way (pgdyno/worker/cancels.py, worker/abandoned.py)."""
+        return cancels.is_requested(self.worker, self.id, self.attempt)
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
-        """Call `callback()` when this job's cancel is requested (at once if it already was),
-        from the worker's loop thread: keep it short (cancel a query, set an event)."""
-        cancels.on_cancel(self.worker, self.id, callback)
+        """Call `callback()` when this job's cancel is requested or this attempt's timeout passes
+        in the thread pool (at once if it already did), from one of the worker's threads: keep
+        it short (cancel a query, set an event)."""
+        cancels.on_cancel(self.worker, self.id, callback, self.attempt)
 
 
 def current_job() -> JobContext:
@@ -146,6 +148,12 @@ def _names(args: dict[str, Any], shown: int = 10) -> str:
 def bind_thread(worker: str, database_url: str, progress: ProgressSink) -> None:
     """Tell an executor thread which worker it serves (for current_job())."""
     _local.worker = (worker, database_url, progress)
+
+
+def bound_worker() -> tuple[str, str, ProgressSink] | None:
+    """What bind_thread told the calling thread: (worker, database_url, progress), or None."""
+    bound: tuple[str, str, ProgressSink] | None = getattr(_local, "worker", None)
+    return bound
 
 
 def run(job: ClaimedJob) -> Outcome:
@@ -224,40 +232,13 @@ def _succeeded(job: ClaimedJob, value: Any, started: float) -> Outcome:
     return Outcome(job, result, None, False, time.monotonic() - started)
 
 
-def run_abandoning(job: ClaimedJob, timeout: float) -> Outcome:
-    """`run(job)` on a thread of its own, given up after `timeout` seconds (thread pool).
-
-    A Python thread cannot be stopped: past its timeout the task keeps running, its outcome is
-    thrown away, and the job fails with JobTimeout at once, so its slot and lease are free
-    (the worker's fencing refuses anything the abandoned attempt would still write). A task
-    that holds the GIL delays even this; the process pool stops such a task for real.
-    """
-    box: list[Outcome] = []
-    bound = getattr(_local, "worker", None)
-
-    def target() -> None:
-        if bound is not None:
-            _local.worker = bound
-        box.append(run(job))
-
-    thread = threading.Thread(target=target, name=f"pgdyno-task-{job.id}", daemon=True)
-    started = time.monotonic()
-    thread.start()
-    thread.join(timeout)
-    if box:
-        return box[0]
-    return Outcome(
-        job, None, timed_out(job, timeout, stopped=False), True, time.monotonic() - started
-    )
-
-
 def timed_out(job: ClaimedJob, timeout: float, *, stopped: bool) -> str:
     """The JobTimeout error of an attempt that ran past its timeout."""
     what = (
         "its process was stopped"
         if stopped
-        else "it was abandoned (a thread cannot be stopped: the task may still be running in "
-        "the worker; use --pool process to stop such tasks)"
+        else "it was abandoned (a thread cannot be stopped: the task was asked to stop, and "
+        "its slot stays taken until it returns; use --pool process to stop such tasks)"
     )
     return (
         f"JobTimeout: task {job.task!r} ran longer than its timeout of {timeout:g} s in "

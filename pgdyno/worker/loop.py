@@ -243,8 +243,8 @@ class Worker:
             self._timers.due = None
             self._claim_due = True
         self._hold_ahead(now)  # jobs claimed ahead that waited too long go back (ahead.py)
-        # Slots, plus the jobs short ones let it claim ahead (worker/ahead.py).
-        free = self.settings.concurrency + self._ahead.extra - len(self._running)
+        # Free slots, plus the jobs short ones let it claim ahead (worker/ahead.py).
+        free = self._free_slots(ahead=self._ahead.extra)
         report = bool(self._done) and self._ahead.flush_now(len(self._done), self._pool.queued())
         # Reporting finished jobs costs a statement anyway: claim in it whenever slots are free.
         claim = free > 0 and not self._stopping.is_set() and (self._claim_due or report)
@@ -272,10 +272,10 @@ class Worker:
         more_to_claim = (
             self._claim_due
             and not self._stopping.is_set()
-            and len(self._running) < self.settings.concurrency + self._ahead.extra
+            and self._free_slots(ahead=self._ahead.extra) > 0
         )
         if not self._outcomes and not more_to_claim:
-            free = self.settings.concurrency - len(self._running)
+            free = self._free_slots()
             takes = free > 0 and not self.burst
             if self._waiting.before_sleep(
                 self._jobs, self._conn, now, free=takes, stopping=self._stopping.is_set()
@@ -288,6 +288,13 @@ class Worker:
                     return False
             self._sleep()
         return False
+
+    def _free_slots(self, ahead: int = 0) -> int:
+        """Slots of --concurrency with no job: a thread still running a job abandoned at its
+        timeout keeps its slot until it returns (worker/abandoned.py); `ahead`: jobs it may
+        claim beyond its slots (worker/ahead.py)."""
+        held = len(self._running) + self._pool.abandoned
+        return max(0, self.settings.concurrency + ahead - held)
 
     # --- database turns ----------------------------------------------------------------------
 

@@ -14,8 +14,10 @@ server process started once, which has already imported pgdyno and the task modu
 `preload`): a child starts in a few milliseconds, with no connection and no thread.
 
 Each running child is watched by the executor thread that started it (worker/threads.py): it
-reads the child's pipe (progress, the outcome), samples its memory every SAMPLE_INTERVAL
-seconds (worker/memory.py) and kills it past its timeout or memory limit. `stop(job_id, error)`
+reads the child's pipe (its task's start, progress, the outcome), samples its memory every
+SAMPLE_INTERVAL seconds (worker/memory.py) and kills it past its timeout (counted from its
+task's start: a cold fork server importing the task modules costs the job nothing) or memory
+limit. `stop(job_id, error)`
 stops one job's child from any thread (a lost lease; issue 13's cancel of a running job uses
 it too); `stop_all()` kills them all when the worker hands its jobs back and exits.
 """
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 #: Seconds between two memory samples of a running job process (and the longest it takes to
 #: notice a stop request).
 SAMPLE_INTERVAL = 0.1
+#: Seconds a job process may take, once forked, to start its task (its timeout counts from
+#: there): past it, it is stopped and its job retried (JobCrashed).
+START_LIMIT_S = 60.0
 
 
 class _Child:
@@ -135,33 +140,55 @@ class ChildProcesses:
         with self._lock:
             self._children[job.id] = running
         try:
-            sent, peak = self._watch(job, running, reader, started, timeout)
+            sent, peak, task_started = self._watch(job, running, reader, timeout)
         finally:
             process.join()
             reader.close()
             with self._lock:
                 self._children.pop(job.id, None)
-        return self._outcome(job, running, sent, peak, time.monotonic() - started)
+        # A job stopped or crashed: its duration counts from its task's start, if it started.
+        duration = time.monotonic() - (started if task_started is None else task_started)
+        return self._outcome(job, running, sent, peak, duration)
 
     def _watch(
         self,
         job: ClaimedJob,
         running: _Child,
         reader: connection.Connection,
-        started: float,
         timeout: float | None,
-    ) -> tuple[tuple[object, ...] | None, int | None]:
+    ) -> tuple[tuple[object, ...] | None, int | None, float | None]:
         """Follow the child until it exits: relay its progress, keep its outcome message, and
-        kill it past its timeout or memory limit. Returns (outcome message, peak RSS)."""
+        kill it past its timeout (counted from the moment its task starts: the fork server's
+        and the process's own start do not count), past START_LIMIT_S without starting its
+        task, or over its memory limit. The clock is read at every turn, so a task sending
+        progress without pause is stopped like any other. Returns (outcome message, peak RSS,
+        monotonic time its task started or None)."""
         process = running.process
-        deadline = None if timeout is None else started + timeout
+        start_deadline = time.monotonic() + START_LIMIT_S
+        task_started: float | None = None
+        deadline: float | None = None
+        next_sample = 0.0
         sent: tuple[object, ...] | None = None
         peak: int | None = None
         open_pipe = True
         while True:
-            wait = SAMPLE_INTERVAL
+            now = time.monotonic()
+            if now >= next_sample:
+                next_sample = now + SAMPLE_INTERVAL
+                usage = memory.usage(process.pid) if process.pid is not None else None
+                if usage is not None:
+                    peak = max(peak or 0, usage.peak)
+                    if self.memory_limit is not None and usage.rss > self.memory_limit:
+                        running.kill(self._too_big(job, usage.peak), False)
+            if running.stopped is None:
+                if task_started is None and now >= start_deadline:
+                    running.kill(not_started(job), True)
+                elif timeout is not None and deadline is not None and now >= deadline:
+                    running.kill(executor.timed_out(job, timeout, stopped=True), True)
+            due = next_sample  # the start limit is checked with the samples
             if deadline is not None and running.stopped is None:
-                wait = max(0.0, min(wait, deadline - time.monotonic()))
+                due = min(due, deadline)
+            wait = max(0.0, due - now)
             ready = connection.wait([process.sentinel, *([reader] if open_pipe else [])], wait)
             if open_pipe and reader in ready:
                 try:
@@ -169,21 +196,16 @@ class ChildProcesses:
                 except (EOFError, OSError):
                     open_pipe = False
                     continue
-                if message[0] == "progress":
+                if message[0] == "started" and task_started is None:
+                    task_started = time.monotonic()
+                    deadline = None if timeout is None else task_started + timeout
+                elif message[0] == "progress":
                     self._progress(job.id, int(message[1]), str(message[2]))
                 elif message[0] == "outcome":
                     sent = message
                 continue  # read everything the child sent before looking at its exit
             if process.sentinel in ready:
-                return sent, peak
-            usage = memory.usage(process.pid) if process.pid is not None else None
-            if usage is not None:
-                peak = max(peak or 0, usage.peak)
-                if self.memory_limit is not None and usage.rss > self.memory_limit:
-                    running.kill(self._too_big(job, usage.peak), False)
-            late = deadline is not None and time.monotonic() >= deadline
-            if running.stopped is None and timeout is not None and late:
-                running.kill(executor.timed_out(job, timeout, stopped=True), True)
+                return sent, peak, task_started
 
     def _too_big(self, job: ClaimedJob, peak: int) -> str:
         return (
@@ -245,6 +267,14 @@ class ChildProcesses:
             ready = connection.wait(pending, deadline - time.monotonic())
             pending = [sentinel for sentinel in pending if sentinel not in ready]
         return [job_id for job_id, _ in stopped]
+
+
+def not_started(job: ClaimedJob) -> str:
+    """The error of a job whose process did not start its task within START_LIMIT_S."""
+    return (
+        f"JobCrashed: the process for task {job.task!r} (attempt {job.attempts}) did not start "
+        f"the task within {START_LIMIT_S:g} s of being forked; it was stopped"
+    )
 
 
 def crashed(job: ClaimedJob, exitcode: int | None) -> str:

@@ -8,11 +8,13 @@ Where a job runs is decided per job: in the executor thread itself (the thread p
 default), or in a child process the executor thread watches (the process pool, worker/pool.py:
 `--pool process`, or a task declared with `pool="process"`). A job with a timeout (its own or
 its task's) that runs in the thread pool runs on a thread of its own, abandoned at the timeout
-(executor.run_abandoning); one in the process pool is killed at the timeout.
+and asked to stop; its executor thread waits until it returns, and the slot stays taken until
+then (worker/abandoned.py). One in the process pool is killed at the timeout.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -21,12 +23,16 @@ from queue import SimpleQueue
 from pgdyno import tasks
 from pgdyno.clock import Wakeup
 from pgdyno.config import Settings
+from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob
 from pgdyno.tasks import Pool
 from pgdyno.worker import executor, memory
+from pgdyno.worker.abandoned import AbandonedThreads
 from pgdyno.worker.executor import Outcome, ProgressSink
 from pgdyno.worker.pool import ChildProcesses
 from pgdyno.worker.storable import storable_text
+
+log = logging.getLogger(__name__)
 
 
 class ExecutorPool:
@@ -59,6 +65,13 @@ class ExecutorPool:
         self._queued: dict[int, float] = {}
         self._withdrawn: set[int] = set()
         self._busy = 0  # threads running a job
+        self._abandoned = AbandonedThreads(size, wakeup)
+
+    @property
+    def abandoned(self) -> int:
+        """Threads still running jobs abandoned at their timeout: each keeps its slot, so the
+        worker claims at most `size` minus this many jobs (worker/abandoned.py)."""
+        return self._abandoned.count
 
     @classmethod
     def for_worker(
@@ -136,9 +149,11 @@ class ExecutorPool:
         return [] if self.children is None else self.children.stop_all()
 
     def stop(self) -> None:
-        """Let idle threads exit and kill job processes; a thread still running a job dies
-        with the process."""
+        """Let idle threads exit and kill job processes; a thread still running a job (an
+        abandoned one too) dies with the process."""
         self.stop_all()
+        if self.abandoned:
+            log_event(log, "abandoned_threads_stopped", abandoned=self.abandoned)
         for _ in self._threads:
             self._inbox.put(None)
 
@@ -151,22 +166,36 @@ class ExecutorPool:
                     continue
                 self._queued.pop(job.id, None)
                 self._busy += 1
-            outcome = self._execute(job)
-            with self._lock:
-                self._busy -= 1
-            self.outcomes.append(outcome)
-            self._wakeup.poke_if_sleeping()
+            try:
+                self._execute(job)
+            finally:
+                with self._lock:
+                    self._busy -= 1
 
-    def _execute(self, job: ClaimedJob) -> Outcome:
-        """Run `job` where it belongs; never raises, so no job can end this thread."""
+    def _post(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        self._wakeup.poke_if_sleeping()
+
+    def _execute(self, job: ClaimedJob) -> None:
+        """Run `job` where it belongs and post its outcome; never raises, so no job can end
+        this thread. Returns once the job's task has returned (or its process has ended)."""
+        posted = False
+
+        def post(outcome: Outcome) -> None:
+            nonlocal posted
+            posted = True
+            self._post(outcome)
+
         try:
             options = tasks.options(job.task)
             timeout = job.timeout if job.timeout is not None else options.timeout
             if (options.pool or self.pool) == "process" and self.children is not None:
-                return self.children.run(job, timeout)
-            if timeout is not None:
-                return executor.run_abandoning(job, timeout)
-            return executor.run(job)
+                post(self.children.run(job, timeout))
+            elif timeout is not None:
+                self._abandoned.run(job, timeout, post)
+            else:
+                post(executor.run(job))
         except BaseException as exc:  # a bug of ours: fail the job, keep the thread
-            error = f"JobCrashed: the worker could not run the job: {executor.describe(exc)}"
-            return Outcome(job, None, storable_text(error, executor.MAX_ERROR_CHARS), True, 0.0)
+            if not posted:
+                error = f"JobCrashed: the worker could not run the job: {executor.describe(exc)}"
+                post(Outcome(job, None, storable_text(error, executor.MAX_ERROR_CHARS), True, 0.0))

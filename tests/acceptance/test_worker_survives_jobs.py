@@ -125,7 +125,8 @@ def test_process_pool_crash_timeout_and_memory_stop_only_their_job(effects, data
 def test_thread_pool_abandons_a_job_past_its_timeout_and_goes_on(effects, database_url):
     """Scenario 6 in the thread pool: the task's own timeout, enqueue(timeout=) and
     `pgdyno enqueue --timeout` each fail their job with JobTimeout, retried per its policy;
-    the worker runs the next job at once."""
+    the worker runs the next job at once in its free slot (each abandoned task, which sleeps
+    on, keeps its own: tests/acceptance/test_job_timeouts.py)."""
     by_task = _bad(effects, "safety.sleeps_by_default", "by_task", seconds=60)
     by_enqueue = pgdyno.enqueue(
         effects, "safety.sleep", {"key": "by_enqueue", "seconds": 60}, queue="q", timeout=1
@@ -154,7 +155,9 @@ def test_thread_pool_abandons_a_job_past_its_timeout_and_goes_on(effects, databa
     extra = ["--lease", "3s"]
     retry_later = {"PGDYNO_RETRY_BASE": "60s"}  # the retried job stays ready while we look
     imports = ("safety_tasks", "safety_task_options")
-    with worker(database_url, "q", imports=imports, extra=extra, **retry_later) as proc:
+    with worker(
+        database_url, "q", concurrency=4, imports=imports, extra=extra, **retry_later
+    ) as proc:
         rows = [wait_for_status(effects, job, "failed") for job in (by_task, cli_job)]
         retried = wait_until(
             lambda: (row := job_row(effects, by_enqueue))["last_error"] and row,

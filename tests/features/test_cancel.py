@@ -123,3 +123,42 @@ def test_cancelling_a_60s_report_and_a_cooperative_task(database_url, conn, cli,
         after = pgdyno.enqueue(conn, "record", {"key": "after"}, queue="reports")
         wait_for_status(conn, after, "done")
         assert "event=cancel_requested" in proc.output()
+
+
+def test_cancelling_a_report_in_the_process_pool_stops_its_process_and_its_query(
+    database_url, conn, cli, tmp_path: Path
+):
+    """With --pool process the job's process cannot read the cancel flag: the worker kills it at
+    once, and the report's query leaves the server within a second or so (the report session
+    sets client_connection_check_interval), although nobody cancelled it there."""
+    folder = tmp_path / "reports"
+    write_report(folder, "sleepy", "-- A minute of nothing.\nSELECT pg_sleep(60) AS slept")
+    with worker(
+        database_url, "reports", extra=["--pool", "process"], PGDYNO_REPORTS_DIR=str(folder)
+    ) as proc:
+        report = pgdyno.enqueue(conn, "report", {"name": "sleepy"}, queue="reports")
+
+        def sleeping() -> int:
+            return count(
+                conn,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'active' AND query LIKE %s AND application_name LIKE %s",
+                ("%pg_sleep(60)%", f"pgdyno report sleepy job {report}"),
+            )
+
+        wait_until(sleeping, timeout=30, message="the report's query to run")
+        asked = time.monotonic()
+        result = cli("jobs", "cancel", str(report))
+        assert result.exit_code == 0, result.output
+        wait_for_status(conn, report, "cancelled", timeout=10)
+        assert time.monotonic() - asked < 2.0
+        wait_until(
+            lambda: sleeping() == 0, timeout=5, message="the query to leave pg_stat_activity"
+        )
+        row = job_row(conn, report)
+        assert row["attempts"] == 1 and row["result"] is None
+        assert row["last_error"].startswith("JobCancelled: cancelled while running")
+        assert "process was stopped" in row["last_error"]
+        assert proc.proc.poll() is None  # the worker goes on
+        after = pgdyno.enqueue(conn, "record", {"key": "after-process"}, queue="reports")
+        wait_for_status(conn, after, "done")

@@ -186,6 +186,31 @@ def test_a_second_dispatcher_racing_for_the_same_run_waits_and_enqueues_nothing(
     assert len(jobs_of(conn, "race")) == 1
 
 
+def test_a_run_whose_key_another_session_holds_waits_2_s_then_is_retried(database_url, conn):
+    """An uncommitted job holding a run's unique key (a slow transaction of pgdyno's own role:
+    client roles may not use `schedule:` keys) makes the dispatcher give up the run after 2 s
+    (lock_timeout) and try it again 5 s later, instead of waiting with all its work stopped."""
+    add(conn, "held", every="1h")
+    conn.execute("UPDATE pgdyno.schedules SET next_run_at = now() - interval '1 s'")
+    due = schedule(conn, "held").next_run_at
+    runner = ScheduleRunner(FakeClock())
+    with psycopg.connect(database_url) as holder:  # a transaction left open
+        holder.execute(
+            "INSERT INTO pgdyno.jobs (queue, task, unique_key) VALUES ('ticks', 't', %s)",
+            (run_key("held", due),),
+        )
+        turn = threading.Thread(target=runner.run_due, args=(conn,), daemon=True)
+        turn.start()
+        turn.join(15)
+        assert not turn.is_alive(), "the dispatcher's turn waited on the holder's lock"
+        assert schedule(conn, "held").next_run_at == due  # not claimed: rolled back
+        assert runner.wake_at is not None and runner.wake_at - FakeClock().now() <= 5.0
+        holder.rollback()
+    runner.run_due(conn)
+    [(_, key)] = jobs_of(conn, "held")
+    assert key == run_key("held", due)
+
+
 def test_runs_missed_while_no_dispatcher_ran_are_enqueued_once(conn):
     add(conn, "minutely", every="1m")
     conn.execute("UPDATE pgdyno.schedules SET next_run_at = now() - interval '10 min'")

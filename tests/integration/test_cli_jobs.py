@@ -234,6 +234,12 @@ def test_jobs_show_prints_every_field_and_the_whole_error(cli, conn):
         "finished_at",
         "result",
         "progress",
+        "handbacks",
+        "timeout",
+        "peak_rss_bytes",
+        "unique_key",
+        "cancel_requested_at",
+        "awaited",
     }
 
 

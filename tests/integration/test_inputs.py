@@ -16,7 +16,7 @@ from helpers import job_row
 
 import pgdyno
 from pgdyno.cli import main
-from pgdyno.queue import NAIVE_DATETIME
+from pgdyno.enqueue import NAIVE_DATETIME
 
 SYNTAX = (
     "write a number with an optional unit (ms, s, m or min, h, d, w), for example 250ms, 30s, "
@@ -75,7 +75,14 @@ def test_enqueue_delay_takes_the_duration_syntax(cli, conn, delay, seconds):
         ),
         (
             ("enqueue", "t", "--run-at", "2030-01-02T09:00:00"),
-            f"'2030-01-02T09:00:00' has no UTC offset: {NAIVE_DATETIME}",
+            "'2030-01-02T09:00:00' has no UTC offset, so it would run hours early or late "
+            "depending on the database's time zone: add one (2030-01-02T09:00:00Z for UTC, or "
+            "+01:00), or give --delay 2h instead",
+        ),
+        (
+            ("status", "--watch", "--interval", "0"),
+            "Invalid value for '--interval': 0s would query the database continuously: give "
+            "200ms or more",
         ),
         (
             ("enqueue", "t", "--run-at", "tomorrow"),

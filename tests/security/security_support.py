@@ -1,5 +1,6 @@
 """What the security tests share (their fixtures are in conftest.py): servers and databases,
-the enqueue role, the CLI in-process, strict JSON, and the system under attack.
+the enqueue role, the CLI in-process, strict JSON, the system under attack, and an HTTP server
+that records the uploads it gets.
 
 Each scenario is played as the enqueue role: a role with only the documented grants
 (`pgdyno grant-enqueue`; on a pgdyno that predates it, the grants its README documented:
@@ -15,8 +16,10 @@ import itertools
 import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +227,44 @@ class Attacked:
 
 def db_user(url: str) -> str:
     return str(conninfo_to_dict(url)["user"])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Listener
+
+    def do_PUT(self) -> None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while (size := int(self.rfile.readline().split(b";")[0], 16)) > 0:
+                self.rfile.read(size + 2)
+            self.rfile.readline()
+        else:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.requests.append((self.path, dict(self.headers)))
+        status, headers, body = self.server.answers.get(self.path, (200, {}, b"stored"))
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+class Listener(ThreadingHTTPServer):
+    """An HTTP server on a loopback address that records every request it gets."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str) -> None:
+        super().__init__((host, 0), _Handler)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.server_address[0]}:{self.server_address[1]}"

@@ -145,3 +145,52 @@ def test_migration_0009_moves_a_table_level_insert_grant_onto_the_contract(serve
                         "INSERT INTO pgdyno.jobs (id, queue, task) OVERRIDING SYSTEM VALUE"
                         " VALUES (1, 'q', 't')"
                     )
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "rule"),
+    [
+        ("queue", "reports\u00a0", "queue_must_not_contain_control_characters"),
+        ("queue", "\u200breports", "queue_must_not_contain_control_characters"),
+        ("task", "hel\u202elo", "task_must_not_contain_control_characters"),
+        ("task", "\ufeffreport", "task_must_not_contain_control_characters"),
+        (
+            "unique_key",
+            "schedule:nightly:2026-12-02T03:00:00Z",
+            "unique_key_prefixes_schedule_and_report_are_pgdyno_s_own",
+        ),
+        (
+            "unique_key",
+            "report:orders_export:0123",
+            "unique_key_prefixes_schedule_and_report_are_pgdyno_s_own",
+        ),
+        ("timeout", "500 milliseconds", "timeout_must_be_between_1_second_and_1_day"),
+    ],
+)
+def test_look_alike_names_pgdyno_s_own_keys_and_instant_timeouts_are_refused(
+    attacker, owner, column, value, rule
+):
+    """Names that read as another queue's (no worker of it would claim them), unique keys that
+    would squat a schedule's run or a `report run --unique` job, and a timeout so short that
+    every attempt fails at once (and wakes a dyno per retry) are refused, naming the rule."""
+    defaults = {"queue": "q", "task": "t"}
+    defaults[column] = value
+    columns = ", ".join(defaults)
+    with pytest.raises(psycopg.errors.IntegrityError) as refused:
+        attacker.execute(
+            f"INSERT INTO pgdyno.jobs ({columns}) VALUES ({', '.join(['%s'] * len(defaults))})",
+            list(defaults.values()),
+        )
+    assert refused.value.diag.constraint_name == rule
+    assert owner.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 0
+    if column != "unique_key":  # pgdyno's own role keeps its namespaces, nothing else
+        return
+    owner.execute(
+        "INSERT INTO pgdyno.jobs (queue, task, unique_key) VALUES ('q', 't', %s)", (value,)
+    )
+
+
+def test_result_as_an_enqueue_role_says_which_role_may_wait(enqueue_url, owner):
+    job_id = pgdyno.enqueue(owner, "t", queue="q")
+    with pytest.raises(ConfigError, match="wait for results with pgdyno's own role"):
+        pgdyno.result(enqueue_url, job_id, timeout=1)

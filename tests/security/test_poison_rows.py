@@ -89,7 +89,9 @@ def test_pgdyno_enqueue_says_which_bound_a_job_breaks(owner):
         pgdyno.enqueue(owner, "noop", nested)
     with pytest.raises(pgdyno.InvalidJob, match="args must be at most 1 MB"):
         pgdyno.enqueue_many(owner, [{"task": "noop", "args": {"s": "x" * 1_100_000}}])
-    with pytest.raises(pgdyno.InvalidJob, match="task must not contain control characters"):
+    with pytest.raises(
+        pgdyno.InvalidJob, match="task must not contain control or invisible characters"
+    ):
         pgdyno.enqueue(owner, "noop\x1b[2J", queue="q")
 
 

@@ -12,9 +12,7 @@ Real HTTP servers on loopback (127.0.0.1 stands for the object store the operato
 from __future__ import annotations
 
 import ipaddress
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import pytest
 from helpers import wait_for_status
 from psycopg.types.json import Jsonb
 from reports_support import write_report
+from security_support import Listener
 
 from pgdyno.config import Settings
 from pgdyno.errors import ConfigError, InvalidReport
@@ -32,47 +31,6 @@ PEOPLE = (
     "SELECT n, 'Customer ' || n AS name, 'customer' || n || '@example.com' AS email"
     "  FROM generate_series(1, 2000) AS n"
 )
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Listener
-
-    def do_PUT(self) -> None:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            while (size := int(self.rfile.readline().split(b";")[0], 16)) > 0:
-                self.rfile.read(size + 2)
-            self.rfile.readline()
-        else:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.requests.append((self.path, dict(self.headers)))
-        status, headers, body = self.server.answers.get(self.path, (200, {}, b"stored"))
-        self.send_response(status)
-        for name, value in {**headers, "Content-Length": str(len(body))}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_PUT
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-class Listener(ThreadingHTTPServer):
-    """An HTTP server on a loopback address that records every request it gets."""
-
-    daemon_threads = True
-
-    def __init__(self, host: str) -> None:
-        super().__init__((host, 0), _Handler)
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        self.answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.server_address[0]}:{self.server_address[1]}"
 
 
 @pytest.fixture

@@ -8,13 +8,15 @@ import threading
 import time
 
 import pytest
+from helpers import wait_until
 
 import pgdyno
 from pgdyno import tasks
 from pgdyno.config import Settings, parse_size
 from pgdyno.errors import ConfigError
 from pgdyno.queue import ClaimedJob
-from pgdyno.worker import executor
+from pgdyno.worker import cancels, executor
+from pgdyno.worker.abandoned import AbandonedThreads
 from pgdyno.worker.health import ListenProbe
 from pgdyno.worker.storable import (
     MAX_RESULT_BYTES,
@@ -121,19 +123,63 @@ def test_a_result_that_cannot_be_stored_fails_the_job_without_retry(kind):
     assert (outcome.result, outcome.retryable) == (None, False)
 
 
-def test_thread_timeout_abandons_the_attempt_and_returns_at_once():
+#: What unit.cancellable saw: whether current_job().cancel_requested was set when it returned.
+seen: list[bool] = []
+
+
+@pgdyno.task("unit.cancellable")
+def cancellable() -> None:
+    """Waits until asked to stop through on_cancel (as the report runner does), at most 30 s."""
+    asked = threading.Event()
+    pgdyno.current_job().on_cancel(asked.set)
+    asked.wait(30)
+    seen.append(pgdyno.current_job().cancel_requested)
+
+
+def _abandoning(threads: AbandonedThreads, claimed: ClaimedJob, timeout: float):
+    """threads.run(claimed, timeout) on an executor thread of its own: (thread, posted)."""
+    posted: list[executor.Outcome] = []
+
+    def target() -> None:
+        executor.bind_thread("w", "postgresql://unit", lambda *_: None)
+        threads.run(claimed, timeout, posted.append)
+
+    runner = threading.Thread(target=target, daemon=True)
+    runner.start()
+    return runner, posted
+
+
+def test_thread_timeout_posts_job_timeout_at_once_and_holds_the_slot_until_the_task_returns():
     release.clear()
+    threads = AbandonedThreads(concurrency=1)
     started = time.monotonic()
-    outcome = executor.run_abandoning(job("unit.waits", {"seconds": 30}, attempts=2), 0.2)
+    runner, posted = _abandoning(threads, job("unit.waits", {"seconds": 30}, attempts=2), 0.2)
+    wait_until(lambda: posted, timeout=5, message="the JobTimeout outcome")
     assert time.monotonic() - started < 5
-    assert outcome.error == (
+    assert posted[0].error == (
         "JobTimeout: task 'unit.waits' ran longer than its timeout of 0.2 s in attempt 2; it "
-        "was abandoned (a thread cannot be stopped: the task may still be running in the "
-        "worker; use --pool process to stop such tasks)"
+        "was abandoned (a thread cannot be stopped: the task was asked to stop, and its slot "
+        "stays taken until it returns; use --pool process to stop such tasks)"
     )
-    assert outcome.retryable
+    assert posted[0].retryable
+    assert threads.count == 1 and runner.is_alive()  # the task still runs: its slot is taken
     release.set()
-    assert executor.run_abandoning(job("unit.waits", {"seconds": 0}), 5).result == '"finished"'
+    runner.join(5)
+    assert threads.count == 0 and len(posted) == 1  # returned; its late outcome is dropped
+    runner, posted = _abandoning(threads, job("unit.waits", {"seconds": 0}), 5)
+    runner.join(5)
+    assert [outcome.result for outcome in posted] == ['"finished"'] and threads.count == 0
+
+
+def test_thread_timeout_asks_the_task_to_stop_through_on_cancel_and_cancel_requested():
+    seen.clear()
+    threads = AbandonedThreads(concurrency=1)
+    runner, posted = _abandoning(threads, job("unit.cancellable", {}), 0.2)
+    runner.join(10)  # returns once the task has: it was asked to stop at its timeout
+    assert not runner.is_alive() and threads.count == 0
+    assert posted[0].error.startswith("JobTimeout: task 'unit.cancellable'")
+    assert seen == [True]
+    assert not cancels.is_requested("w", 7, 1)  # the flag goes with the attempt's thread
 
 
 def test_task_options_are_kept_and_checked():

@@ -10,12 +10,14 @@ import requests
 from helpers import PgdynoProcess
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgdyno import queue
+from pgdyno import pausing, queue
 from pgdyno.errors import ConfigError
+from pgdyno.schedules import store
+from pgdyno.schedules.timing import Timing
 from pgdyno.web.app import app_from_env
 from pgdyno.web.auth import Credentials
 
-PAGES = ["", "types", "timeline", "timeline.json", "jobs", "reports", "metrics"]
+PAGES = ["", "types", "timeline", "timeline.json", "jobs", "schedules", "reports", "metrics"]
 
 
 def test_pgdyno_web_refuses_a_non_loopback_bind_without_a_credential(database_url):
@@ -81,6 +83,40 @@ def test_actions_need_the_csrf_token_and_a_same_origin_request(conn, dashboard):
     assert queue.get_job(conn, failed)["status"] == "ready"
 
 
+def test_queue_and_schedule_actions_need_the_csrf_token_and_a_same_origin_request(conn, dashboard):
+    store.add(conn, "nightly", task="report", timing=Timing("0 3 * * *"))
+    queue.enqueue(conn, "x", queue="mail")
+    session = requests.Session()
+    assert session.get(dashboard.url, timeout=10).ok  # the overview has forms: a token
+    token = session.cookies["pgdyno_csrf"]
+    cross_site = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    actions = (("queues/pause", {"queue": "mail"}), ("schedules/pause", {"name": "nightly"}))
+    for path, form in actions:
+        url = dashboard.url + path
+        assert requests.get(url, timeout=10).status_code == 405
+        assert session.post(url, data=form, timeout=10).status_code == 403
+        assert session.post(url, data={**form, "csrf": "forged"}, timeout=10).status_code == 403
+        answer = session.post(url, data={**form, "csrf": token}, headers=cross_site, timeout=10)
+        assert answer.status_code == 403
+    assert pausing.paused(conn) == {}
+    assert not store.all_schedules(conn)[0].paused
+
+    for path, form in actions:
+        answer = session.post(
+            dashboard.url + path, data={**form, "csrf": token}, allow_redirects=False, timeout=10
+        )
+        assert answer.status_code == 303
+    assert list(pausing.paused(conn)) == ["mail"]
+    assert store.all_schedules(conn)[0].paused
+
+    # A name no queue can have, a schedule that does not exist: a clear refusal, nothing written.
+    answer = session.post(dashboard.url + "queues/pause", data={"queue": " ", "csrf": token})
+    assert answer.status_code == 400 and "a queue is a non-empty name" in answer.text
+    answer = session.post(dashboard.url + "schedules/resume", data={"name": "nope", "csrf": token})
+    assert answer.status_code == 404 and "no schedule named &#39;nope&#39;" in answer.text
+    assert list(pausing.paused(conn)) == ["mail"]
+
+
 def test_no_secret_on_any_page(conn, database_url, start_dashboard, monkeypatch):
     api_key = "hk-secret-0123456789abcdef"
     monkeypatch.setenv("HEROKU_API_KEY", api_key)
@@ -111,6 +147,11 @@ def test_no_secret_on_any_page(conn, database_url, start_dashboard, monkeypatch)
         " actor, outcome) VALUES ('winston', 0, 1, 'jobs enqueued', 'dispatcher', %s)",
         (f"error: {error}",),
     )
+    conn.execute(  # the error the dispatcher recorded for a schedule whose job was refused
+        "INSERT INTO pgdyno.schedules (name, task, cron, last_error)"
+        " VALUES ('nightly', 't', '0 3 * * *', %s)",
+        (error,),
+    )
     from pgdyno.web.app import create_app
     from pgdyno.web.server import start_background
 
@@ -124,6 +165,8 @@ def test_no_secret_on_any_page(conn, database_url, start_dashboard, monkeypatch)
                     assert secret not in answer.text, (secret, path)
         page = requests.get(dashboard.url + f"jobs/{failed}", timeout=10).text
         assert "postgresql://app:***@db.internal" in page  # redacted, still useful
+        page = requests.get(dashboard.url + "schedules", timeout=10).text
+        assert "postgresql://app:***@db.internal" in page
     finally:
         dashboard.stop()
         conn.execute("DROP ROLE web_reader")

@@ -14,7 +14,9 @@ import requests
 from helpers import open_gate, psql_binary, wait_for_status, wait_until, worker
 from reports_support import write_report
 
-from pgdyno import queue
+from pgdyno import pausing, queue
+from pgdyno.schedules import store
+from pgdyno.schedules.timing import Timing
 from pgdyno.web.sampler import SETTLE_S, Sampler
 
 PROCFILE = """\
@@ -128,22 +130,37 @@ def test_read_only_dashboard_has_no_buttons_and_refuses_actions(conn, start_dash
     dashboard = start_dashboard(read_only=True)
     failed = finished_job(conn, "failed", error="boom")
     ready = queue.enqueue(conn, "send_invoice", {"id": 3}, run_at=3600)
+    running = conn.execute(
+        "INSERT INTO pgdyno.jobs (queue, task, status, attempts, started_at, lease_expires_at)"
+        " VALUES ('default', 'x', 'running', 1, now(), now() + interval '1 min') RETURNING id"
+    ).fetchone()[0]
+    pausing.pause(conn, "mail")
+    store.add(conn, "nightly", task="report", timing=Timing("0 3 * * *"))
 
-    for job_id in (failed, ready):
-        page.goto(dashboard.url + f"jobs/{job_id}")
+    for path in (f"jobs/{failed}", f"jobs/{ready}", f"jobs/{running}", "", "schedules"):
+        page.goto(dashboard.url + path)
         assert page.locator("#read-only").is_visible()
-        assert page.locator("#retry, #cancel, form[method=post]").count() == 0
+        assert page.locator("#retry, #cancel, form[method=post], button").count() == 0, path
+    assert page.locator('tr[data-schedule="nightly"]').count() == 1  # shown, without buttons
 
     session = requests.Session()
     session.get(dashboard.url + f"jobs/{ready}", timeout=10)
     token = session.cookies.get("pgdyno_csrf") or "x"
-    for job_id, action in ((failed, "retry"), (ready, "cancel")):
-        answer = session.post(
-            dashboard.url + f"jobs/{job_id}/{action}", data={"csrf": token}, timeout=10
-        )
-        assert answer.status_code == 403
+    for path, form in (
+        (f"jobs/{failed}/retry", {}),
+        (f"jobs/{ready}/cancel", {}),
+        (f"jobs/{running}/cancel", {}),
+        ("queues/pause", {"queue": "default"}),
+        ("queues/resume", {"queue": "mail"}),
+        ("schedules/pause", {"name": "nightly"}),
+    ):
+        answer = session.post(dashboard.url + path, data={"csrf": token, **form}, timeout=10)
+        assert answer.status_code == 403, path
     assert queue.get_job(conn, failed)["status"] == "failed"
     assert queue.get_job(conn, ready)["status"] == "ready"
+    assert queue.get_job(conn, running)["cancel_requested_at"] is None
+    assert list(pausing.paused(conn)) == ["mail"]
+    assert not store.all_schedules(conn)[0].paused
 
 
 def test_report_csv_download_equals_report_fetch(

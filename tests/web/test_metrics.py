@@ -13,9 +13,11 @@ from click.testing import CliRunner
 from helpers import server_dir
 from prometheus_client.parser import text_string_to_metric_families
 
-from pgdyno import queue
+from pgdyno import pausing, queue, registry
 from pgdyno.cli import main
 from pgdyno.migrate import migrate
+from pgdyno.schedules import store
+from pgdyno.schedules.timing import Timing
 from pgdyno.web import sampler
 from pgdyno.web.app import create_app
 from pgdyno.web.sampler import Sampler
@@ -97,6 +99,61 @@ def test_metrics_match_the_database(conn, dashboard):
     assert value("pgdyno_formation_quantity", process_type="winston") == 2
     assert value("pgdyno_scale_events_total", process_type="winston", outcome="ok") == 2
     assert value("pgdyno_scale_events_total", process_type="winston", outcome="error") == 1
+
+
+def test_paused_queues_and_registered_workers_match_the_database(conn, dashboard):
+    queue.enqueue(conn, "t", queue="default")
+    pausing.pause(conn, "mail")  # paused before any job: a queue of its own
+    pausing.pause(conn, "reports")
+    pausing.resume(conn, "reports")
+    conn.execute(
+        "INSERT INTO pgdyno.scale_rules (queue, process_type) VALUES ('reports', 'winston')"
+    )
+    conn.execute(
+        "INSERT INTO pgdyno.formations (process_type, quantity) VALUES ('winston', 1), ('idle', 0)"
+    )
+    for n, (process_type, fate) in enumerate(
+        [
+            ("winston", "live"),
+            ("winston", "live"),
+            ("winston", "lost"),
+            ("winston", "stopped"),
+            (None, "live"),
+        ]
+    ):
+        entry = registry.Registration(
+            f"w{n}", ["reports"], dyno=f"d{n}", process_type=process_type, concurrency=1
+        )
+        entry.tick(conn, 0.0, running=0)
+        if fate == "stopped":
+            entry.stopped(conn)
+        if fate == "lost":
+            conn.execute(
+                "UPDATE pgdyno.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s",
+                (f"w{n}",),
+            )
+
+    metrics = scrape(dashboard.url)
+    paused = {
+        dict(labels)["queue"]: value
+        for (name, labels), value in metrics.items()
+        if name == "pgdyno_queue_paused"
+    }
+    assert paused == {"default": 0, "mail": 1, "reports": 0}
+    workers = {
+        (dict(labels)["process_type"], dict(labels)["state"]): value
+        for (name, labels), value in metrics.items()
+        if name == "pgdyno_workers"
+    }
+    expected = {
+        (process_type or "", state): count
+        for process_type, state, count in conn.execute(
+            "SELECT process_type, CASE WHEN heartbeat_at > now() - interval '30 s' THEN 'live'"
+            " ELSE 'lost' END, count(*) FROM pgdyno.workers WHERE stopped_at IS NULL GROUP BY 1, 2"
+        ).fetchall()
+    }
+    assert expected == {("winston", "live"): 2, ("winston", "lost"): 1, ("", "live"): 1}
+    assert workers == {**expected, ("", "lost"): 0, ("idle", "live"): 0, ("idle", "lost"): 0}
 
 
 def test_finished_counter_survives_prune_and_counts_each_job_once(conn, dashboard):
@@ -198,6 +255,11 @@ def test_every_page_and_the_sampler_run_on_postgres_15():
                 )
                 job_id = queue.enqueue(conn, "t", queue="q")
                 finish(conn, "q", "failed", 1)
+                pausing.pause(conn, "p")
+                registry.Registration("w", ["q"], dyno="w.1", process_type="w", concurrency=1).tick(
+                    conn, 0.0, running=0
+                )
+                store.add(conn, "s", task="t", timing=Timing("@daily"))
                 assert Sampler(settle=0).tick(conn) == 1
                 sampler.prune(conn, 3600)
             app = create_app(url)
@@ -211,6 +273,7 @@ def test_every_page_and_the_sampler_run_on_postgres_15():
                 "/jobs?status=failed&queue=q&task=t",
                 f"/jobs/{job_id}",
                 "/reports",
+                "/schedules",
                 "/metrics",
             ):
                 assert client.get(path).status_code == 200, path

@@ -91,6 +91,7 @@ def test_the_overview_and_timeline_never_scan_the_finished_jobs(big_db):
         ("metrics_current", {}),
         ("metrics_counters_advance", {"settle": timedelta(seconds=10)}),
         ("web_report_runs", {"limit": 20}),
+        ("web_running_jobs", {"limit": 1000}),
         (
             "web_timeline_minutes",
             {

@@ -11,6 +11,8 @@
 ALTER TABLE pgdyno.jobs
     ADD COLUMN timeout interval,
     ADD COLUMN peak_rss_bytes bigint,
-    -- A day is longer than any dyno lives (Heroku restarts every dyno daily).
-    ADD CONSTRAINT timeout_must_be_positive_and_at_most_1_day
-        CHECK (timeout > interval '0' AND timeout <= interval '1 day');
+    -- A day is longer than any dyno lives (Heroku restarts every dyno daily). At least a
+    -- second: any client may set it, and a job that times out at once on every attempt would
+    -- wake its process type once per retry for weeks (1,000 attempts, backoff capped at 1 h).
+    ADD CONSTRAINT timeout_must_be_between_1_second_and_1_day
+        CHECK (timeout >= interval '1 second' AND timeout <= interval '1 day');

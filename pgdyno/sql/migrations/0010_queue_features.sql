@@ -80,6 +80,94 @@ BEGIN
 END
 $$;
 
+-- --- what clients may write, again -------------------------------------------------------------
+
+-- Names that look like another: besides control characters (0009), queue and task names may not
+-- hold invisible or look-alike characters (no-break and zero-width spaces, bidirectional
+-- overrides, variation selectors, the byte order mark): 'reports' followed by a no-break space
+-- reads as 'reports' in every listing, and no worker of `reports` would ever claim its jobs.
+-- The same rule names as 0009's (`..._must_not_contain_control_characters`).
+CREATE FUNCTION pgdyno.invisible_characters() RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pgdyno, pg_temp
+    AS $$SELECT '[[:cntrl:]\u00a0\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]'::text$$;
+
+-- Unique keys starting `schedule:` or `report:` are pgdyno's own (a schedule's runs, and
+-- `pgdyno report run --unique`): a client role taking one could hold back a scheduled run (a
+-- held key makes the run's enqueue wait, or find the client's job instead of its own). The
+-- enqueue trigger of 0009, with that rule and the invisible characters:
+CREATE OR REPLACE FUNCTION pgdyno.notify_jobs_inserted() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pgdyno, pg_temp AS $$
+DECLARE
+    own boolean;
+    beyond text;
+    rule text;
+    queues text[];
+    queue text;
+BEGIN
+    -- One pass over the statement's rows: whether the role is pgdyno's own (is_own_role()),
+    -- the first rule a row breaks, and the queues to notify. Args 64 levels deep take more
+    -- than 500 bytes (jsonb: 8 bytes a level at least), so only bigger ones are walked.
+    SELECT pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c
+                                       WHERE c.oid = 'pgdyno.jobs'::regclass), 'USAGE'),
+           min(CASE WHEN i.queue ~ pgdyno.invisible_characters()
+                    THEN 'queue_must_not_contain_control_characters'
+                    WHEN i.task ~ pgdyno.invisible_characters()
+                    THEN 'task_must_not_contain_control_characters'
+                    WHEN i.unique_key ~ '^(schedule|report):'
+                         AND NOT pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c
+                                              WHERE c.oid = 'pgdyno.jobs'::regclass), 'USAGE')
+                    THEN 'unique_key_prefixes_schedule_and_report_are_pgdyno_s_own'
+                    WHEN pg_column_size(i.args) > 1048576 THEN 'args_must_be_at_most_1_mb'
+                    ELSE 'args_must_nest_at_most_64_levels' END)
+               FILTER (WHERE (i.queue || i.task) ~ pgdyno.invisible_characters()
+                          OR (i.unique_key ~ '^(schedule|report):'
+                              AND NOT pg_has_role(current_user,
+                                                  (SELECT c.relowner FROM pg_class AS c
+                                                    WHERE c.oid = 'pgdyno.jobs'::regclass),
+                                                  'USAGE'))
+                          OR pg_column_size(i.args) > 1048576
+                          OR (pg_column_size(i.args) > 500
+                              AND jsonb_path_exists(i.args, 'strict $.**{64 to last}'))),
+           array_agg(DISTINCT i.queue) FILTER (WHERE i.status = 'ready' AND i.run_at <= now())
+      INTO own, rule, queues
+      FROM inserted_jobs AS i;
+    -- Who: a role other than pgdyno's own may only have set the enqueue columns. A role that
+    -- could INSERT any other column (an id, a status, a lease) is refused outright: the rows
+    -- cannot tell whether it did (an id looks the same whoever picked it).
+    IF NOT own THEN
+        SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) INTO beyond
+          FROM pg_attribute AS a
+         WHERE a.attrelid = 'pgdyno.jobs'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+           AND a.attname <> ALL (pgdyno.enqueue_columns())
+           AND has_column_privilege(a.attrelid, a.attnum, 'INSERT');
+        IF beyond IS NOT NULL THEN
+            RAISE EXCEPTION 'role % may insert columns of pgdyno.jobs that clients must not set '
+                            '(%): it may only set %', current_user, beyond,
+                            array_to_string(pgdyno.enqueue_columns(), ', ')
+                  USING ERRCODE = 'insufficient_privilege',
+                        CONSTRAINT = 'enqueue_role_must_only_insert_enqueue_columns',
+                        SCHEMA = 'pgdyno', TABLE = 'jobs',
+                        HINT = format('run `pgdyno grant-enqueue %s` as the owner of pgdyno',
+                                      current_user);
+        END IF;
+    END IF;
+    -- What: bounds the column types do not give, on values that never change after insert.
+    IF rule IS NOT NULL THEN
+        RAISE EXCEPTION 'new row for relation "jobs" violates check constraint "%"', rule
+              USING ERRCODE = 'check_violation', CONSTRAINT = rule, SCHEMA = 'pgdyno',
+                    TABLE = 'jobs';
+    END IF;
+    IF queues IS NULL
+       OR coalesce(current_setting('pgdyno.skip_notify', true), '') IN ('on', 'true', '1') THEN
+        RETURN NULL;
+    END IF;
+    FOREACH queue IN ARRAY queues LOOP
+        PERFORM pg_notify('pgdyno_jobs', queue);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
 -- --- cancelling a running job ----------------------------------------------------------------------
 
 -- Set by `pgdyno jobs cancel` / pgdyno.cancel() on a running job; the worker running it learns
@@ -169,8 +257,17 @@ CREATE TABLE pgdyno.schedules (
     CONSTRAINT queue_must_not_start_or_end_with_whitespace
         CHECK (queue !~ '^[[:space:]]|[[:space:]]$'),
     CONSTRAINT args_must_be_a_json_object CHECK (jsonb_typeof(args) = 'object'),
+    -- As the enqueue trigger's rules for jobs: a schedule's runs are jobs.
+    CONSTRAINT schedule_name_must_not_contain_control_characters
+        CHECK (name !~ pgdyno.invisible_characters()),
+    CONSTRAINT task_must_not_contain_control_characters
+        CHECK (task !~ pgdyno.invisible_characters()),
+    CONSTRAINT queue_must_not_contain_control_characters
+        CHECK (queue !~ pgdyno.invisible_characters()),
+    CONSTRAINT args_must_be_at_most_1_mb CHECK (pg_column_size(args) <= 1048576),
     CONSTRAINT schedule_needs_either_cron_or_every CHECK ((cron IS NULL) <> (every IS NULL)),
-    CONSTRAINT cron_must_be_at_most_200_characters CHECK (length(cron) <= 200),
+    CONSTRAINT cron_must_be_at_most_200_printable_characters
+        CHECK (length(cron) <= 200 AND cron !~ pgdyno.invisible_characters()),
     CONSTRAINT every_must_be_between_1_second_and_100_years
         CHECK (every >= interval '1 second' AND every <= interval '100 years'),
     CONSTRAINT timezone_must_be_a_name_of_at_most_64_characters
