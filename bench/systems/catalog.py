@@ -1,4 +1,5 @@
-"""Every system the benchmark knows, in measuring order (pgdyno, peers, then the limit)."""
+"""Every system the benchmark knows, in measuring order (pgdyno, peers, the thin reference,
+then the limit)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from bench.systems.pgbench import Pgbench
 from bench.systems.pgdyno import DRAIN_CONCURRENCY, Pgdyno
 from bench.systems.pgqueuer import Pgqueuer
 from bench.systems.procrastinate import Procrastinate
+from bench.systems.reference import Reference
 
-NAMES = ("pgdyno", "pgqueuer", "procrastinate", "pgbench-1", "pgbench-100")
+NAMES = ("pgdyno", "pgqueuer", "procrastinate", "reference", "pgbench-1", "pgbench-100")
 
 
 def build(
@@ -24,6 +26,7 @@ def build(
         "pgdyno": lambda: Pgdyno(pgdyno_concurrency),
         "pgqueuer": Pgqueuer,
         "procrastinate": Procrastinate,
+        "reference": Reference,
         "pgbench-1": lambda: Pgbench(server.binary("pgbench"), 1),
         "pgbench-100": lambda: Pgbench(server.binary("pgbench"), 100),
     }

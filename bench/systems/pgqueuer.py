@@ -117,6 +117,8 @@ class Pgqueuer:
         argv = [python(), "-m", "bench.systems.pgqueuer_app"]
         if drain:
             argv.append("--drain")
+        if concurrency is not None:  # its batch size (default 10), the benchmark's knob
+            argv += ["--batch-size", str(concurrency)]
         return WorkerCommand(argv)
 
     def pending(self, url: str) -> int:

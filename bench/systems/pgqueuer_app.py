@@ -3,9 +3,10 @@
 One asyncpg connection through AsyncpgDriver (PgQueuer's default driver), on uvloop, every
 other setting PgQueuer's default (batch size 10). Handlers are async, as PgQueuer expects.
 
-`python -m bench.systems.pgqueuer_app [--drain]` calls `pgqueuer.run(factory)` on uvloop,
-which is what `pgq run` does after parsing its flags: pgqueuer 1.6.0's `pgq run` fails before
-starting under typer 0.29 ('str' object has no attribute 'name' in setup_fancy_logger).
+`python -m bench.systems.pgqueuer_app [--drain] [--batch-size N]` calls
+`pgqueuer.run(factory)` on uvloop, which is what `pgq run` does after parsing its flags:
+pgqueuer 1.6.0's `pgq run` fails before starting under typer 0.29 ('str' object has no
+attribute 'name' in setup_fancy_logger).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ async def create() -> AsyncIterator[PgQueuer]:
 
 def main(argv: list[str]) -> None:
     mode = QueueExecutionMode.drain if "--drain" in argv else QueueExecutionMode.continuous
-    uvloop.run(pgqueuer.run(create, mode=mode))
+    batch = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv else 10
+    uvloop.run(pgqueuer.run(create, mode=mode, batch_size=batch))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ when the leader's session ends. It reconciles on every (re)connect, on notificat
 then at most once per debounce period, so a burst of inserts makes a few decisions, not one
 per row) and on a timer as a safety net, which also rescues jobs whose lease expired.
 
+The enqueue trigger notifies a queue only while a session waits on it (pgdyno/sleepers.py,
+migration 0011): the dispatcher registers as waiting on its rule queues before it decides, so
+the first job of a type at zero wakes it, and stops waiting for the debounce period after a
+notified decision, whose end brings a decision of its own (registered again first): no job is
+missed, and a stream of enqueues pays for about one notifying commit per debounce period.
+
 Decisions never wait for a type's lock (a worker may be scaling it down): a type whose row is
 locked, or whose API calls are held back (a Retry-After, a backoff after failures), is tried
 again at the time the Scaler names, while the other types are decided at once. On its timer it
@@ -28,7 +34,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from pgdyno import db, queue, registry, rescue, signals, sql
+from pgdyno import db, queue, registry, rescue, signals, sleepers, sql
 from pgdyno.clock import SYSTEM_CLOCK, Clock, Wakeup
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
@@ -47,6 +53,8 @@ LEADER_LOCK_KEY = 0x706764796E6F02
 STANDBY_RETRY_S = 1.0
 #: A warning about unserved rule queues is repeated this often while it stands.
 WARN_AGAIN_S = 600.0
+#: Seconds until a registration that waited in vain for a slow commit is tried again.
+WAIT_RETRY_S = 0.1
 
 
 @dataclass
@@ -62,6 +70,12 @@ class Leading:
     #: Types to decide again, with when (the lock was held, or API calls are held back) and
     #: whether that decision re-reads the formation.
     retries: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    #: Registered as waiting on the rule queues (pgdyno/sleepers.py): their enqueuers notify.
+    waiting: bool = False
+    #: A decision owed at this time: the dispatcher stopped waiting on the rule queues after a
+    #: notified decision (their enqueuers then do not notify it), or its registration waited in
+    #: vain for a slow commit. The owed decision registers again first.
+    owed_at: float | None = None
 
 
 class Dispatcher:
@@ -187,6 +201,7 @@ class Dispatcher:
         self.schedules.start(conn)  # schedules: LISTEN pgdyno_control, sync @periodic ones
         leading = Leading(next_tick=self._clock.now() + self.settings.reconcile_interval)
         trigger = "reconnect" if self._has_led else "startup"
+        self._wait_for_jobs(conn, leading)
         self._reconcile(conn, leading, trigger, rescue=True, refresh=True)
         self._has_led = True
         return leading
@@ -216,15 +231,39 @@ class Dispatcher:
             self._reconcile(conn, leading, "jobs enqueued")
             leading.pending = False
             leading.quiet_until = now + self.settings.debounce
+            # Until the debounce period ends, more jobs change nothing: the rule queues'
+            # enqueuers stop notifying (a notifying commit is serialised with every other),
+            # and the decision at its end sees what they enqueued.
+            if leading.waiting:
+                sleepers.stop_waiting(conn)
+                leading.waiting = False
+            leading.owed_at = leading.quiet_until
+        elif leading.owed_at is not None and now >= leading.owed_at:
+            self._wait_for_jobs(conn, leading)
+            self._reconcile(conn, leading, "jobs enqueued")
         elif due:
             self._reconcile(conn, leading, "retry", only=due)
         else:
             deadline = min([leading.next_tick, *(at for at, _ in leading.retries.values())])
             if leading.pending:
                 deadline = min(deadline, leading.quiet_until)
+            if leading.owed_at is not None:
+                deadline = min(deadline, leading.owed_at)
             if self.schedules.wake_at is not None:  # the next scheduled run
                 deadline = min(deadline, self.schedules.wake_at)
             self._wakeup.wait([conn.pgconn.socket], max(0.0, deadline - now))
+
+    def _wait_for_jobs(self, conn: psycopg.Connection, leading: Leading) -> None:
+        """Register as waiting on the rule queues, before a decision reads them: a job
+        enqueued after it notifies, one before it is read by that decision. Unsettled (a
+        commit slower than sleepers.WAIT_S), the decision is owed again shortly."""
+        leading.owed_at = None
+        if not self._queues:
+            return
+        settled = sleepers.wait_for_jobs(conn, holder=self.actor, queues=sorted(self._queues))
+        leading.waiting = True
+        if not settled:
+            leading.owed_at = self._clock.now() + WAIT_RETRY_S
 
     # --- decisions -------------------------------------------------------------------------------
 
@@ -275,8 +314,9 @@ class Dispatcher:
         )
 
     def _check_workers(self, conn: psycopg.Connection) -> None:
-        """Warn about rule queues no worker of their type serves; prune the registry."""
+        """Warn about rule queues no worker of their type serves; prune the registries."""
         registry.prune(conn)
+        sleepers.prune(conn)
         now = self._clock.now()
         for name, policy in self.policies.items():
             served, live = registry.served_queues(conn, name)

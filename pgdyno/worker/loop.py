@@ -31,13 +31,13 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from pgdyno import backoff, db, queue, rescue, signals
+from pgdyno import backoff, db, logfmt, queue, rescue, signals
 from pgdyno.clock import SYSTEM_CLOCK, Clock, Wakeup
 from pgdyno.config import Settings
 from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob, Finished
 from pgdyno.registry import Registration
-from pgdyno.worker import executor, fencing, health
+from pgdyno.worker import ahead, executor, fencing, health
 from pgdyno.worker.cancels import CANCEL_GRACE_S, CancelWatch
 from pgdyno.worker.executor import Outcome
 from pgdyno.worker.hints import NotifyHints, earliest
@@ -46,6 +46,7 @@ from pgdyno.worker.storable import storable_text
 from pgdyno.worker.threads import ExecutorPool
 from pgdyno.worker.timers import Timers, passed
 from pgdyno.worker.vacuum import HotTableVacuum
+from pgdyno.worker.waiting import Waiting
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class Worker:
         self._fence = fencing.Fence(self.id)
         self._wakeup = Wakeup(clock)
         self._hints = NotifyHints(self.queues)  # notifications coalesced (worker/hints.py)
+        self._waiting = Waiting(self.id, self.queues)  # enqueuers notify while it waits
+        self._ahead = ahead.ClaimAhead(settings.concurrency)  # short jobs: claim ahead
         self._pool = ExecutorPool.for_worker(
             settings, self.id, self._dsn, self._wakeup, self._set_progress
         )
@@ -181,10 +184,15 @@ class Worker:
             burst=self.burst,
         )
         self._pool.start()
+        logfmt.batching(True)  # a job's log line is not a write of its own (pgdyno/logfmt.py)
         try:
             while not self._turn():
                 pass
         finally:
+            logfmt.batching(False)
+            if self._session is not None:
+                with contextlib.suppress(psycopg.Error):  # else the row is pruned later
+                    self._waiting.leave(self._jobs, self._conn)
             if self.registration is not None and self._session is not None:
                 with contextlib.suppress(psycopg.Error):  # else it expires (registry.EXPIRY_S)
                     self.registration.stopped(self._conn)
@@ -234,10 +242,14 @@ class Worker:
         if timer_fired:
             self._timers.due = None
             self._claim_due = True
-        free = self._free_slots()
+        self._hold_ahead(now)  # jobs claimed ahead that waited too long go back (ahead.py)
+        # Free slots (abandoned threads keep theirs), plus the jobs short ones let it claim
+        # ahead (worker/ahead.py).
+        free = self._free_slots() + self._ahead.extra
+        report = bool(self._done) and self._ahead.flush_now(len(self._done), self._pool.queued())
         # Reporting finished jobs costs a statement anyway: claim in it whenever slots are free.
-        claim = free > 0 and not self._stopping.is_set() and (self._claim_due or bool(self._done))
-        claimed = self._flush(limit=free if claim else 0)
+        claim = free > 0 and not self._stopping.is_set() and (self._claim_due or report)
+        claimed = self._flush(limit=free if claim else 0) if claim or report else []
         self._hints.settle(now, worked=bool(claimed))
         if claim:
             self._claim_due = len(claimed) == free
@@ -258,8 +270,23 @@ class Worker:
             self._heartbeat()
         if self._progress:
             self._write_progress()
-        more_to_claim = self._claim_due and not self._stopping.is_set() and self._free_slots() > 0
+        more_to_claim = (
+            self._claim_due
+            and not self._stopping.is_set()
+            and self._free_slots() + self._ahead.extra > 0
+        )
         if not self._outcomes and not more_to_claim:
+            free = self.settings.concurrency - len(self._running)
+            takes = free > 0 and not self.burst
+            if self._waiting.before_sleep(
+                self._jobs, self._conn, now, free=takes, stopping=self._stopping.is_set()
+            ):
+                # Registered as waiting just now (worker/waiting.py): a job committed before
+                # the registration sent no notification, so look once more before sleeping.
+                claimed = self._flush(limit=free)
+                self._claim_due = len(claimed) == free
+                if claimed:
+                    return False
             self._sleep()
         return False
 
@@ -336,7 +363,7 @@ class Worker:
                 self._timers.heartbeat = self._clock.now() + self.settings.lease / 3
             for job in claimed:
                 self._running[job.id] = job
-                self._pool.submit(job)
+                self._pool.submit(job, at=self._clock.now())
         return claimed
 
     def _record_failures(self) -> None:
@@ -428,8 +455,35 @@ class Worker:
         self._collect_outcomes()
         self._record_failures()
 
+    def _hold_ahead(self, now: float) -> None:
+        """Hand back, unstarted and uncounted, the jobs claimed ahead that waited HOLD_S for a
+        thread (the job before them is not short after all): any worker may take them."""
+        oldest = self._pool.oldest_queued()
+        if oldest is None or not passed(oldest + ahead.HOLD_S - 1e-9, now):  # 1e-9: rounding
+            return
+        self._hand_back_unstarted()
+        self._ahead.handed_back()
+
+    def _hand_back_unstarted(self) -> None:
+        withdrawn = set(self._pool.withdraw_queued())
+        if not withdrawn or self._session is None:
+            return
+        # A release of all but `keep` (as after a reconnect) does not count as a hand-back.
+        keep = [
+            *(job_id for job_id in self._running if job_id not in withdrawn),
+            *(finished.id for finished in self._done),
+            *(outcome.job.id for outcome in self._failed),
+        ]
+        released = self._jobs.release(self._conn, worker=self.id, ids=None, keep=keep)
+        for job_id in withdrawn:
+            self._running.pop(job_id, None)
+        log_event(log, "jobs_handed_back_unstarted", worker=self.id, jobs=len(released))
+
     def _hand_back(self) -> None:
         if not self._running or self._session is None:
+            return
+        self._hand_back_unstarted()  # never started: not counted as handed back
+        if not self._running:
             return
         self._pool.stop_all()  # no job process may outlive its hand-back (and run twice)
         released = self._jobs.release(self._conn, worker=self.id, ids=list(self._running))
@@ -483,12 +537,19 @@ class Worker:
         if not self._running:
             self._timers.heartbeat = None
         now = self._clock.now()
-        wake = earliest(self._timers.next_wake(), self._hints.quiet_until)
+        oldest = self._pool.oldest_queued()
+        wake = earliest(
+            self._timers.next_wake(),
+            self._hints.quiet_until,
+            self._waiting.wake_at(),
+            None if oldest is None else oldest + ahead.HOLD_S,
+        )
         timeout = None if wake is None else max(0.0, wake - now)
         fds = self._hints.fds(self._session, now) if self._session is not None else []
         check_in = self._session.wake_in() if self._session is not None else None
         if check_in is not None:
             timeout = check_in if timeout is None else min(timeout, check_in)
+        logfmt.flush()  # the lines of this turn, before waiting
         self._wakeup.wait(fds, timeout, lambda: bool(self._outcomes))
 
     def _connect(self) -> bool:
@@ -543,6 +604,7 @@ class Worker:
         if self._session is not None:
             self._session.close()
         self._session = None
+        self._waiting.lost()
 
     # --- outcomes ------------------------------------------------------------------------------
 
@@ -552,6 +614,7 @@ class Worker:
             # A job whose cancel was requested ends cancelled, whatever its task did.
             outcome = self._cancels.outcome(self._outcomes.popleft())
             job = outcome.job
+            self._ahead.finished(outcome.duration_s)
             running = self._running.get(job.id)
             if running is None or running.attempts != job.attempts or outcome.handed_back:
                 continue  # handed back, or its lease lost: another attempt owns the job

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from pgdyno import db, queue, sql
+from pgdyno import db, queue, sleepers, sql
 from pgdyno.logfmt import log_event
 from pgdyno.migrate import require_migrated
 from pgdyno.queue import Claimed, ClaimedJob, Finished
@@ -87,6 +87,13 @@ class JobQueue(Protocol):
 
     def next_due_in(self, conn: psycopg.Connection, queues: Sequence[str]) -> float | None: ...
 
+    # The sleepers registry (pgdyno/sleepers.py, re-exported by pgdyno.queue).
+    def wait_for_jobs(
+        self, conn: psycopg.Connection, *, holder: str, queues: Sequence[str], wait: float = ...
+    ) -> bool: ...
+
+    def stop_waiting(self, conn: psycopg.Connection) -> None: ...
+
 
 class Session(Protocol):
     """An open session: `work` for statements, notifications and sockets to wait on."""
@@ -133,6 +140,7 @@ class PostgresSession:
         try:
             require_migrated(work)  # before the release phase ran: the worker waits, retries
             queue.setup_worker_session(work)
+            sleepers.prune(work)  # registrations of sessions gone (a killed worker's)
             listen = db.connect(dsn, application_name=f"pgdyno listen {worker}")
         except BaseException:
             work.close()

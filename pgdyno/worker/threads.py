@@ -60,6 +60,12 @@ class ExecutorPool:
         self._inbox: SimpleQueue[ClaimedJob | None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._abandoned = AbandonedThreads(size, wakeup)
+        # Jobs submitted and not started yet (id: when submitted, on the loop's clock), and
+        # those taken back (worker/ahead.py): a thread skips a job it finds taken back.
+        self._lock = threading.Lock()
+        self._queued: dict[int, float] = {}
+        self._withdrawn: set[int] = set()
+        self._busy = 0  # threads running a job
 
     @property
     def abandoned(self) -> int:
@@ -103,8 +109,31 @@ class ExecutorPool:
             thread.start()
             self._threads.append(thread)
 
-    def submit(self, job: ClaimedJob) -> None:
+    def submit(self, job: ClaimedJob, at: float = 0.0) -> None:
+        """Queue `job` for the next free thread; `at`: when, on the caller's clock."""
+        with self._lock:
+            self._queued[job.id] = at
         self._inbox.put(job)
+
+    def queued(self) -> int:
+        """Jobs submitted that no thread has started yet."""
+        return len(self._queued)
+
+    def oldest_queued(self) -> float | None:
+        """When the longest-waiting job not started yet was submitted (the loop's clock), if
+        more jobs wait than threads are free to start them; None otherwise."""
+        with self._lock:
+            if len(self._queued) <= self.size - self._busy:
+                return None
+            return min(self._queued.values(), default=None)
+
+    def withdraw_queued(self) -> list[int]:
+        """Take back every job not started yet: no thread will run them. Returns their ids."""
+        with self._lock:
+            ids = list(self._queued)
+            self._withdrawn.update(ids)
+            self._queued.clear()
+        return ids
 
     def stop_job(self, job_id: int, error: str, retryable: bool = False) -> bool:
         """Stop job `job_id` now, its outcome being the failure `error` (safe from any thread).
@@ -131,7 +160,17 @@ class ExecutorPool:
     def _run_forever(self) -> None:
         self._bind()
         while (job := self._inbox.get()) is not None:
-            self._execute(job)
+            with self._lock:
+                if job.id in self._withdrawn:
+                    self._withdrawn.discard(job.id)
+                    continue
+                self._queued.pop(job.id, None)
+                self._busy += 1
+            try:
+                self._execute(job)
+            finally:
+                with self._lock:
+                    self._busy -= 1
 
     def _post(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)

@@ -1,4 +1,6 @@
-"""The enqueue trigger: one notification per statement and queue, at commit, none for later jobs.
+"""The enqueue trigger: one notification per transaction and queue, at commit, none for later
+jobs, for a queue a session waits on (the listener here registers as an idle worker does:
+tests/integration/test_wake_on_demand.py covers the registry itself).
 
 Counting is exact: after the statements under test, a sentinel NOTIFY is committed on the same
 channel; notifications reach a listener in commit order, so once the sentinel arrives every
@@ -14,16 +16,19 @@ import psycopg
 import pytest
 
 import pgdyno
-from pgdyno import queue
+from pgdyno import queue, sleepers
 
 CHANNEL = "pgdyno_jobs"
 SENTINEL = "--sentinel--"
+#: Every queue these tests enqueue to: the listener waits on all of them.
+QUEUES = ("reports", "mail", "a", "b", "c", "later", "now", "bulk", "q")
 
 
 @pytest.fixture
 def listener(database_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f"LISTEN {CHANNEL}")
+        assert sleepers.wait_for_jobs(conn, holder="test listener", queues=QUEUES)
         yield conn
 
 
@@ -57,10 +62,15 @@ def test_bulk_enqueue_with_copy_sends_one_notification_per_queue(conn, listener)
     assert received(listener, conn) == {"a": 1, "b": 1, "c": 1}
 
 
-def test_each_enqueue_statement_notifies_its_queue(conn, listener):
+def test_each_enqueue_transaction_notifies_its_queue_once(conn, listener):
     pgdyno.enqueue(conn, "noop", queue="reports")
     pgdyno.enqueue(conn, "noop", queue="reports")
     assert received(listener, conn) == {"reports": 2}
+    with conn.transaction():
+        pgdyno.enqueue(conn, "noop", queue="reports")
+        pgdyno.enqueue(conn, "noop", queue="mail")
+        pgdyno.enqueue(conn, "noop", queue="reports")
+    assert received(listener, conn) == {"reports": 1, "mail": 1}
 
 
 def test_job_scheduled_in_the_future_sends_no_notification(conn, listener):

@@ -7,9 +7,11 @@ import logging
 
 import pytest
 
+from pgdyno import logfmt
 from pgdyno.config import Settings
 from pgdyno.logfmt import (
     MAX_VALUE_CHARS,
+    BatchingHandler,
     LogfmtFormatter,
     configure,
     format_value,
@@ -152,3 +154,82 @@ def test_settings_repr_holds_no_password_token_or_url_credentials():
     )
     shown = repr(settings)
     assert "s3cret" not in shown and "postgresql://wrk:***@host/db" in shown
+
+
+class _CountingStream(io.StringIO):
+    """A stream that counts writes (each one a system call on a real pipe)."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_a_batching_handler_writes_its_lines_a_batch_at_a_time_and_warnings_at_once():
+    stream = _CountingStream()
+    configure("INFO", stream)
+    log = logging.getLogger("pgdyno.test.batching")
+    try:
+        logfmt.batching(True)
+        for job in range(3):
+            log_event(log, "job_done", job=job)
+        assert stream.getvalue() == ""  # pending
+        log_event(log, "job_failed", logging.WARNING, job=3)  # at once, after the others
+        assert stream.getvalue().splitlines() == [
+            "at=info event=job_done job=0",
+            "at=info event=job_done job=1",
+            "at=info event=job_done job=2",
+            "at=warn event=job_failed job=3",
+        ]
+        assert stream.writes == 1
+        for job in range(BatchingHandler.MAX_LINES):
+            log_event(log, "job_done", job=job)
+        assert stream.writes == 2  # MAX_LINES pending: written
+        log_event(log, "job_done", job=-1)
+        logfmt.flush()  # the worker loop, before it sleeps
+        assert stream.getvalue().endswith("job=-1\n") and stream.writes == 3
+        log_event(log, "job_done", job=-2)
+        logfmt.batching(False)  # writes what is pending, then each line at once
+        assert stream.getvalue().endswith("job=-2\n")
+        log_event(log, "job_done", job=-3)
+        assert stream.getvalue().endswith("job=-3\n")
+    finally:
+        logfmt.batching(False)
+        configure("INFO")
+
+
+def test_names_are_escaped_even_when_their_formatting_is_cached():
+    for _ in range(2):
+        assert format_value("evil\x1b[2Jname") == '"evil\\x1b[2Jname"'
+        assert format_value("https://user:secret@host") == "https://user:***@host"
+
+
+def test_the_workers_lines_skip_the_log_record_only_when_nothing_else_would_see_it():
+    """log_event's shortcut (no LogRecord) is taken only while batching into the one
+    handler of pgdyno's logger, with no filter anywhere; the lines are the same."""
+    stream = io.StringIO()
+    configure("INFO", stream)
+    log = logging.getLogger("pgdyno.test.shortcut")
+    seen: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
+    try:
+        logfmt.batching(True)
+        log_event(log, "job_done", job=1, task="t", duration_ms=1.5)
+        assert seen == []
+        log.addFilter(keep)  # someone watches: records again
+        log_event(log, "job_done", job=2, task="t", duration_ms=1.5)
+        assert [record.logfmt["job"] for record in seen] == [2]
+        logfmt.flush()
+        assert stream.getvalue().splitlines() == [
+            "at=info event=job_done job=1 task=t duration_ms=1.5",
+            "at=info event=job_done job=2 task=t duration_ms=1.5",
+        ]
+    finally:
+        log.removeFilter(keep)
+        logfmt.batching(False)
+        configure("INFO")

@@ -1,0 +1,100 @@
+"""Claiming ahead (worker/ahead.py): short jobs are claimed in batches beyond the free slots;
+a heavy job neither waits behind them nor holds them. The loop's tests run on fakes, turn by
+turn (tests/unit/conftest.py); job durations are the executor threads' real ones."""
+
+from __future__ import annotations
+
+import pytest
+from loop_harness import open_gate
+
+from pgdyno.worker.ahead import BUDGET_S, HOLD_S, SHORT_S, WINDOW, ClaimAhead
+
+
+def test_claims_ahead_only_after_a_window_of_short_jobs():
+    ahead = ClaimAhead(threads=2)
+    assert ahead.extra == 0  # no history: one job per slot
+    for _ in range(WINDOW - 1):
+        ahead.finished(0.001)
+    assert ahead.extra == 0
+    ahead.finished(0.001)
+    assert ahead.extra == 2 * int(BUDGET_S / 0.001)  # what two threads run in BUDGET_S
+    ahead.finished(SHORT_S)  # one job that is not short: one per slot again
+    assert ahead.extra == 0
+    for _ in range(WINDOW):
+        ahead.finished(0.0)
+    assert ahead.extra == 200  # at most MAX_PER_THREAD per thread
+    ahead.handed_back()
+    assert ahead.extra == 0
+
+
+def test_reports_in_batches_while_jobs_claimed_ahead_wait():
+    ahead = ClaimAhead(threads=1)
+    for _ in range(WINDOW):
+        ahead.finished(0.0001)
+    assert not ahead.flush_now(done=10, queued=90)
+    assert ahead.flush_now(done=100, queued=90)
+    assert ahead.flush_now(done=1, queued=1)  # the thread is about to run dry
+
+
+def prime(worker, jobs: int = WINDOW) -> None:
+    """Run `jobs` short jobs through the worker (concurrency 1), one at a time."""
+    worker.turn()  # connected, idle
+    for _ in range(jobs):
+        worker.jobs.insert("unit.ok")
+        worker.db.session.notify("q")
+        worker.turn()
+        worker.finished()
+        worker.turn()
+
+
+def test_a_worker_of_short_jobs_claims_ahead_at_concurrency_1(loop):
+    worker = loop()
+    prime(worker)
+    limits = [c["limit"] for c in worker.jobs.called("complete_and_claim")]
+    assert limits[: 2 * WINDOW] == [1] * 2 * WINDOW  # while it knew too few of its jobs
+    for _ in range(50):
+        worker.jobs.insert("unit.ok")
+    worker.db.session.notify("q")
+    worker.turn()
+    assert worker.jobs.called("complete_and_claim")[-1]["limit"] > 50
+    running = [job for job in worker.jobs.jobs.values() if job.status == "running"]
+    assert len(running) == 50  # all claimed in one statement
+    while any(job.status != "done" for job in worker.jobs.jobs.values()):
+        worker.finished(1)
+        worker.turn()
+    # Reported in a few statements, not one per job.
+    assert len(worker.jobs.called("complete_and_claim")) - len(limits) < 10
+
+
+def test_jobs_claimed_ahead_of_a_heavy_job_go_back_unstarted_and_uncounted(loop):
+    """A job that turns out heavy: the jobs claimed behind it wait HOLD_S at most, then go
+    back to the queue (attempt not counted), and the worker claims one job at a time again."""
+    worker = loop()
+    prime(worker)
+    heavy = worker.jobs.insert("unit.gate", {"key": "heavy"})
+    behind = [worker.jobs.insert("unit.ok") for _ in range(5)]
+    worker.db.session.notify("q")
+    claimed_at = worker.clock.now()
+    worker.turn()  # claims all six: the heavy one runs, five wait for the thread
+    assert all(worker.jobs.jobs[job].status == "running" for job in [heavy, *behind])
+    release, released_at = worker.jobs.release, []
+
+    def timed_release(*args, **kwargs):
+        released_at.append(worker.clock.now())
+        return release(*args, **kwargs)
+
+    worker.jobs.release = timed_release
+    while not released_at:
+        worker.turn()
+    assert released_at[0] - claimed_at == pytest.approx(HOLD_S)
+    released = worker.jobs.called("release")
+    assert released == [{"ids": None, "keep": [heavy]}]  # not counted as a hand-back
+    assert [worker.jobs.jobs[job].status for job in behind] == ["ready"] * 5
+    assert [worker.jobs.jobs[job].attempts for job in behind] == [0] * 5
+    open_gate("heavy")
+    worker.finished()
+    worker.turn()
+    assert worker.jobs.called("complete_and_claim")[-1]["limit"] == 1
+    while any(worker.jobs.jobs[job].status != "done" for job in behind):
+        worker.finished()
+        worker.turn()
