@@ -276,7 +276,7 @@ class Worker:
             and self._free_slots() + self._ahead.extra > 0
         )
         if not self._outcomes and not more_to_claim:
-            free = self.settings.concurrency - len(self._running)
+            free = self._free_slots()  # abandoned threads keep their slots
             takes = free > 0 and not self.burst
             if self._waiting.before_sleep(
                 self._jobs, self._conn, now, free=takes, stopping=self._stopping.is_set()
