@@ -74,65 +74,60 @@ SELECT coalesce(array_agg(name ORDER BY name), '{}')
 -- (read once: the claim index holds no running jobs), the oldest due ready job's wait in
 -- seconds, finished jobs per status from the counters (kept bounded by
 -- metrics_counters_advance), the scale rule's process type and its formation quantity, and
--- whether the queue is paused (pgdyno/pausing.py) and since when.
-WITH active AS (
+-- whether the queue is paused (pgdyno/pausing.py) and since when. The deepest are found by a
+-- top-N sort (ties by byte order: no locale comparisons), never a sort of every queue.
+WITH figures AS (
+    -- One aggregate over every source of queue names (no join of 20,000 rows to another);
+    -- by-value states only (counts, a minimum): the finished sums come from the small counters
+    -- table afterwards.
     SELECT queue,
            count(*) FILTER (WHERE status = 'ready' AND run_at <= now()) AS ready,
            count(*) FILTER (WHERE status = 'ready' AND run_at > now()) AS scheduled,
            count(*) FILTER (WHERE status = 'running') AS running,
            min(run_at) FILTER (WHERE status = 'ready' AND run_at <= now()) AS oldest_run_at
-      FROM pgdyno.jobs_active
+      FROM (SELECT queue, status, run_at FROM pgdyno.jobs_active
+            UNION ALL
+            SELECT queue, NULL, NULL FROM pgdyno.metrics_counters
+            UNION ALL
+            SELECT queue, NULL, NULL FROM pgdyno.scale_rules
+            UNION ALL
+            SELECT name, NULL, NULL FROM pgdyno.queues) AS sources
      GROUP BY queue
-), finished AS (
-    SELECT queue,
-           sum(total) FILTER (WHERE status = 'done') AS done,
-           sum(total) FILTER (WHERE status = 'failed') AS failed,
-           sum(total) FILTER (WHERE status = 'cancelled') AS cancelled
-      FROM pgdyno.metrics_counters
-     GROUP BY queue
-), names AS (
-    SELECT queue FROM active
-     UNION SELECT queue FROM finished
-     UNION SELECT queue FROM pgdyno.scale_rules
-     UNION SELECT name FROM pgdyno.queues
-), figures AS (
-    SELECT n.queue, coalesce(a.ready, 0) AS ready, coalesce(a.scheduled, 0) AS scheduled,
-           coalesce(a.running, 0) AS running, a.oldest_run_at,
-           coalesce(f.done, 0) AS done, coalesce(f.failed, 0) AS failed,
-           coalesce(f.cancelled, 0) AS cancelled,
-           n.queue = ANY(%(known)s::text[]) AS known
-      FROM names AS n
-      LEFT JOIN active AS a USING (queue)
-      LEFT JOIN finished AS f USING (queue)
-), ranked AS (
-    SELECT *,
-           queue <> '' AND (known OR row_number() OVER (
-               PARTITION BY known ORDER BY ready + running DESC, scheduled DESC, queue
-           ) <= %(others)s) AS shown
+), deepest AS (
+    SELECT queue
       FROM figures
+     WHERE queue <> ALL(%(known)s::text[]) AND queue <> ''
+     ORDER BY ready + running DESC, scheduled DESC, queue COLLATE "C"
+     LIMIT %(others)s
+), summed AS (
+    -- One pass: each queue shown is a group of its own, the rest one group named ''.
+    SELECT CASE WHEN queue = ANY(%(known)s::text[]) OR queue IN (SELECT queue FROM deepest)
+                THEN queue ELSE '' END AS name,
+           count(*) FILTER (WHERE queue <> '') AS queues,
+           sum(ready)::bigint AS ready, sum(scheduled)::bigint AS scheduled,
+           sum(running)::bigint AS running, min(oldest_run_at) AS oldest_run_at
+      FROM figures
+     GROUP BY 1
+), finished AS (
+    SELECT CASE WHEN queue IN (SELECT name FROM summed) THEN queue ELSE '' END AS name,
+           coalesce(sum(total) FILTER (WHERE status = 'done'), 0)::bigint AS done,
+           coalesce(sum(total) FILTER (WHERE status = 'failed'), 0)::bigint AS failed,
+           coalesce(sum(total) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled
+      FROM pgdyno.metrics_counters
+     GROUP BY 1
 )
-SELECT * FROM (
-    SELECT k.queue, 1::bigint AS queues, r.process_type, f.quantity,
-           k.ready, k.scheduled, k.running,
-           greatest(extract(epoch FROM now() - k.oldest_run_at), 0)::float8 AS oldest_ready_age_s,
-           k.done::bigint, k.failed::bigint, k.cancelled::bigint,
-           coalesce(p.paused, false) AS paused,
-           CASE WHEN p.paused THEN p.paused_at END AS paused_at
-      FROM ranked AS k
-      LEFT JOIN pgdyno.scale_rules AS r USING (queue)
-      LEFT JOIN pgdyno.formations AS f ON f.process_type = r.process_type
-      LEFT JOIN pgdyno.queues AS p ON p.name = k.queue
-     WHERE k.shown
-    UNION ALL
-    SELECT '', count(*) FILTER (WHERE queue <> ''), NULL, NULL,
-           sum(ready)::bigint, sum(scheduled)::bigint, sum(running)::bigint,
-           greatest(extract(epoch FROM now() - min(oldest_run_at)), 0)::float8,
-           sum(done)::bigint, sum(failed)::bigint, sum(cancelled)::bigint, false, NULL
-      FROM ranked
-     WHERE NOT shown
-    HAVING count(*) > 0
-) AS summary
-ORDER BY queue = '', queue;
+SELECT s.name AS queue, s.queues, r.process_type, f.quantity, s.ready, s.scheduled, s.running,
+       greatest(extract(epoch FROM now() - s.oldest_run_at), 0)::float8 AS oldest_ready_age_s,
+       coalesce(c.done, 0) AS done, coalesce(c.failed, 0) AS failed,
+       coalesce(c.cancelled, 0) AS cancelled,
+       coalesce(p.paused, false) AS paused,
+       CASE WHEN p.paused THEN p.paused_at END AS paused_at
+  FROM summed AS s
+  LEFT JOIN finished AS c ON c.name = s.name
+  LEFT JOIN pgdyno.scale_rules AS r ON r.queue = s.name
+  LEFT JOIN pgdyno.formations AS f ON f.process_type = r.process_type
+  LEFT JOIN pgdyno.queues AS p ON p.name = s.name
+ ORDER BY s.name = '', s.name;
 
 -- name: web_queue_status
 -- `pgdyno status`: jobs per queue and status (every row of pgdyno.jobs, finished ones until
@@ -147,30 +142,27 @@ WITH counts AS (
            count(*) FILTER (WHERE status = 'done') AS done,
            count(*) FILTER (WHERE status = 'failed') AS failed,
            count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
-           min(run_at) FILTER (WHERE status = 'ready' AND run_at <= now()) AS oldest_run_at,
-           queue = ANY(%(known)s::text[]) AS known
+           min(run_at) FILTER (WHERE status = 'ready' AND run_at <= now()) AS oldest_run_at
       FROM pgdyno.jobs
      GROUP BY queue
-), ranked AS (
-    SELECT *,
-           known OR row_number() OVER (
-               PARTITION BY known ORDER BY ready + running DESC, queue
-           ) <= %(others)s AS shown
+), deepest AS (
+    SELECT queue
       FROM counts
+     WHERE queue <> ALL(%(known)s::text[])
+     ORDER BY ready + running DESC, queue COLLATE "C"
+     LIMIT %(others)s
 )
 SELECT * FROM (
-    SELECT queue, 1::bigint AS queues, ready, running, done, failed, cancelled,
-           extract(epoch FROM now() - oldest_run_at)::float8 AS oldest_ready_age_s
-      FROM ranked
-     WHERE shown
-    UNION ALL
-    SELECT '', count(*), sum(ready)::bigint, sum(running)::bigint, sum(done)::bigint,
-           sum(failed)::bigint, sum(cancelled)::bigint,
-           extract(epoch FROM now() - min(oldest_run_at))::float8
-      FROM ranked
-     WHERE NOT shown
-    HAVING count(*) > 0
-) AS summary
+    -- One pass: each queue shown is a group of its own, the rest one group named ''.
+    SELECT CASE WHEN queue = ANY(%(known)s::text[]) OR queue IN (SELECT queue FROM deepest)
+                THEN queue ELSE '' END AS queue,
+           count(*) AS queues, sum(ready)::bigint AS ready, sum(running)::bigint AS running,
+           sum(done)::bigint AS done, sum(failed)::bigint AS failed,
+           sum(cancelled)::bigint AS cancelled,
+           extract(epoch FROM now() - min(oldest_run_at))::float8 AS oldest_ready_age_s
+      FROM counts
+     GROUP BY 1
+) AS summed
 ORDER BY queue = '', queue;
 
 -- name: metrics_samples_insert

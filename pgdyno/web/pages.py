@@ -70,15 +70,20 @@ def queues(conn: psycopg.Connection) -> dict[str, Any]:
     }
 
 
-def process_types(conn: psycopg.Connection) -> list[dict[str, Any]]:
+def process_types(
+    conn: psycopg.Connection, shown: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Per process type: its rules, quantity, standing API error, last scale events, and
     scaling_status's registry and Retry-After keys (workers: the live count, served_queues,
     unserved_queues, failures), with `hold_until` (datetime) and `hold_s` (seconds from now)
-    while no formation API call may be made (not_before_cause: retry_after or backoff)."""
+    while no formation API call may be made (not_before_cause: retry_after or backoff).
+    `shown`: the queues of summary.queues when the caller has read them already."""
     types: dict[str, dict[str, Any]] = scaling_status(conn)
     now = datetime.now(UTC)
     # queue -> (ready, running); rule queues are among the queues that matter, always shown
-    load = {row["queue"]: (row["ready"], row["running"]) for row in summary.queues(conn, 0).queues}
+    if shown is None:
+        shown = summary.queues(conn, 0).queues
+    load = {row["queue"]: (row["ready"], row["running"]) for row in shown}
     result = []
     for name, entry in types.items():
         busy = [load[queue_name] for queue_name in entry["queues"] if queue_name in load]

@@ -53,12 +53,19 @@ Row = tuple[str, str | None, int | None, int, int, int]
 
 
 def advance_counters(
-    conn: psycopg.Connection, settle: float = SETTLE_S, most: int = COUNTED_QUEUES
+    conn: psycopg.Connection,
+    settle: float = SETTLE_S,
+    most: int = COUNTED_QUEUES,
+    known: list[str] | None = None,
 ) -> None:
     """Count jobs finished since the last call (up to `settle` s ago) into metrics_counters:
-    per queue for the queues that matter and for at most `most` others (the first to finish
-    jobs), under queue '' for the rest."""
-    params = {"settle": timedelta(seconds=settle), "known": summary.matter(conn), "most": most}
+    per queue for the queues that matter (`known`, else summary.matter) and for at most `most`
+    others (the first to finish jobs), under queue '' for the rest."""
+    params = {
+        "settle": timedelta(seconds=settle),
+        "known": summary.matter(conn) if known is None else known,
+        "most": most,
+    }
     conn.execute(sql.query("metrics_counters_advance"), params)
 
 
@@ -104,12 +111,13 @@ class Sampler:
         self._next_tick = now + self.min_interval
         try:
             with conn.transaction():
-                advance_counters(conn, self.settle)
+                known = summary.matter(conn)
+                advance_counters(conn, self.settle, known=known)
                 # A queue known only by its row in pgdyno.queues (paused before its first
                 # job) has nothing to sample: every figure 0, no process type.
                 rows = [
                     _row(queue)
-                    for queue in summary.queues(conn).rows
+                    for queue in summary.queues(conn, known=known).rows
                     if queue["process_type"] or summary.jobs(queue) or _finished(queue)
                 ]
                 changed = self._changed(rows, now)

@@ -58,12 +58,15 @@ def matter(conn: psycopg.Connection) -> list[str]:
     return list(row[0]) if row else []
 
 
-def queues(conn: psycopg.Connection, others: int = OTHERS_SHOWN) -> Summary:
+def queues(
+    conn: psycopg.Connection, others: int = OTHERS_SHOWN, known: list[str] | None = None
+) -> Summary:
     """Per queue shown: queue, queues (1), process_type and quantity (its scale rule's type and
     that type's formation quantity, else None), ready (due), scheduled, running,
     oldest_ready_age_s (None without a due ready job), done, failed, cancelled (the counters),
-    paused, paused_at. At most len(matter()) + `others` queues, then the summed row."""
-    params = {"known": matter(conn), "others": others}
+    paused, paused_at. At most len(known) + `others` queues, then the summed row. `known`:
+    matter(conn) when the caller has read it already."""
+    params = {"known": matter(conn) if known is None else known, "others": others}
     rows = conn.cursor(row_factory=dict_row).execute(sql.query("web_queue_summary"), params)
     return _split(rows.fetchall())
 
