@@ -63,7 +63,7 @@ def queues(
 ) -> Summary:
     """Per queue shown: queue, queues (1), process_type and quantity (its scale rule's type and
     that type's formation quantity, else None), ready (due), scheduled, running,
-    oldest_ready_age_s (None without a due ready job), done, failed, cancelled (the counters),
+    oldest_ready_age_s (0 without a due ready job), done, failed, cancelled (the counters),
     paused, paused_at. At most len(known) + `others` queues, then the summed row. `known`:
     matter(conn) when the caller has read it already."""
     params = {"known": matter(conn) if known is None else known, "others": others}
