@@ -9,11 +9,14 @@ one job into each of QUEUES new queue names, as a hostile client could:
     SELECT 'spam-' || g, 'x', '2199-01-01' FROM generate_series(1, 20000) AS g
 
 Measured: the rows the dispatcher's sampler writes on its first tick and on a heartbeat tick
-(every group due) and the tick's time; each dashboard page and /metrics over HTTP (waitress on
-127.0.0.1, ROUNDS fetches after a warm-up: p50, p95, bytes; the overview also as its htmx
-refresh); `pgdyno queue list` and `pgdyno status` as a user runs them (a new process each,
-wall time including Python's start-up; p50 of CLI_ROUNDS). Runs against whichever pgdyno is
-importable, so the same script measures an older checkout (PYTHONPATH=...).
+(every group due) and the tick's time; each statement that lists queues, alone (p50 of ROUNDS,
+rows fetched included; statements of older versions too, those missing are skipped); each
+dashboard page and /metrics over HTTP (waitress on 127.0.0.1, ROUNDS fetches after a warm-up:
+p50, p95, bytes; the overview also as its htmx refresh); `pgdyno queue list` and `pgdyno
+status` in-process (click's CliRunner) and as a user runs them (a new process
+each, wall time including Python's start-up, which `pgdyno --help` shows alone; p50 of
+CLI_ROUNDS). Runs against whichever pgdyno is importable, so the same script measures an older
+checkout (run it from a folder holding that checkout's pgdyno/ and bench/).
 
 Prints a table; writes JSON to bench/results/queue-cap-<time>.json. About a minute.
 """
@@ -29,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +110,39 @@ def sample(conn: psycopg.Connection) -> dict[str, Any]:
     }
 
 
+def statements(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """p50 of each queue-listing statement this pgdyno has (older ones: missing are skipped)."""
+    from pgdyno import sql
+
+    known = ["default", "mail", "reports"]
+    candidates: list[tuple[str, dict[str, Any]]] = [
+        ("web_queues_that_matter", {"expiry": 30.0}),
+        ("web_queue_summary", {"known": known, "others": 20}),
+        ("web_queue_status", {"known": known, "others": 20}),
+        ("metrics_counters_advance", {"settle": timedelta(0), "known": known, "most": 1000}),
+        # before the queue cap
+        ("metrics_current", {}),
+        ("web_queue_overview", {}),
+        ("queues_overview", {}),
+        ("queue_status", {}),
+    ]
+    rows = []
+    for name, params in candidates:
+        try:
+            statement = sql.query(name)
+        except Exception:
+            continue
+        times = []
+        for _ in range(ROUNDS):
+            started = time.perf_counter()
+            fetched = conn.execute(statement, params).fetchall()
+            times.append((time.perf_counter() - started) * 1000)
+        rows.append(
+            {"statement": name, "p50_ms": round(statistics.median(times), 1), "rows": len(fetched)}
+        )
+    return rows
+
+
 def pages(url: str) -> list[dict[str, Any]]:
     import requests
 
@@ -140,9 +176,19 @@ def pages(url: str) -> list[dict[str, Any]]:
 
 
 def commands(url: str) -> list[dict[str, Any]]:
+    from click.testing import CliRunner
+
+    from pgdyno.cli import main
+
     rows = []
     env = {**os.environ, "DATABASE_URL": url, "PGDYNO_LOG_LEVEL": "WARNING"}
-    for args in (["queue", "list"], ["status"], ["status", "--json"]):
+    for args in (["--help"], ["queue", "list"], ["status"], ["status", "--json"]):
+        in_process = []
+        for _ in range(CLI_ROUNDS if args != ["--help"] else 0):
+            started = time.perf_counter()
+            result = CliRunner().invoke(main, args, env={"DATABASE_URL": url})
+            in_process.append((time.perf_counter() - started) * 1000)
+            assert result.exit_code == 0, result.output
         times, output = [], b""
         for _ in range(CLI_ROUNDS):
             started = time.perf_counter()
@@ -154,7 +200,10 @@ def commands(url: str) -> list[dict[str, Any]]:
         rows.append(
             {
                 "command": "pgdyno " + " ".join(args),
-                "p50_ms": round(statistics.median(times), 1),
+                "in_process_p50_ms": round(statistics.median(in_process), 1)
+                if in_process
+                else None,
+                "process_p50_ms": round(statistics.median(times), 1),
                 "lines": output.count(b"\n"),
                 "bytes": len(output),
             }
@@ -185,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 took = spam(url, conn, args.queues)
                 print(f"{args.queues:,} queues inserted by the enqueue role in {took:.2f} s")
                 ticks = sample(conn)
+                statement_rows = statements(conn)
             dashboard = start_background(create_app(url, reports_dir=tmp))
             try:
                 page_rows = pages(dashboard.url)
@@ -199,12 +249,18 @@ def main(argv: list[str] | None = None) -> int:
         f" {ticks['rows_heartbeat_tick']} on a heartbeat tick, p50 {ticks['tick_p50_ms']} ms;"
         f" metrics_samples holds {ticks['metrics_samples_rows']:,} rows after {ROUNDS} ticks"
     )
+    print(f"\n{'statement':<28} {'p50 ms':>8} {'rows':>8}")
+    for row in statement_rows:
+        print(f"{row['statement']:<28} {row['p50_ms']:>8} {row['rows']:>8}")
     print(f"\n{'page':<28} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>11}")
     for row in page_rows:
         print(f"{row['path']:<28} {row['p50_ms']:>8} {row['p95_ms']:>8} {row['bytes']:>11,}")
-    print(f"\n{'command':<28} {'p50 ms':>8} {'lines':>8} {'bytes':>11}")
+    print(f"\n{'command':<28} {'in-process ms':>14} {'process ms':>11} {'lines':>8} {'bytes':>11}")
     for row in command_rows:
-        print(f"{row['command']:<28} {row['p50_ms']:>8} {row['lines']:>8} {row['bytes']:>11,}")
+        print(
+            f"{row['command']:<28} {row['in_process_p50_ms'] or '-':>14}"
+            f" {row['process_p50_ms']:>11} {row['lines']:>8} {row['bytes']:>11,}"
+        )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"queue-cap-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(
@@ -213,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 "queues": args.queues,
                 "rounds": ROUNDS,
                 "sampler": ticks,
+                "statements": statement_rows,
                 "pages": page_rows,
                 "commands": command_rows,
             },

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,11 +16,11 @@ import psycopg
 import pytest
 import requests
 from click.testing import CliRunner, Result
+from fakes import FakeClock
+from helpers import enqueue_role
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg import sql as pgsql
-from psycopg.conninfo import make_conninfo
 
-from pgdyno import pausing, registry, roles
+from pgdyno import pausing, registry
 from pgdyno.cli import main
 from pgdyno.web import sampler
 from pgdyno.web.sampler import Sampler
@@ -45,14 +44,8 @@ TOTALS_SQL = (
 @pytest.fixture
 def enqueue_url(conn: psycopg.Connection, database_url: str) -> Iterator[str]:
     """The URL of an enqueue role (`pgdyno grant-enqueue`): a client that may insert jobs."""
-    name = f"app_enqueue_{secrets.token_hex(4)}"
-    password = secrets.token_urlsafe(12)
-    role = pgsql.Identifier(name)
-    conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, password))
-    roles.grant_enqueue(conn, name)
-    yield make_conninfo(database_url, user=name, password=password)
-    conn.execute(pgsql.SQL("DROP OWNED BY {}").format(role))
-    conn.execute(pgsql.SQL("DROP ROLE {}").format(role))
+    with enqueue_role(conn, database_url) as url:
+        yield url
 
 
 def spam(url: str, prefix: str = "") -> None:
@@ -106,18 +99,10 @@ def totals(conn: psycopg.Connection) -> tuple[int, int, int]:
     return row
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_sampler_tick_writes_the_queues_shown_and_one_row_for_the_rest(installation, enqueue_url):
     conn = installation
-    clock = Clock()
-    ticks = Sampler(settle=0, min_interval=0, clock=clock)
+    clock = FakeClock()
+    ticks = Sampler(settle=0, min_interval=0, clock=clock.now)
 
     # mail (paused, no job) has nothing to sample: 2 that matter, 20 others, 1 summed row.
     assert ticks.tick(conn) == 2 + OTHERS_SHOWN + 1  # was one row per queue: 20,506
@@ -128,13 +113,13 @@ def test_a_sampler_tick_writes_the_queues_shown_and_one_row_for_the_rest(install
     assert sum(row[2] for row in rows) == totals(conn)[0]  # every due job counted once
     assert [row[2:] for row in rows if row[0] == ""] == [(DUE_SPAM - 19, 0)]
 
-    clock.now += sampler.HEARTBEAT_S  # every group due again: the most a tick writes
+    clock.advance(sampler.HEARTBEAT_S)  # every group due again: the most a tick writes
     assert ticks.tick(conn) == 2 + OTHERS_SHOWN + 1
 
     # New names every time cost the dispatcher no memory either: groups gone are forgotten.
     conn.execute("DELETE FROM pgdyno.jobs WHERE queue ~ '^(spam|due)-'")
     spam(enqueue_url, prefix="new-")
-    clock.now += sampler.HEARTBEAT_S
+    clock.advance(sampler.HEARTBEAT_S)
     assert ticks.tick(conn) == 2 + OTHERS_SHOWN + 1
     groups = set(ticks._last)  # one per unscaled queue, one per process type
     assert len(groups) == 2 + OTHERS_SHOWN + 1
