@@ -1,4 +1,4 @@
-"""Paused queues: `pgdyno queue pause|resume|list`, the rows of pgdyno.queues.
+"""Paused queues: `pgdyno queue pause|resume`, the rows of pgdyno.queues.
 
 A paused queue's ready jobs stay ready: no worker claims them (the claim statement leaves the
 queue out; jobs already running finish), and they ask for no dyno (the scaling load counts them
@@ -9,10 +9,8 @@ as none), so a worker whose queues are all paused may scale its type to zero. Re
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from pgdyno import sql
 from pgdyno.errors import InvalidJob
@@ -38,10 +36,3 @@ def resume(conn: psycopg.Connection, queue: str) -> bool:
 def paused(conn: psycopg.Connection) -> dict[str, datetime | None]:
     """The paused queues and since when."""
     return dict(conn.execute(sql.query("queues_paused")).fetchall())
-
-
-def overview(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Every known queue: name, paused, paused_at, ready (due), scheduled, running, and the
-    process type its --scale rule names (None without one)."""
-    cur = conn.cursor(row_factory=dict_row)
-    return cur.execute(sql.query("queues_overview")).fetchall()

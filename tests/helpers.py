@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
+from psycopg import sql as pgsql
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 T = TypeVar("T")
@@ -232,3 +236,25 @@ def server_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def enqueue_role(conn: psycopg.Connection, database_url: str) -> Iterator[str]:
+    """A new enqueue role (the README's `pgdyno grant-enqueue`) with a password: its URL.
+    Dropped afterwards, its sessions ended first; `conn` must own pgdyno's tables."""
+    from pgdyno import roles
+
+    name = f"app_enqueue_{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(12)
+    role = pgsql.Identifier(name)
+    conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, password))
+    roles.grant_enqueue(conn, name)
+    try:
+        yield make_conninfo(database_url, user=name, password=password)
+    finally:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+        )
+        conn.execute(pgsql.SQL("DROP OWNED BY {}").format(role))
+        with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):
+            conn.execute(pgsql.SQL("DROP ROLE {}").format(role))

@@ -12,11 +12,12 @@ import psycopg
 
 from pgdyno import cancellation, pausing, queue, results, signals
 from pgdyno.cli.common import DURATION, connection, database_option, echo_json
+from pgdyno.cli.queues import more_queues
 from pgdyno.clock import Wakeup
 from pgdyno.enqueue import enqueue as enqueue_job
 from pgdyno.enqueue import enqueue_unique
 from pgdyno.migrate import migrate as apply_migrations
-from pgdyno.web import sampler
+from pgdyno.web import sampler, summary
 
 
 @click.command()
@@ -229,13 +230,26 @@ def _status(conn: psycopg.Connection) -> tuple[dict[str, Any], list[str]]:
     now = datetime.now(UTC)
     schedules = store.all_schedules(conn)
     snapshot = {
-        "queues": queue.status(conn),
+        "queues": _queue_counts(conn),
         "paused_queues": {name: since for name, since in pausing.paused(conn).items()},
         "schedules": [describe(entry, now) for entry in schedules],
         "scaling": scaling_status(conn),
         "workers": registry.workers(conn),
     }
     return snapshot, schedule_lines(schedules, now)
+
+
+def _queue_counts(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
+    """Per queue shown (summary.status: those that matter, the deepest others), a count per
+    status and the oldest due ready job's age; the rest summed under "" with `queues`."""
+    shown = summary.status(conn)
+    counts = {}
+    for row in shown.rows:
+        entry = {key: row[key] for key in (*queue.STATUSES, "oldest_ready_age_s")}
+        if row["queue"] == summary.OTHER:
+            entry["queues"] = row["queues"]
+        counts[row["queue"]] = entry
+    return counts
 
 
 def _echo_status(snapshot: dict[str, Any], schedule_lines: list[str]) -> None:
@@ -255,6 +269,9 @@ def _echo_status(snapshot: dict[str, Any], schedule_lines: list[str]) -> None:
     header = f"{'queue':<20} " + " ".join(f"{s:>9}" for s in queue.STATUSES) + "  oldest ready"
     click.echo(header)
     for name, counts in queues.items():
+        if name == summary.OTHER:
+            click.echo(more_queues(counts))
+            continue
         age = counts["oldest_ready_age_s"]
         click.echo(
             f"{name:<20} "

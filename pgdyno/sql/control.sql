@@ -52,22 +52,3 @@ SELECT pg_notify('pgdyno_jobs', %(name)s) IS NULL, (SELECT count(*) FROM resumed
 
 -- name: queues_paused
 SELECT name, paused_at FROM pgdyno.queues WHERE paused ORDER BY name;
-
--- name: queues_overview
--- Every queue pgdyno knows of (jobs ready or running, a scaling rule, a pause) with its state.
-SELECT n.name,
-       coalesce(p.paused, false) AS paused,
-       p.paused_at,
-       (SELECT count(*) FROM pgdyno.jobs_active AS j
-         WHERE j.queue = n.name AND j.status = 'ready' AND j.run_at <= now()) AS ready,
-       (SELECT count(*) FROM pgdyno.jobs_active AS j
-         WHERE j.queue = n.name AND j.status = 'ready' AND j.run_at > now()) AS scheduled,
-       (SELECT count(*) FROM pgdyno.jobs_active AS j
-         WHERE j.queue = n.name AND j.status = 'running') AS running,
-       r.process_type
-  FROM (SELECT DISTINCT queue AS name FROM pgdyno.jobs_active
-        UNION SELECT name FROM pgdyno.queues
-        UNION SELECT queue FROM pgdyno.scale_rules) AS n
-  LEFT JOIN pgdyno.queues AS p ON p.name = n.name
-  LEFT JOIN pgdyno.scale_rules AS r ON r.queue = n.name
- ORDER BY n.name;

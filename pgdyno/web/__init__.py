@@ -6,7 +6,10 @@
 - `timeline.py`: the scaling timeline's series (samples, scale events);
 - `prometheus.py`: the /metrics collector (prometheus_client);
 - `server.py`: serving it with waitress (`pgdyno web`, beside `pgdyno dev`, `make run`);
-- `sampler.py`: the samples and counters the dispatcher writes (needs only psycopg).
+- `sampler.py`: the samples and counters the dispatcher writes (needs only psycopg);
+- `summary.py`: which queues the pages, /metrics, the sampler and `pgdyno queue list` and
+  `status` show one by one (those that matter, the deepest others) and the rest summed, so
+  none grows with the queue names clients invent (needs only psycopg).
 
 `pgdyno.web:app` is the application built from the environment (DATABASE_URL and
 PGDYNO_WEB_PASSWORD or PGDYNO_WEB_TOKEN), for `gunicorn pgdyno.web:app` or `waitress-serve

@@ -17,13 +17,13 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from pgdyno import queue, registry, sql
+from pgdyno import db, queue, registry, sql
 from pgdyno.errors import InvalidReport
 from pgdyno.logfmt import redact_dsn
 from pgdyno.reports import catalog
 from pgdyno.scaling.state import scaling_status
 from pgdyno.schedules import store
-from pgdyno.web import sampler
+from pgdyno.web import sampler, summary
 
 #: Jobs per page of the jobs list.
 PAGE_SIZE = 50
@@ -48,23 +48,42 @@ def count_finished(conn: psycopg.Connection, read_only: bool) -> None:
 
 
 def queues(conn: psycopg.Connection) -> dict[str, Any]:
-    """Per queue: ready (due), scheduled, running, done, failed, cancelled, the oldest due
-    ready job's age (s), throughput (finished jobs per minute over the last hour of samples),
-    paused and paused_at (a paused queue is listed even without jobs)."""
-    rows = conn.cursor(row_factory=dict_row).execute(sql.query("web_queue_overview"), {}).fetchall()
-    counted_until = rows[0]["counted_until"] if rows else None
-    return {"queues": rows, "counted_until": counted_until}
+    """The queues summary.queues shows (those that matter, the deepest others; a paused queue
+    is listed even without jobs), each with ready (due), scheduled, running, done, failed,
+    cancelled, the oldest due ready job's age (s), throughput (finished jobs per minute over
+    the last hour of samples), paused and paused_at; `other`: the rest summed (with `queues`,
+    their number; `jobs`, their ready, scheduled and running jobs) or None; `counted_until`."""
+    shown = summary.queues(conn)
+    names = [row["queue"] for row in shown.queues]
+    rates: dict[str, float] = dict(
+        conn.execute(sql.query("web_queue_rates"), {"queues": names}).fetchall()
+    )
+    for row in shown.queues:
+        row["per_minute"] = rates.get(row["queue"])
+    other = shown.other and {**shown.other, "jobs": summary.jobs(shown.other)}
+    counted_until = db.scalar(conn, sql.query("metrics_counted_until"))
+    return {
+        "queues": shown.queues,
+        "other": other,
+        "others_shown": summary.OTHERS_SHOWN,
+        "counted_until": counted_until,
+    }
 
 
-def process_types(conn: psycopg.Connection) -> list[dict[str, Any]]:
+def process_types(
+    conn: psycopg.Connection, shown: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Per process type: its rules, quantity, standing API error, last scale events, and
     scaling_status's registry and Retry-After keys (workers: the live count, served_queues,
     unserved_queues, failures), with `hold_until` (datetime) and `hold_s` (seconds from now)
-    while no formation API call may be made (not_before_cause: retry_after or backoff)."""
+    while no formation API call may be made (not_before_cause: retry_after or backoff).
+    `shown`: the queues of summary.queues when the caller has read them already."""
     types: dict[str, dict[str, Any]] = scaling_status(conn)
     now = datetime.now(UTC)
-    # queue -> (ready, running), from the small active partition
-    load = {row[0]: (row[3], row[4]) for row in conn.execute(sql.query("metrics_current"), {})}
+    # queue -> (ready, running); rule queues are among the queues that matter, always shown
+    if shown is None:
+        shown = summary.queues(conn, 0).queues
+    load = {row["queue"]: (row["ready"], row["running"]) for row in shown}
     result = []
     for name, entry in types.items():
         busy = [load[queue_name] for queue_name in entry["queues"] if queue_name in load]

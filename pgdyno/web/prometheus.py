@@ -13,6 +13,14 @@ sampler, never a count of the whole history), formations and scale events.
 - pgdyno_queue_paused{queue}: 1 while the queue is paused (pgdyno queue pause), else 0
 - pgdyno_workers{process_type,state}: registered workers (pgdyno.workers), live or lost
   (no heartbeat for registry.EXPIRY_S); process_type "" for workers that do not know theirs
+- pgdyno_other_queues: how many queues are not shown one by one
+
+The per-queue series are those of the queues summary.queues shows (the queues that matter,
+the summary.OTHERS_SHOWN deepest others): a scrape's size does not grow with the queue names
+clients invent. The other queues' jobs are summed under queue="" (an empty label value, which
+PromQL selects with {queue=""}; no real queue can be named so), so sums over all queues stay
+whole; their finished total may drop when a queue leaves that sum to be shown on its own
+(rate() takes it for a counter reset).
 """
 
 from __future__ import annotations
@@ -24,10 +32,10 @@ from contextlib import AbstractContextManager
 import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
-from psycopg.rows import dict_row
 
 from pgdyno import registry as workers_registry
 from pgdyno import sql
+from pgdyno.web import summary
 
 ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection]]
 
@@ -73,19 +81,23 @@ class PgdynoCollector(Collector):
             f"{workers_registry.EXPIRY_S:g} s).",
             labels=["process_type", "state"],
         )
+        others = GaugeMetricFamily(
+            "pgdyno_other_queues",
+            'Queues not shown one by one: their jobs are summed under queue="".',
+        )
         with self._connection() as conn:
-            overview = conn.cursor(row_factory=dict_row).execute(
-                sql.query("web_queue_overview"), {}
-            )
-            for row in overview.fetchall():
+            shown = summary.queues(conn)
+            for row in shown.rows:
                 name = row["queue"]
-                jobs.add_metric([name, "ready"], row["ready"])
-                jobs.add_metric([name, "scheduled"], row["scheduled"])
-                jobs.add_metric([name, "running"], row["running"])
+                for status in ("ready", "scheduled", "running"):
+                    jobs.add_metric([name, status], row[status])
+                for status in ("done", "failed", "cancelled"):
+                    if row[status] or name == summary.OTHER:
+                        finished.add_metric([name, status], row[status])
                 oldest.add_metric([name], row["oldest_ready_age_s"] or 0.0)
-                paused.add_metric([name], 1.0 if row["paused"] else 0.0)
-            for name, status, total in conn.execute(sql.query("metrics_counters_all"), {}):
-                finished.add_metric([name, status], total)
+                if name != summary.OTHER:
+                    paused.add_metric([name], 1.0 if row["paused"] else 0.0)
+            others.add_metric([], shown.other["queues"] if shown.other else 0)
             formations = conn.execute(sql.query("formations_all"), {}).fetchall()
             for formation in formations:
                 if formation[1] is not None:
@@ -101,7 +113,7 @@ class PgdynoCollector(Collector):
         for process_type in sorted(process_types):
             for state in ("live", "lost"):  # both, so a type's lost workers read 0, not absent
                 workers.add_metric([process_type, state], counts[(process_type, state)])
-        yield from (jobs, oldest, finished, quantity, events, paused, workers)
+        yield from (jobs, oldest, finished, quantity, events, paused, workers, others)
 
 
 def registry(connection: ConnectionFactory) -> CollectorRegistry:

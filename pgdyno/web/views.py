@@ -30,7 +30,7 @@ from pgdyno import cancellation, db, pausing, queue
 from pgdyno.errors import InvalidJob, InvalidJobState, JobNotFound, PgdynoError, ScheduleNotFound
 from pgdyno.reports import results
 from pgdyno.schedules import store
-from pgdyno.web import auth, pages, prometheus, timeline
+from pgdyno.web import auth, pages, prometheus, summary, timeline
 from pgdyno.web.app import Database
 
 blueprint = Blueprint("pgdyno", __name__)
@@ -96,7 +96,7 @@ def overview() -> str:
     with connection() as conn:
         pages.count_finished(conn, current_app.config["PGDYNO_READ_ONLY"])
         data = pages.queues(conn)
-        types = pages.process_types(conn)
+        types = pages.process_types(conn, data["queues"])
         schedules = pages.schedules(conn)
     return render(
         "overview.html",
@@ -190,7 +190,7 @@ def jobs() -> str:
             task=filters["task"],
             before=before,
         )
-        known = [row["queue"] for row in pages.queues(conn)["queues"]]
+        known = [row["queue"] for row in summary.queues(conn).queues]
     return render("jobs.html", filters=filters, statuses=queue.STATUSES, known_queues=known, **data)
 
 

@@ -243,8 +243,9 @@ class Worker:
             self._timers.due = None
             self._claim_due = True
         self._hold_ahead(now)  # jobs claimed ahead that waited too long go back (ahead.py)
-        # Free slots, plus the jobs short ones let it claim ahead (worker/ahead.py).
-        free = self._free_slots(ahead=self._ahead.extra)
+        # Free slots (abandoned threads keep theirs), plus the jobs short ones let it claim
+        # ahead (worker/ahead.py).
+        free = self._free_slots() + self._ahead.extra
         report = bool(self._done) and self._ahead.flush_now(len(self._done), self._pool.queued())
         # Reporting finished jobs costs a statement anyway: claim in it whenever slots are free.
         claim = free > 0 and not self._stopping.is_set() and (self._claim_due or report)
@@ -272,10 +273,10 @@ class Worker:
         more_to_claim = (
             self._claim_due
             and not self._stopping.is_set()
-            and self._free_slots(ahead=self._ahead.extra) > 0
+            and self._free_slots() + self._ahead.extra > 0
         )
         if not self._outcomes and not more_to_claim:
-            free = self._free_slots()
+            free = self._free_slots()  # abandoned threads keep their slots
             takes = free > 0 and not self.burst
             if self._waiting.before_sleep(
                 self._jobs, self._conn, now, free=takes, stopping=self._stopping.is_set()
@@ -289,12 +290,10 @@ class Worker:
             self._sleep()
         return False
 
-    def _free_slots(self, ahead: int = 0) -> int:
+    def _free_slots(self) -> int:
         """Slots of --concurrency with no job: a thread still running a job abandoned at its
-        timeout keeps its slot until it returns (worker/abandoned.py); `ahead`: jobs it may
-        claim beyond its slots (worker/ahead.py)."""
-        held = len(self._running) + self._pool.abandoned
-        return max(0, self.settings.concurrency + ahead - held)
+        timeout keeps its slot until it returns (worker/abandoned.py)."""
+        return max(0, self.settings.concurrency - len(self._running) - self._pool.abandoned)
 
     # --- database turns ----------------------------------------------------------------------
 

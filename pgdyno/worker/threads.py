@@ -59,13 +59,13 @@ class ExecutorPool:
         self._bind = bind
         self._inbox: SimpleQueue[ClaimedJob | None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._abandoned = AbandonedThreads(size, wakeup)
         # Jobs submitted and not started yet (id: when submitted, on the loop's clock), and
         # those taken back (worker/ahead.py): a thread skips a job it finds taken back.
         self._lock = threading.Lock()
         self._queued: dict[int, float] = {}
         self._withdrawn: set[int] = set()
         self._busy = 0  # threads running a job
-        self._abandoned = AbandonedThreads(size, wakeup)
 
     @property
     def abandoned(self) -> int:

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
 
+import helpers
 import psycopg
 import pytest
 from helpers import REPO_DIR, wait_for_status, worker
-from psycopg import sql as pgsql
-from psycopg.conninfo import make_conninfo
 
-from pgdyno import roles
 from pgdyno.demo import shop as demo
 
 RUBY_BLOCK = re.compile(r"```ruby\n(.*?)```", re.DOTALL)
@@ -55,14 +52,8 @@ def readme_ruby() -> list[str]:
 @pytest.fixture
 def enqueue_role(conn, database_url) -> Iterator[str]:
     """An enqueue role (the README's `pgdyno grant-enqueue`); its URL."""
-    name = f"app_enqueue_{secrets.token_hex(4)}"
-    password = secrets.token_urlsafe(12)
-    role = pgsql.Identifier(name)
-    conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, password))
-    roles.grant_enqueue(conn, name)
-    yield make_conninfo(database_url, user=name, password=password)
-    conn.execute(pgsql.SQL("DROP OWNED BY {}").format(role))
-    conn.execute(pgsql.SQL("DROP ROLE {}").format(role))
+    with helpers.enqueue_role(conn, database_url) as url:
+        yield url
 
 
 def _run(ruby: str, script: str, url: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -10,12 +9,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import PgdynoProcess, server_dir, wait_until
+from helpers import PgdynoProcess, enqueue_role, server_dir, wait_until
 from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
 import pgdyno
-from pgdyno import queue, roles, sql
+from pgdyno import queue, sql
 from pgdyno.migrate import applied_versions, migrate
 
 _names = itertools.count()
@@ -215,19 +214,8 @@ def test_database_refuses_invalid_json_args(conn):
 def enqueue_only_url(conn: psycopg.Connection, database_url: str) -> Iterator[str]:
     """An enqueue role (`pgdyno grant-enqueue`): USAGE on the schema and INSERT on the
     enqueue columns of pgdyno.jobs, nothing else."""
-    name = f"pgdyno_enqueuer_{os.getpid()}_{next(_names)}"
-    role = pgsql.Identifier(name)
-    conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN").format(role))
-    roles.grant_enqueue(conn, name)
-    try:
-        yield make_conninfo(database_url, user=name)
-    finally:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
-        )
-        conn.execute(pgsql.SQL("DROP OWNED BY {}").format(role))
-        with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):
-            conn.execute(pgsql.SQL("DROP ROLE {}").format(role))
+    with enqueue_role(conn, database_url) as url:
+        yield url
 
 
 def test_role_with_only_insert_can_enqueue_but_cannot_read_or_change_jobs(conn, enqueue_only_url):

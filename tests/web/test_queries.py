@@ -87,9 +87,12 @@ def test_the_jobs_list_uses_indexes_on_a_million_finished_jobs(big_db, filters):
 
 def test_the_overview_and_timeline_never_scan_the_finished_jobs(big_db):
     for name, params in (
-        ("web_queue_overview", {}),
-        ("metrics_current", {}),
-        ("metrics_counters_advance", {"settle": timedelta(seconds=10)}),
+        ("web_queue_summary", {"known": ["default"], "others": 20}),
+        ("web_queue_rates", {"queues": ["default", "mail"]}),
+        (
+            "metrics_counters_advance",
+            {"settle": timedelta(seconds=10), "known": ["default"], "most": 1000},
+        ),
         ("web_report_runs", {"limit": 20}),
         ("web_running_jobs", {"limit": 1000}),
         (

@@ -113,7 +113,8 @@ WITH gone AS (
 SELECT count(*)::integer FROM gone
 $$;
 
--- The enqueue trigger of 0009, unchanged in every check of the enqueue contract; only its end
+-- The enqueue trigger of 0010 (0009's checks, invisible characters, pgdyno's own unique-key
+-- prefixes), unchanged in every check of the enqueue contract; only its end
 -- differs: instead of notifying every statement's queues, it adds them to the transaction's
 -- list (pgdyno.wake_queues, a transaction-local setting: a rolled-back savepoint takes its
 -- queues back), for pgdyno.wake_sleepers() to decide at commit.
@@ -131,11 +132,22 @@ BEGIN
     -- than 500 bytes (jsonb: 8 bytes a level at least), so only bigger ones are walked.
     SELECT pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c
                                        WHERE c.oid = 'pgdyno.jobs'::regclass), 'USAGE'),
-           min(CASE WHEN i.queue ~ '[[:cntrl:]]' THEN 'queue_must_not_contain_control_characters'
-                    WHEN i.task ~ '[[:cntrl:]]' THEN 'task_must_not_contain_control_characters'
+           min(CASE WHEN i.queue ~ pgdyno.invisible_characters()
+                    THEN 'queue_must_not_contain_control_characters'
+                    WHEN i.task ~ pgdyno.invisible_characters()
+                    THEN 'task_must_not_contain_control_characters'
+                    WHEN i.unique_key ~ '^(schedule|report):'
+                         AND NOT pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c
+                                              WHERE c.oid = 'pgdyno.jobs'::regclass), 'USAGE')
+                    THEN 'unique_key_prefixes_schedule_and_report_are_pgdyno_s_own'
                     WHEN pg_column_size(i.args) > 1048576 THEN 'args_must_be_at_most_1_mb'
                     ELSE 'args_must_nest_at_most_64_levels' END)
-               FILTER (WHERE (i.queue || i.task) ~ '[[:cntrl:]]'
+               FILTER (WHERE (i.queue || i.task) ~ pgdyno.invisible_characters()
+                          OR (i.unique_key ~ '^(schedule|report):'
+                              AND NOT pg_has_role(current_user,
+                                                  (SELECT c.relowner FROM pg_class AS c
+                                                    WHERE c.oid = 'pgdyno.jobs'::regclass),
+                                                  'USAGE'))
                           OR pg_column_size(i.args) > 1048576
                           OR (pg_column_size(i.args) > 500
                               AND jsonb_path_exists(i.args, 'strict $.**{64 to last}'))),
