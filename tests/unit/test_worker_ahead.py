@@ -104,3 +104,17 @@ def test_jobs_claimed_ahead_of_a_heavy_job_go_back_unstarted_and_uncounted(loop)
     while any(worker.jobs.jobs[job].status != "done" for job in behind):
         worker.finished()
         worker.turn()
+
+
+def test_a_worker_holding_its_jobs_claimed_ahead_claims_no_more(loop):
+    worker = loop()
+    prime(worker)
+    worker.jobs.insert("unit.gate", {"key": "hold"})
+    for _ in range(3 * MAX_AHEAD):
+        worker.jobs.insert("unit.ok")
+    worker.db.session.notify("q")
+    for _ in range(2):  # the claim, then a turn while the gate holds the thread
+        worker.turn()
+        running = [job for job in worker.jobs.jobs.values() if job.status == "running"]
+        assert len(running) == 1 + MAX_AHEAD
+    open_gate("hold")
