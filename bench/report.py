@@ -87,7 +87,7 @@ def rows(figures: Sequence[Figure]) -> tuple[list[str], list[list[str]]]:
         "unit",
         *(TITLES.get(n, n) for n in names),
         "pgdyno vs best peer",
-        "target (issue 5)",
+        "target (issues 5, 15)",
         "met",
     ]
     body = []

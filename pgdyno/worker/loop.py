@@ -245,7 +245,7 @@ class Worker:
         self._hold_ahead(now)  # jobs claimed ahead that waited too long go back (ahead.py)
         # Free slots (abandoned threads keep theirs), plus the jobs short ones let it claim
         # ahead (worker/ahead.py).
-        free = self._free_slots() + self._ahead.extra
+        free = self._free_slots(ahead=self._ahead.extra)
         report = bool(self._done) and self._ahead.flush_now(len(self._done), self._pool.queued())
         # Reporting finished jobs costs a statement anyway: claim in it whenever slots are free.
         claim = free > 0 and not self._stopping.is_set() and (self._claim_due or report)
@@ -273,7 +273,7 @@ class Worker:
         more_to_claim = (
             self._claim_due
             and not self._stopping.is_set()
-            and self._free_slots() + self._ahead.extra > 0
+            and self._free_slots(ahead=self._ahead.extra) > 0
         )
         if not self._outcomes and not more_to_claim:
             free = self._free_slots()  # abandoned threads keep their slots
@@ -290,10 +290,13 @@ class Worker:
             self._sleep()
         return False
 
-    def _free_slots(self) -> int:
+    def _free_slots(self, ahead: int = 0) -> int:
         """Slots of --concurrency with no job: a thread still running a job abandoned at its
-        timeout keeps its slot until it returns (worker/abandoned.py)."""
-        return max(0, self.settings.concurrency - len(self._running) - self._pool.abandoned)
+        timeout keeps its slot until it returns (worker/abandoned.py); `ahead`: the jobs it
+        may hold beyond its slots (worker/ahead.py), counted before the jobs it holds, so that
+        those it claimed ahead are not claimed again on top."""
+        held = len(self._running) + self._pool.abandoned
+        return max(0, self.settings.concurrency + ahead - held)
 
     # --- database turns ----------------------------------------------------------------------
 
@@ -614,7 +617,7 @@ class Worker:
             # A job whose cancel was requested ends cancelled, whatever its task did.
             outcome = self._cancels.outcome(self._outcomes.popleft())
             job = outcome.job
-            self._ahead.finished(outcome.duration_s)
+            self._ahead.finished(outcome.duration_s, self._clock.now())
             running = self._running.get(job.id)
             if running is None or running.attempts != job.attempts or outcome.handed_back:
                 continue  # handed back, or its lease lost: another attempt owns the job

@@ -1,43 +1,48 @@
 """Claiming ahead (worker/ahead.py): short jobs are claimed in batches beyond the free slots;
 a heavy job neither waits behind them nor holds them. The loop's tests run on fakes, turn by
-turn (tests/unit/conftest.py); job durations are the executor threads' real ones."""
+turn (tests/unit/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
 from loop_harness import open_gate
 
-from pgdyno.worker.ahead import BUDGET_S, HOLD_S, SHORT_S, WINDOW, ClaimAhead
+from pgdyno.worker.ahead import BUDGET_S, HOLD_S, MAX_AHEAD, SHORT_S, WINDOW, ClaimAhead
 
 
-def test_claims_ahead_only_after_a_window_of_short_jobs():
+def history(ahead: ClaimAhead, jobs: int, *, duration: float, every: float, start: float = 0):
+    for n in range(jobs):
+        ahead.finished(duration, start + n * every)
+
+
+def test_claims_ahead_only_after_a_window_of_short_jobs_what_it_runs_in_the_budget():
     ahead = ClaimAhead(threads=2)
     assert ahead.extra == 0  # no history: one job per slot
-    for _ in range(WINDOW - 1):
-        ahead.finished(0.001)
+    history(ahead, WINDOW - 1, duration=0.001, every=0.001)
     assert ahead.extra == 0
-    ahead.finished(0.001)
-    assert ahead.extra == 2 * int(BUDGET_S / 0.001)  # what two threads run in BUDGET_S
-    ahead.finished(SHORT_S)  # one job that is not short: one per slot again
+    ahead.finished(0.001, WINDOW * 0.001)
+    assert ahead.extra == pytest.approx(BUDGET_S / 0.001, abs=1)  # 1,000 jobs/s for 20 ms
+    ahead.finished(SHORT_S, 1.0)  # one job that is not short: one per slot again
     assert ahead.extra == 0
-    for _ in range(WINDOW):
-        ahead.finished(0.0)
-    assert ahead.extra == 200  # at most MAX_PER_THREAD per thread
+    history(ahead, WINDOW, duration=0.0, every=0.0001, start=2.0)
+    assert ahead.extra == MAX_AHEAD  # 10,000 jobs/s: at most MAX_AHEAD
+    history(ahead, WINDOW, duration=0.0001, every=0.01, start=3.0)
+    assert ahead.extra == 2  # short jobs, but few of them: 100 a second
     ahead.handed_back()
     assert ahead.extra == 0
 
 
 def test_reports_in_batches_while_jobs_claimed_ahead_wait():
     ahead = ClaimAhead(threads=1)
-    for _ in range(WINDOW):
-        ahead.finished(0.0001)
+    history(ahead, WINDOW, duration=0.0001, every=0.0001)
     assert not ahead.flush_now(done=10, queued=90)
     assert ahead.flush_now(done=100, queued=90)
     assert ahead.flush_now(done=1, queued=1)  # the thread is about to run dry
 
 
-def prime(worker, jobs: int = WINDOW) -> None:
-    """Run `jobs` short jobs through the worker (concurrency 1), one at a time."""
+def prime(worker, jobs: int = 3) -> None:
+    """Run a few short jobs through the worker (concurrency 1), then give it the recent
+    history of a fast one (the fake clock does not advance while real jobs run)."""
     worker.turn()  # connected, idle
     for _ in range(jobs):
         worker.jobs.insert("unit.ok")
@@ -45,18 +50,19 @@ def prime(worker, jobs: int = WINDOW) -> None:
         worker.turn()
         worker.finished()
         worker.turn()
+    history(worker.worker._ahead, WINDOW, duration=0.0001, every=0.0002, start=worker.clock.now())
 
 
 def test_a_worker_of_short_jobs_claims_ahead_at_concurrency_1(loop):
     worker = loop()
     prime(worker)
     limits = [c["limit"] for c in worker.jobs.called("complete_and_claim")]
-    assert limits[: 2 * WINDOW] == [1] * 2 * WINDOW  # while it knew too few of its jobs
+    assert set(limits) == {1}  # while it knew too few of its jobs
     for _ in range(50):
         worker.jobs.insert("unit.ok")
     worker.db.session.notify("q")
     worker.turn()
-    assert worker.jobs.called("complete_and_claim")[-1]["limit"] > 50
+    assert worker.jobs.called("complete_and_claim")[-1]["limit"] == 1 + MAX_AHEAD
     running = [job for job in worker.jobs.jobs.values() if job.status == "running"]
     assert len(running) == 50  # all claimed in one statement
     while any(job.status != "done" for job in worker.jobs.jobs.values()):
@@ -98,3 +104,17 @@ def test_jobs_claimed_ahead_of_a_heavy_job_go_back_unstarted_and_uncounted(loop)
     while any(worker.jobs.jobs[job].status != "done" for job in behind):
         worker.finished()
         worker.turn()
+
+
+def test_a_worker_holding_its_jobs_claimed_ahead_claims_no_more(loop):
+    worker = loop()
+    prime(worker)
+    worker.jobs.insert("unit.gate", {"key": "hold"})
+    for _ in range(3 * MAX_AHEAD):
+        worker.jobs.insert("unit.ok")
+    worker.db.session.notify("q")
+    for _ in range(2):  # the claim, then a turn while the gate holds the thread
+        worker.turn()
+        running = [job for job in worker.jobs.jobs.values() if job.status == "running"]
+        assert len(running) == 1 + MAX_AHEAD
+    open_gate("hold")
