@@ -285,6 +285,7 @@ class Worker:
                 # the registration sent no notification, so look once more before sleeping.
                 claimed = self._flush(limit=free)
                 self._claim_due = len(claimed) == free
+                self._hints.settle(now, worked=bool(claimed))  # their notifications may follow
                 if claimed:
                     return False
             self._sleep()

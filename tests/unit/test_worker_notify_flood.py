@@ -129,3 +129,44 @@ def test_hints_keep_notifications_in_the_socket_while_quiet():
     assert hints.read(session, 10.5) and hints.fds(session, 10.5) == [7]
     hints.settle(10.5, worked=True)
     assert hints.quiet_until is None
+
+
+def test_the_late_notification_of_a_job_already_claimed_starts_no_quiet_period(loop):
+    """A claim made for another reason (here the first one) takes a job before its notification
+    is read; reading it afterwards finds nothing. The next job's notification is acted on at
+    once, not after a quiet period (before: up to QUIET_S later, W3's p99 under load)."""
+    worker = loop()
+    session = SocketSession()
+    worker.worker._open_session = lambda *_: session
+    first = worker.jobs.insert("unit.ok")
+    worker.turn()  # the first claim takes it; its notification has not arrived yet
+    assert worker.jobs.jobs[first].status == "running"
+    session.notify("q")  # the first job's notification, read after its claim
+    worker.finished()
+    second: list[int] = []
+    notified_at: list[float] = []
+
+    def enqueue(_timeout: float | None) -> None:
+        if not second:  # the next job commits while the worker waits
+            second.append(worker.jobs.insert("unit.ok"))
+            session.notify("q")
+            notified_at.append(worker.clock.now())
+
+    worker.clock.on_wait = enqueue
+    worker.turn()  # reports the first job done; its notification finds nothing more
+    worker.clock.on_wait = None
+    worker.turn()
+    assert second and worker.jobs.jobs[second[0]].claimed_at == notified_at[0]
+
+
+def test_hints_forgive_one_turn_heard_for_nothing_per_claim_that_found_jobs():
+    hints, session = NotifyHints(["q"], quiet=0.5), _Session()
+    hints.settle(1.0, worked=True)  # a claim found jobs
+    session.payloads = ["q"]
+    assert hints.read(session, 2.0)
+    hints.settle(2.0, worked=False)  # their echo: no quiet period
+    assert hints.quiet_until is None
+    session.payloads = ["q"]
+    assert hints.read(session, 3.0)
+    hints.settle(3.0, worked=False)  # heard for nothing again: a flood, quiet
+    assert hints.quiet_until == 3.5
