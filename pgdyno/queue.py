@@ -134,6 +134,8 @@ def _claimed(
     """A claimed job with its args (JSON text) decoded; args that Python cannot decode (nested
     too deep, an integer of thousands of digits) or that are not an object make the job carry
     an args_error instead, never an exception that would stop the worker."""
+    if args == "{}":  # the usual args (none): no decoding (a fifth of the loop's time a job)
+        return ClaimedJob(job_id, queue, task, {}, attempts, max_attempts, timeout)
     try:
         decoded = json.loads(args)
     except (ValueError, RecursionError) as exc:

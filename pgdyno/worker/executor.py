@@ -248,6 +248,8 @@ def timed_out(job: ClaimedJob, timeout: float, *, stopped: bool) -> str:
 
 def log_outcome(outcome: Outcome, retry_in: float | None = None) -> None:
     """One line per finished attempt: job_done, job_retry (in `retry_in` s) or job_failed."""
+    if outcome.error is None and not log.isEnabledFor(logging.INFO):
+        return  # job_done is off (PGDYNO_LOG_LEVEL=WARNING): not even its fields are built
     job = outcome.job
     fields: dict[str, Any] = {
         "job": job.id,

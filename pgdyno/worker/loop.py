@@ -366,7 +366,7 @@ class Worker:
                 self._timers.heartbeat = self._clock.now() + self.settings.lease / 3
             for job in claimed:
                 self._running[job.id] = job
-                self._pool.submit(job, at=self._clock.now())
+            self._pool.submit_all(claimed, at=self._clock.now())  # one hand-off for the batch
         return claimed
 
     def _record_failures(self) -> None:
