@@ -286,6 +286,10 @@ class Worker:
                 claimed = self._flush(limit=free)
                 self._claim_due = len(claimed) == free
                 if claimed:
+                    # Busy again: once idle, it looks for the next scheduled job anew (a job
+                    # that finished before the next turn left it "idle since" before the claim,
+                    # and the timer for a job scheduled meanwhile was never set).
+                    self._track_idle(now, False)
                     return False
             self._sleep()
         return False
