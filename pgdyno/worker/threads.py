@@ -225,7 +225,7 @@ class ExecutorPool:
                 self._waiting += 1
                 self._ready.wait()  # woken by _wake_one_locked (which counted it as pulling)
             job = self._inbox.popleft()
-            del self._queued[job.id]
+            self._queued.pop(job.id, None)
             self._pulling -= 1
             self._busy += 1
             if self._inbox:
