@@ -105,7 +105,9 @@ def complete_and_claim(
     # but the ids: the statement then skips the lookups (and psycopg dumps less).
     uniform = len(attempts) == 1
     params = {
-        "done_ids": [job.id for job in reported],
+        # As an array literal: psycopg dumps a list of ints in Python, ~3 µs an element (a
+        # tenth of the worker's time per job in a drain); the ids are ours, integers.
+        "done_ids": "{" + ",".join([str(job.id) for job in reported]) + "}",
         "done_attempt": next(iter(attempts)) if uniform else None,
         "done_attempts": None if uniform else [job.attempt for job in reported],
         "done_results": results if any(r is not None for r in results) else None,
@@ -134,6 +136,8 @@ def _claimed(
     """A claimed job with its args (JSON text) decoded; args that Python cannot decode (nested
     too deep, an integer of thousands of digits) or that are not an object make the job carry
     an args_error instead, never an exception that would stop the worker."""
+    if args == "{}":  # the usual args (none): no decoding (a fifth of the loop's time a job)
+        return ClaimedJob(job_id, queue, task, {}, attempts, max_attempts, timeout)
     try:
         decoded = json.loads(args)
     except (ValueError, RecursionError) as exc:

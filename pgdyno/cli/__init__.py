@@ -7,19 +7,47 @@ status 1 (click's usage errors exit 2).
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import click
 import psycopg
 
-from pgdyno.cli import dev, dispatcher, queue, queues, reports, roles, schedule, web, worker
 from pgdyno.config import Settings
 from pgdyno.db import first_line
 from pgdyno.errors import PgdynoError
 from pgdyno.logfmt import configure
 
+#: Each command's module (pgdyno.cli.MODULE, whose register() adds it), imported only when
+#: the command runs or help lists it: `pgdyno worker` does not import the dashboard, the
+#: local platform or the report CLI (a tenth of its start-up).
+COMMANDS = {
+    "migrate": "queue",
+    "enqueue": "queue",
+    "status": "queue",
+    "jobs": "queue",
+    "prune": "queue",
+    "queue": "queues",
+    "schedule": "schedule",
+    "grant-enqueue": "roles",
+    "worker": "worker",
+    "dispatcher": "dispatcher",
+    "dev": "dev",
+    "report": "reports",
+    "web": "web",
+}
+
 
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            module = importlib.import_module(f"pgdyno.cli.{COMMANDS[cmd_name]}")
+            module.register(self)
+        return super().get_command(ctx, cmd_name)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -37,7 +65,3 @@ def main() -> None:
         configure(Settings.from_env().log_level)
     except PgdynoError as exc:
         raise click.ClickException(str(exc)) from exc
-
-
-for module in (queue, queues, schedule, roles, worker, dispatcher, dev, reports, web):
-    module.register(main)

@@ -11,6 +11,7 @@ to plan the query through the extended protocol, which refuses more than one sta
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -20,8 +21,19 @@ from pgdyno.errors import InvalidReport
 #: plan check and the read-only transaction).
 READ_ONLY_STARTS = ("SELECT", "WITH", "VALUES", "TABLE")
 
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
-_WORD = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*")
+
+# Compiled on first use: their character ranges up to U+10FFFF take 40-50 ms to compile, which
+# every worker (this module is imported with the built-in report task) paid at start-up.
+@functools.cache
+def _dollar_tag() -> re.Pattern[str]:
+    return re.compile(r"\$([A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
+
+
+@functools.cache
+def _word() -> re.Pattern[str]:
+    return re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*")
+
+
 # psycopg's own placeholder grammar: %% is a literal %, %(name)s a named parameter.
 _PERCENT = re.compile(r"%(?:(%)|\(([^)]*)\)(.?)|(.?))", re.DOTALL)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -105,7 +117,7 @@ def split(text: str) -> list[tuple[int, int, str]]:
             first = first or '"'
             continue
         if char == "$" and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
-            tag = _DOLLAR_TAG.match(text, i)
+            tag = _dollar_tag().match(text, i)
             if tag:
                 end = text.find(tag.group(0), tag.end())
                 if end < 0:
@@ -127,7 +139,7 @@ def split(text: str) -> list[tuple[int, int, str]]:
                 statements.append((start, i, first))
             start, first = i + 1, ""
         elif not first and not char.isspace():
-            word = _WORD.match(text, i)
+            word = _word().match(text, i)
             if word:
                 first = word.group(0).upper()
                 i = word.end()

@@ -28,7 +28,6 @@ flag stays up until its thread returns (`returned`), whatever becomes of the job
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -216,4 +215,4 @@ class CancelWatch:
             return outcome
         how = "the task returned" if outcome.error is None else outcome.error.splitlines()[0]
         error = f"JobCancelled: cancelled while running ({how})"
-        return dataclasses.replace(outcome, result=None, error=error, retryable=False)
+        return outcome._replace(result=None, error=error, retryable=False)

@@ -287,6 +287,10 @@ class Worker:
                 self._claim_due = len(claimed) == free
                 self._hints.settle(now, worked=bool(claimed))  # their notifications may follow
                 if claimed:
+                    # Busy again: once idle, it looks for the next scheduled job anew (a job
+                    # that finished before the next turn left it "idle since" before the claim,
+                    # and the timer for a job scheduled meanwhile was never set).
+                    self._track_idle(now, False)
                     return False
             self._sleep()
         return False
@@ -367,7 +371,7 @@ class Worker:
                 self._timers.heartbeat = self._clock.now() + self.settings.lease / 3
             for job in claimed:
                 self._running[job.id] = job
-                self._pool.submit(job, at=self._clock.now())
+            self._pool.submit_all(claimed, at=self._clock.now())  # one hand-off for the batch
         return claimed
 
     def _record_failures(self) -> None:

@@ -52,7 +52,9 @@ def _params(conn: psycopg.Connection, queues: list[str], limit: int) -> dict[str
         )
     ]
     return {
-        "done_ids": running,
+        "done_ids": "{"
+        + ",".join(map(str, running))
+        + "}",  # as queue.complete_and_claim sends them
         "done_attempt": 1,
         "done_attempts": [1] * len(running),
         "done_results": [None] * len(running),

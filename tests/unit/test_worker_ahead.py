@@ -5,6 +5,7 @@ turn (tests/unit/conftest.py)."""
 from __future__ import annotations
 
 import pytest
+from helpers import wait_until
 from loop_harness import open_gate
 
 from pgdyno.worker.ahead import BUDGET_S, HOLD_S, MAX_AHEAD, SHORT_S, WINDOW, ClaimAhead
@@ -83,6 +84,9 @@ def test_jobs_claimed_ahead_of_a_heavy_job_go_back_unstarted_and_uncounted(loop)
     claimed_at = worker.clock.now()
     worker.turn()  # claims all six: the heavy one runs, five wait for the thread
     assert all(worker.jobs.jobs[job].status == "running" for job in [heavy, *behind])
+    # The thread is started for the first job (worker/threads.py): the fake clock must not
+    # pass HOLD_S before it took the heavy job (real time, briefly).
+    wait_until(lambda: worker.worker._pool.queued() == 5, timeout=5, message="the heavy start")
     release, released_at = worker.jobs.release, []
 
     def timed_release(*args, **kwargs):

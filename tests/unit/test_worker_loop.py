@@ -35,7 +35,10 @@ def test_job_is_claimed_run_and_reported_in_the_statement_of_the_next_claim(loop
     worker.turn()
     claims = worker.jobs.called("complete_and_claim")
     assert claims[0] == {"worker": "winston.1:1:ab", "limit": 2, "done": []}
-    assert claims[-1]["done"] == [(job_id, "42")]
+    # Reported in a claim (limit 2: both slots free again), whether or not the first turn
+    # looked once more before sleeping (that depends on how soon the thread ran the job).
+    reports = [claim for claim in claims if claim["done"]]
+    assert reports == [{"worker": "winston.1:1:ab", "limit": 2, "done": [(job_id, "42")]}]
     assert worker.jobs.jobs[job_id].status == "done"
 
 
@@ -258,3 +261,28 @@ def test_timers_wake_at_the_earliest_deadline_and_never_when_none_is_set():
     assert Timers(poll=None).next_wake() is None
     assert Timers(poll=60.0, heartbeat=10.0, due=None, grace=12.0).next_wake() == 10.0
     assert Timers(poll=0.0).next_wake() == 0.0  # "now" is a deadline, not "never"
+
+
+def test_a_job_claimed_on_registering_as_waiting_that_finished_at_once_leaves_the_due_timer_set(
+    loop,
+):
+    # The look before sleeping (worker/waiting.py) claims a job; it finishes before the next
+    # turn, which finds the worker idle again: it must still set the timer for the job
+    # scheduled meanwhile (it was left "idle since" before the claim and never set one).
+    worker = loop()
+    register = worker.jobs.wait_for_jobs
+    scheduled: list[int] = []
+
+    def register_then_jobs_arrive(*args, **kwargs):
+        if not scheduled:
+            worker.jobs.insert("unit.ok")
+            scheduled.append(worker.jobs.insert("unit.ok", delay=5.0))
+        return register(*args, **kwargs)
+
+    worker.jobs.wait_for_jobs = register_then_jobs_arrive
+    worker.turn()  # nothing ready; registers, looks once more: claims the short job
+    worker.finished()
+    worker.turn()  # reports it; idle again: sleeps until the scheduled job is due
+    assert worker.clock.waits[-1] == 5.0
+    worker.turn()
+    assert worker.jobs.jobs[scheduled[0]].claimed_at == worker.clock.start + 5.0
