@@ -67,12 +67,11 @@ class Columns:
         self.encoding = connection.info.encoding
         self.json = connection.adapters.get_dumper(Jsonb, PyFormat.TEXT)(Jsonb, connection)
         self.now = now
-        self._names: dict[str, bytes] = {}
         self._times: dict[datetime, bytes] = {}
         self.names = ["queue", "task"]
         self.values: list[list[bytes]] = [
-            [self.name(job.queue, "queue") for job in jobs],
-            [self.name(job.task, "task") for job in jobs],
+            self.names_of([job.queue for job in jobs], "queue"),
+            self.names_of([job.task for job in jobs], "task"),
         ]
         if not all(_empty(job.args) for job in jobs):
             self.add("args", [self.args(job.args) for job in jobs])
@@ -92,20 +91,26 @@ class Columns:
         self.names.append(name)
         self.values.append(values)
 
+    def names_of(self, values: list[Any], field: str) -> list[bytes]:
+        """Queue or task names, each distinct one encoded once (a batch has few)."""
+        try:
+            encoded = {value: self.name(value, field) for value in dict.fromkeys(values)}
+        except TypeError:  # unhashable, so not a string: say which
+            encoded = {}
+            for value in values:
+                self.name(value, field)
+        return [encoded[value] for value in values]
+
     def name(self, value: Any, field: str) -> bytes:
-        """A queue or task name, encoded once per batch (InvalidJob if not a string)."""
-        encoded = self._names.get(value) if type(value) is str else None
-        if encoded is None:
-            if not isinstance(value, str):
-                raise InvalidJob(f"job refused: {field} {value!r} must be a string")
-            try:
-                encoded = escape(value.encode(self.encoding))
-            except UnicodeEncodeError as exc:
-                raise InvalidJob(
-                    f"job refused: {field} {value!r} cannot be encoded as {self.encoding} ({exc})"
-                ) from None
-            self._names[value] = encoded
-        return encoded
+        """A queue or task name for COPY (InvalidJob if not a string or not encodable)."""
+        if not isinstance(value, str):
+            raise InvalidJob(f"job refused: {field} {value!r} must be a string")
+        try:
+            return escape(value.encode(self.encoding))
+        except UnicodeEncodeError as exc:
+            raise InvalidJob(
+                f"job refused: {field} {value!r} cannot be encoded as {self.encoding} ({exc})"
+            ) from None
 
     def args(self, args: Any) -> bytes:
         """A job's args as JSON text, through the connection's JSON dumper (psycopg's

@@ -106,6 +106,7 @@ def test_values_copy_would_read_as_syntax_arrive_as_themselves(conn, job):
         ({"task": "t\x00"}, "0x00"),
         ({"task": "\ud800"}, "cannot be encoded"),
         ({"task": 5}, "task 5 must be a string"),
+        ({"task": "t", "queue": ["q"]}, r"queue \[.q.\] must be a string"),
         ({"task": "t", "priority": "5"}, "priority '5' must be an integer"),
         ({"task": "t", "priority": True}, "priority True must be an integer"),
         ({"task": "t", "max_attempts": 2.0}, "max_attempts 2.0 must be an integer"),
