@@ -16,6 +16,7 @@ constraints, the enqueue trigger).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -154,9 +155,14 @@ def _empty(args: Any) -> bool:
 
 
 def _integer(value: Any, field: str) -> bytes:
-    if type(value) is not int:
-        raise InvalidJob(f"job refused: {field} {value!r} must be an integer")
-    return b"%d" % value
+    """An int (or an integer type that says so: numpy's, an IntEnum) as COPY text; a bool, a
+    float or a string is refused (COPY text would take the string "5" for 5 without a word)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return b"%d" % operator.index(value)
+    except TypeError:
+        raise InvalidJob(f"job refused: {field} {value!r} must be an integer") from None
 
 
 def _interval(timeout: timedelta | None) -> bytes:

@@ -330,8 +330,12 @@ def enqueue_many(
     """Enqueue many jobs with one COPY and return their ids, in order.
 
     All or nothing: one bad job refuses the batch (InvalidJob), and a `run_at` is checked as
-    by `enqueue` before anything is sent. The enqueue trigger still sends one notification
-    per queue for the whole batch.
+    by `enqueue` before anything is sent; so is each value's type (queue and task strings,
+    priority and max_attempts ints: InvalidJob names the field). The ids come from one
+    statement (job_reserve_ids) and the rows from one text-format COPY of only the columns
+    some job sets (pgdyno/bulk.py); a role that may not write ids inserts with one
+    INSERT ... RETURNING instead. The enqueue trigger checks every row and still wakes each
+    queue once for the whole batch.
     """
     specs = [_spec(job) for job in jobs]
     if not specs:

@@ -4,6 +4,7 @@ every hostile value arrives as itself or is refused, and a refused batch leaves 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from enum import IntEnum
 
 import psycopg
 import pytest
@@ -128,6 +129,16 @@ def test_a_bad_job_late_in_a_big_batch_refuses_the_whole_batch(conn, bad, messag
     with pytest.raises(pgdyno.InvalidJob, match=message):
         pgdyno.enqueue_many(conn, jobs)
     assert conn.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 0
+
+
+def test_integer_types_that_are_not_int_are_taken(conn):
+    class Level(IntEnum):
+        HIGH = 9
+
+    [job_id] = pgdyno.enqueue_many(
+        conn, [{"task": "t", "priority": Level.HIGH, "max_attempts": Level.HIGH}]
+    )
+    assert _stored(conn, [job_id])[0]["priority"] == 9
 
 
 def test_a_refused_batch_in_the_callers_transaction_leaves_its_earlier_batch(conn, database_url):
