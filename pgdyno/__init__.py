@@ -13,10 +13,11 @@ The names in `__all__` are the stable API: module paths inside the package may c
 Code map: a job's path from INSERT to scale-down.
 
 1. Enqueue. A plain INSERT into pgdyno.jobs, or `enqueue`/`enqueue_many` (enqueue.py, the
-   client side; statements in sql/queue.sql). The table's statement trigger checks the rows
-   against the enqueue contract (which role may set which column, bounds on values, keys
-   reserved to pgdyno: sql/migrations/0009_security.sql and 0010, roles.py) and sends NOTIFY
-   pgdyno_jobs with the queue name at commit.
+   client side; bulk.py writes enqueue_many's COPY data; statements in sql/queue.sql). The
+   table's statement trigger checks the rows against the enqueue contract (which role may
+   set which column, bounds on values, keys reserved to pgdyno: 0009_security.sql and 0010
+   in sql/migrations/, roles.py) and, at commit, sends NOTIFY pgdyno_jobs for the queues a
+   session waits on (0011, worker/waiting.py).
 2. The dispatcher wakes (scaling/dispatcher.py, on the always-on dyno): LISTEN, debounce,
    then `Scaler.scale_up` for every process type whose queues it serves.
 3. Scale up (scaling/scaler.py): lock the type's row in pgdyno.formations (never waiting: a

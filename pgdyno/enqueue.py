@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql as pgsql
 from psycopg.types.json import Jsonb
 
-from pgdyno import sql
+from pgdyno import bulk, sql
 from pgdyno.config import Settings, parse_duration
 from pgdyno.db import connect
 from pgdyno.errors import ConfigError, InvalidJob, InvalidJobState
@@ -329,8 +330,12 @@ def enqueue_many(
     """Enqueue many jobs with one COPY and return their ids, in order.
 
     All or nothing: one bad job refuses the batch (InvalidJob), and a `run_at` is checked as
-    by `enqueue` before anything is sent. The enqueue trigger still sends one notification
-    per queue for the whole batch.
+    by `enqueue` before anything is sent; so is each value's type (queue and task strings,
+    priority and max_attempts ints: InvalidJob names the field). The ids come from one
+    statement (job_reserve_ids) and the rows from one text-format COPY of only the columns
+    some job sets (pgdyno/bulk.py); a role that may not write ids inserts with one
+    INSERT ... RETURNING instead. The enqueue trigger checks every row and still wakes each
+    queue once for the whole batch.
     """
     specs = [_spec(job) for job in jobs]
     if not specs:
@@ -341,40 +346,35 @@ def enqueue_many(
         reserved = connection.execute(sql.query("job_reserve_ids"), {"n": len(specs)}).fetchone()
         assert reserved is not None  # the statement always returns one row
         now, default_attempts, ids = reserved
-        rows = [
-            (
-                spec.queue,
-                spec.task,
-                _args(spec.args).obj,
-                spec.priority,
-                at or (now + delay if delay else now),
-                default_attempts if spec.max_attempts is None else spec.max_attempts,
-                limit,
-            )
-            for spec, (at, delay), limit in zip(specs, whens, timeouts, strict=True)
-        ]
         if ids is None:  # a client role: it may not write ids (migration 0009)
-            ids = _insert_many(connection, rows)
-        else:
-            with connection.cursor().copy(sql.query("job_copy_in")) as copy:
-                copy.set_types(
-                    ["int8", "text", "text", "jsonb", "int4", "timestamptz", "int4", "interval"]
-                )
-                for job_id, row in zip(ids, rows, strict=True):
-                    copy.write_row((job_id, *row))
+            return _insert_many(connection, specs, whens, timeouts, now, default_attempts)
+        columns = bulk.Columns(connection, specs, whens, timeouts, now, default_attempts)
+        statement = pgsql.SQL(sql.query("job_copy_in")).format(
+            columns=pgsql.SQL(", ").join(map(pgsql.Identifier, ["id", *columns.names]))
+        )
+        bulk.copy_rows(connection, statement, columns, ids)
     return list(ids)
 
 
-def _insert_many(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> list[int]:
-    """Insert a batch with one INSERT ... SELECT FROM unnest(...) RETURNING id (ids in order)."""
-    columns = list(zip(*rows, strict=True))
+def _insert_many(
+    connection: psycopg.Connection,
+    specs: list[JobSpec],
+    whens: list[tuple[datetime | None, timedelta | None]],
+    timeouts: list[timedelta | None],
+    now: datetime,
+    default_attempts: int,
+) -> list[int]:
+    """Insert a batch with one INSERT ... SELECT FROM unnest(...) RETURNING id (ids in order):
+    the path of a role that may not write ids."""
     params = {
-        "queues": list(columns[0]),
-        "tasks": list(columns[1]),
-        "args": [Jsonb(value) for value in columns[2]],
-        "priorities": list(columns[3]),
-        "run_ats": list(columns[4]),
-        "max_attempts": list(columns[5]),
-        "timeouts": list(columns[6]),
+        "queues": [spec.queue for spec in specs],
+        "tasks": [spec.task for spec in specs],
+        "args": [_args(spec.args) for spec in specs],
+        "priorities": [spec.priority for spec in specs],
+        "run_ats": [at or (now + delay if delay else now) for at, delay in whens],
+        "max_attempts": [
+            default_attempts if spec.max_attempts is None else spec.max_attempts for spec in specs
+        ],
+        "timeouts": timeouts,
     }
     return [row[0] for row in connection.execute(sql.query("job_insert_many"), params)]

@@ -55,18 +55,25 @@ SELECT pgdyno.unique_key_holder(%(queue)s, %(unique_key)s);
 -- For a batch: the transaction's now() and the default attempt budget (what the column
 -- defaults would give) and, for a role that may write ids (pgdyno's own), %(n)s ids from the
 -- table's own identity sequence for a COPY; NULL for any other role, which inserts the batch
--- with job_insert_many instead.
+-- with job_insert_many instead. The sequence is looked up once (an InitPlan; looked up for
+-- every id before, it took most of this statement's time), then nextval() runs once per id
+-- inside this one statement, as the column default would: a sequence hands out no block of
+-- values atomically.
 SELECT pg_catalog.now(), pgdyno.default_max_attempts(),
        CASE WHEN pg_catalog.has_column_privilege('pgdyno.jobs', 'id', 'INSERT')
                  AND pgdyno.is_own_role()
             THEN ARRAY(
                      SELECT pg_catalog.nextval(
-                                pg_catalog.pg_get_serial_sequence('pgdyno.jobs', 'id')::pg_catalog.regclass)
+                                (SELECT pg_catalog.pg_get_serial_sequence('pgdyno.jobs', 'id')
+                                            ::pg_catalog.regclass))
                        FROM pg_catalog.generate_series(1, %(n)s))
        END;
 
 -- name: job_copy_in
-COPY pgdyno.jobs (id, queue, task, args, priority, run_at, max_attempts, timeout) FROM STDIN (FORMAT BINARY);
+-- {columns}: the columns some job of the batch sets (id, queue and task always; see
+-- pgdyno/bulk.py), identifiers filled in by the caller from its fixed list; the others take
+-- their defaults. Text format, escaped by pgdyno/bulk.py.
+COPY pgdyno.jobs ({columns}) FROM STDIN;
 
 -- name: job_insert_many
 -- A batch for a role that may not write ids: the ids come back in the order of the arrays

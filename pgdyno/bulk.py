@@ -1,0 +1,173 @@
+"""The rows of `enqueue_many`'s COPY: a batch of jobs as COPY text-format data.
+
+enqueue_many (enqueue.py) checks the batch and reserves its ids; this module turns the jobs into
+the bytes of `COPY pgdyno.jobs (...) FROM STDIN` and sends them. Two things keep it cheap, as
+profiled in bench/PROFILE.md ("Bulk enqueue"): only the columns some job of the batch sets are
+sent (a column every job leaves at its default, say priority 0, is left to the table's default,
+which is the same value), and each row is joined from bytes here rather than passed value by
+value through psycopg's per-value dumpers (binary COPY's write_row cost 9 µs a job for eight
+columns). Repeated queue and task names are encoded once per batch.
+
+Every value is still hostile: text is escaped as COPY's text format requires (backslash, tab,
+newline, carriage return), so no value can end its field, its row or the data; numbers must be
+ints; times are sent in UTC. The database then checks every row as for any INSERT (CHECK
+constraints, the enqueue trigger).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.adapt import PyFormat
+from psycopg.types.json import Jsonb
+
+from pgdyno.errors import InvalidJob
+
+#: Rows joined per write to the COPY (bounds the memory of the data beside the jobs).
+ROWS_PER_WRITE = 2_000
+
+#: A NULL in COPY's text format.
+NULL = b"\\N"
+
+
+def escape(data: bytes) -> bytes:
+    """`data` as one field of COPY's text format: a backslash, tab, newline or carriage return
+    can neither end the field or the row nor start an escape of its own."""
+    if b"\\" in data or b"\t" in data or b"\n" in data or b"\r" in data:
+        data = data.replace(b"\\", b"\\\\").replace(b"\t", b"\\t")
+        data = data.replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+    return data
+
+
+class Columns:
+    """The COPY columns of one batch and their values, column by column (what `copy_rows`
+    sends).
+
+    `jobs` are JobSpecs (enqueue.py) whose run_at and timeout were checked: `whens[i]` is job
+    i's (time, delay) and `timeouts[i]` its timeout (enqueue._when, enqueue._timeout). `now`
+    and `default_attempts` are the transaction's now() and the column default, the values of a
+    column that some job leaves unset while another sets it. InvalidJob for a value that is
+    not of its column's type (a queue that is no string, a priority that is no int).
+    """
+
+    def __init__(
+        self,
+        connection: psycopg.Connection,
+        jobs: Sequence[Any],
+        whens: Sequence[tuple[datetime | None, timedelta | None]],
+        timeouts: Sequence[timedelta | None],
+        now: datetime,
+        default_attempts: int,
+    ) -> None:
+        self.encoding = connection.info.encoding
+        self.json = connection.adapters.get_dumper(Jsonb, PyFormat.TEXT)(Jsonb, connection)
+        self.now = now
+        self._times: dict[datetime, bytes] = {}
+        self.names = ["queue", "task"]
+        self.values: list[list[bytes]] = [
+            self.names_of([job.queue for job in jobs], "queue"),
+            self.names_of([job.task for job in jobs], "task"),
+        ]
+        if not all(_empty(job.args) for job in jobs):
+            self.add("args", [self.args(job.args) for job in jobs])
+        if any(job.priority != 0 or type(job.priority) is not int for job in jobs):
+            self.add("priority", [_integer(job.priority, "priority") for job in jobs])
+        if any(when != (None, None) for when in whens):
+            self.add("run_at", [self.run_at(at, delay) for at, delay in whens])
+        if any(job.max_attempts is not None for job in jobs):
+            attempts = [
+                default_attempts if j.max_attempts is None else j.max_attempts for j in jobs
+            ]
+            self.add("max_attempts", [_integer(n, "max_attempts") for n in attempts])
+        if any(timeout is not None for timeout in timeouts):
+            self.add("timeout", [_interval(timeout) for timeout in timeouts])
+
+    def add(self, name: str, values: list[bytes]) -> None:
+        self.names.append(name)
+        self.values.append(values)
+
+    def names_of(self, values: list[Any], field: str) -> list[bytes]:
+        """Queue or task names, each distinct one encoded once (a batch has few)."""
+        try:
+            encoded = {value: self.name(value, field) for value in dict.fromkeys(values)}
+        except TypeError:  # unhashable, so not a string: say which
+            encoded = {}
+            for value in values:
+                self.name(value, field)
+        return [encoded[value] for value in values]
+
+    def name(self, value: Any, field: str) -> bytes:
+        """A queue or task name for COPY (InvalidJob if not a string or not encodable)."""
+        if not isinstance(value, str):
+            raise InvalidJob(f"job refused: {field} {value!r} must be a string")
+        try:
+            return escape(value.encode(self.encoding))
+        except UnicodeEncodeError as exc:
+            raise InvalidJob(
+                f"job refused: {field} {value!r} cannot be encoded as {self.encoding} ({exc})"
+            ) from None
+
+    def args(self, args: Any) -> bytes:
+        """A job's args as JSON text, through the connection's JSON dumper (psycopg's
+        set_json_dumps is honoured); anything but an object is refused by the database."""
+        if _empty(args):
+            return b"{}"
+        data = self.json.dump(dict(args) if isinstance(args, Mapping) else args)
+        assert data is not None  # only None dumps to None, and None is empty
+        return escape(bytes(data))
+
+    def run_at(self, at: datetime | None, delay: timedelta | None) -> bytes:
+        """A run_at in UTC, from an aware time, or a delay from the transaction's now()."""
+        when = at if at is not None else self.now + delay if delay else self.now
+        encoded = self._times.get(when)
+        if encoded is None:
+            try:
+                encoded = when.astimezone(UTC).isoformat().encode()
+            except OverflowError:
+                raise InvalidJob(
+                    f"job refused: run_at {when.isoformat()} is out of range (run_at must be a "
+                    "time from 1970-01-01 to 2200-01-01 UTC)"
+                ) from None
+            self._times[when] = encoded
+        return encoded
+
+
+def copy_rows(
+    connection: psycopg.Connection, statement: pgsql.Composed, columns: Columns, ids: Sequence[int]
+) -> None:
+    """COPY the batch with `ids` (in the jobs' order): `statement` is job_copy_in with
+    {columns} filled in by the caller with "id" and then `columns.names`."""
+    rows = zip([b"%d" % job_id for job_id in ids], *columns.values, strict=True)
+    with connection.cursor().copy(statement) as copy:
+        while chunk := list(islice(rows, ROWS_PER_WRITE)):
+            copy.write(b"\n".join(map(b"\t".join, chunk)) + b"\n")
+
+
+def _empty(args: Any) -> bool:
+    """Whether args leave the column at its default ({}): None or an empty mapping."""
+    return args is None or (isinstance(args, Mapping) and not args)
+
+
+def _integer(value: Any, field: str) -> bytes:
+    """An int (or an integer type that says so: numpy's, an IntEnum) as COPY text; a bool, a
+    float or a string is refused (COPY text would take the string "5" for 5 without a word)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return b"%d" % operator.index(value)
+    except TypeError:
+        raise InvalidJob(f"job refused: {field} {value!r} must be an integer") from None
+
+
+def _interval(timeout: timedelta | None) -> bytes:
+    """A checked timeout (1 s to 1 day) as exact seconds and microseconds."""
+    if timeout is None:
+        return NULL
+    seconds = timeout.days * 86400 + timeout.seconds
+    return b"%d.%06d seconds" % (seconds, timeout.microseconds)
