@@ -238,6 +238,33 @@ def server_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def drop_login_role(conn: psycopg.Connection, name: str) -> None:
+    """End role `name`'s sessions, drop what it owns, then the role (kept if still needed)."""
+    role = pgsql.Identifier(name)
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+    )
+    conn.execute(pgsql.SQL("DROP OWNED BY {}").format(role))
+    with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):
+        conn.execute(pgsql.SQL("DROP ROLE {}").format(role))
+
+
+def slow_commit_sql(max_seconds: float) -> str:
+    """DDL of a deferred constraint trigger on pgdyno.jobs that sleeps up to `max_seconds` at
+    each commit, as on a disk that syncs. Deferred triggers of one row fire in name order:
+    `zz_slow_commit` fires after pgdyno's."""
+    return f"""
+CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(random() * {max_seconds:g});
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER zz_slow_commit AFTER INSERT ON pgdyno.jobs
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.slow_commit();
+"""
+
+
 @contextlib.contextmanager
 def enqueue_role(conn: psycopg.Connection, database_url: str) -> Iterator[str]:
     """A new enqueue role (the README's `pgdyno grant-enqueue`) with a password: its URL.
@@ -252,9 +279,4 @@ def enqueue_role(conn: psycopg.Connection, database_url: str) -> Iterator[str]:
     try:
         yield make_conninfo(database_url, user=name, password=password)
     finally:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
-        )
-        conn.execute(pgsql.SQL("DROP OWNED BY {}").format(role))
-        with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):
-            conn.execute(pgsql.SQL("DROP ROLE {}").format(role))
+        drop_login_role(conn, name)

@@ -15,7 +15,7 @@ import threading
 import time
 
 import psycopg
-from helpers import wait_for_listeners, wait_until, worker
+from helpers import slow_commit_sql, wait_for_listeners, wait_until, worker
 from psycopg.conninfo import make_conninfo
 
 from pgdyno import roles
@@ -24,16 +24,7 @@ ROUNDS = 40
 QUIET_S = 0.3
 #: The commit after the enqueue trigger's decision takes up to 5 ms more, as on a disk that
 #: syncs (the test server does not): deferred triggers of one row fire in name order.
-SLOW_COMMIT = """
-CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_sleep(random() * 0.005);
-    RETURN NULL;
-END
-$$;
-CREATE CONSTRAINT TRIGGER zz_slow_commit AFTER INSERT ON pgdyno.jobs
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.slow_commit();
-"""
+SLOW_COMMIT = slow_commit_sql(0.005)
 
 
 def test_no_job_waits_for_a_poll_while_its_worker_is_idle(database_url, conn):

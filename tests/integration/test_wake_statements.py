@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from helpers import wait_until
+from helpers import slow_commit_sql, wait_until
 from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
@@ -28,16 +28,7 @@ CHANNEL = "pgdyno_jobs"
 SENTINEL = "--sentinel--"
 INSERT = "INSERT INTO pgdyno.jobs (queue, task) VALUES (%s, 'noop')"
 #: Deferred triggers on one row fire in the order of their names: this one after pgdyno's.
-SLOW_COMMIT = """
-CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_sleep(random() * 0.003);
-    RETURN NULL;
-END
-$$;
-CREATE CONSTRAINT TRIGGER zz_slow_commit AFTER INSERT ON pgdyno.jobs
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.slow_commit();
-"""
+SLOW_COMMIT = slow_commit_sql(0.003)
 
 
 @pytest.fixture

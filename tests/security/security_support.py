@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from fake_heroku import FakeHeroku
-from helpers import PgdynoProcess, wait_for_status, wait_until
+from helpers import PgdynoProcess, drop_login_role, wait_for_status, wait_until
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -135,12 +135,7 @@ def login_role(conn: psycopg.Connection, prefix: str) -> Iterator[str]:
     try:
         yield name
     finally:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
-        )
-        conn.execute(pgsql.SQL("DROP OWNED BY {}").format(role))
-        with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):
-            conn.execute(pgsql.SQL("DROP ROLE {}").format(role))
+        drop_login_role(conn, name)
 
 
 # --- the system under attack --------------------------------------------------------------------
