@@ -18,9 +18,10 @@ import pgdyno
 
 # Each run lasts about 1.5 s, long enough to sample the connections while it runs.
 SLOW = "SELECT n, pg_sleep(0.3)::text AS pause FROM generate_series(1, 5) AS n"
+# Client backends only: an autovacuum worker on this database is in pg_stat_activity too.
 COUNT = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-    " AND pid <> pg_backend_pid()"
+    " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
 )
 
 

@@ -70,7 +70,7 @@ def test_enqueue_with_a_url_uses_and_closes_its_own_connection(conn, database_ur
         lambda: (
             conn.execute(  # a closed session's backend exits a moment later
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
             ).fetchone()[0]
             == 0
         ),
