@@ -34,7 +34,9 @@ _UNIT_SECONDS = {
     None: 1,
 }
 #: The longest duration accepted anywhere (100 years): past it, datetime arithmetic overflows.
-MAX_DURATION_S = 100 * 365 * 86400
+#: 100 years as PostgreSQL compares intervals (12 months of 30 days a year), so that a
+#: duration this accepts also passes the schedules table's `every <= interval '100 years'`.
+MAX_DURATION_S = 100 * 360 * 86400
 DURATION_SYNTAX = "250ms, 30s, 5m (or 5min), 2h, 7d, 2w, or plain seconds"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
@@ -68,6 +70,21 @@ def parse_duration(text: str | float | int, what: str = "duration") -> float:
     if seconds > MAX_DURATION_S:
         raise ConfigError(f"{what} {text!r} is too long: at most 100 years")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> the duration syntax parse_duration reads, in the largest unit that divides
+    them ('2w', '36525d', '90s', '250ms'): `every 100 years` reads 36525d, not 3.15576e+09s.
+    Fractions of a millisecond are written as plain decimal seconds ('0.0005s')."""
+    millis = round(seconds * 1000)
+    if millis and abs(millis / 1000 - seconds) < 1e-9:
+        for unit in ("w", "d", "h", "m", "s"):
+            unit_ms = int(_UNIT_SECONDS[unit] * 1000)
+            if millis % unit_ms == 0:
+                return f"{millis // unit_ms}{unit}"
+        return f"{millis}ms"
+    text = f"{seconds:.9f}".rstrip("0").rstrip(".")
+    return f"{text}s"
 
 
 def parse_size(text: str | int, what: str = "size") -> int:

@@ -9,6 +9,7 @@ import click
 
 from pgdyno.cli.common import connection, database_option, echo_json
 from pgdyno.cli.queue import json_object
+from pgdyno.config import format_duration
 from pgdyno.errors import ConfigError
 from pgdyno.schedules import store
 from pgdyno.schedules.store import Schedule
@@ -129,7 +130,7 @@ def _when(moment: datetime) -> str:
 
 
 def _seconds(every: Any) -> str:
-    return f"{every.total_seconds():g}s" if every is not None else "-"
+    return format_duration(every.total_seconds()) if every is not None else "-"
 
 
 @schedule.command()

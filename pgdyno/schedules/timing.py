@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 
-from pgdyno.config import parse_duration
+from pgdyno.config import format_duration, parse_duration
 from pgdyno.errors import ConfigError
 
 #: crontab(5)'s aliases, which cronsim leaves to its callers.
@@ -90,7 +90,7 @@ class Timing:
 
     def describe(self) -> str:
         if self.every is not None:
-            return f"every {self.every.total_seconds():g}s"
+            return f"every {format_duration(self.every.total_seconds())}"
         zone = "" if self.timezone == "UTC" else f" ({self.timezone})"
         return f"cron {self.cron}{zone}"
 

@@ -316,6 +316,14 @@ def test_schedule_commands(cli, conn):
     assert "schedule tick: t on default, every 2s; next paused" in cli("status").stdout
     assert cli("schedule", "resume", "tick").stdout == "schedule tick resumed\n"
     assert cli("schedule", "remove", "tick").stdout == "schedule tick removed\n"
+    # A long period reads in the unit it was given (the longest the schedules table takes;
+    # one day more is refused before it reaches the table).
+    yearly = cli("schedule", "add", "century", "--task", "t", "--every", "36000d")
+    assert yearly.stdout.startswith("schedule century added: every 36000d, first run at ")
+    assert "schedule century: t on default, every 36000d; next " in cli("schedule", "list").stdout
+    longer = cli("schedule", "add", "longer", "--task", "t", "--every", "36001d")
+    assert longer.exit_code == 2 and "too long: at most 100 years" in longer.output
+    assert cli("schedule", "remove", "century").exit_code == 0
     missing = cli("schedule", "remove", "tick")
     assert missing.exit_code == 1 and "no schedule named 'tick'" in missing.output
     [shown] = json.loads(cli("status", "--json").stdout)["schedules"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgdyno.config import Settings, parse_duration
+from pgdyno.config import MAX_DURATION_S, Settings, format_duration, parse_duration
 from pgdyno.errors import ConfigError
 
 
@@ -29,6 +29,28 @@ from pgdyno.errors import ConfigError
 )
 def test_parse_duration_reads_a_number_with_an_optional_unit(text, seconds):
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (2.0, "2s"),
+        (90.0, "90s"),
+        (900.0, "15m"),
+        (5400.0, "90m"),
+        (7200.0, "2h"),
+        (86400.0, "1d"),
+        (1209600.0, "2w"),
+        (0.25, "250ms"),
+        (1.5, "1500ms"),
+        (0.0005, "0.0005s"),
+        (0.0, "0s"),
+        (float(MAX_DURATION_S), "36000d"),  # not 3.1104e+09s
+    ],
+)
+def test_format_duration_writes_the_largest_whole_unit_and_reads_back(seconds, text):
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "soon", "-1s", "1y", "1.2.3s", "s", "7 days", "1e3"])
