@@ -25,13 +25,17 @@ exit_code = worker.run()  # connects, claims nothing, exits
 report = tasks.lookup("report")
 print(json.dumps({
     "exit_code": exit_code,
-    "loaded": [m for m in sys.modules if m.startswith(("pgdyno.reports.", "multiprocessing"))],
+    "loaded": sorted(
+        m for m in sys.modules
+        if m.startswith(("pgdyno.reports.", "multiprocessing", "pgdyno.schedules", "cronsim"))
+    ),
+    "periodic": callable(pgdyno.periodic),
     "report_args": list(inspect.signature(report).parameters),
 }))
 """
 
 
-def test_a_worker_runs_without_the_report_runner_or_multiprocessing_yet_knows_the_report_task(
+def test_a_worker_runs_without_the_report_runner_multiprocessing_or_schedules(
     database_url,
 ):
     done = subprocess.run(
@@ -48,6 +52,7 @@ def test_a_worker_runs_without_the_report_runner_or_multiprocessing_yet_knows_th
     assert seen["exit_code"] == 0
     assert seen["loaded"] == ["pgdyno.reports.task"]
     assert seen["report_args"] == ["name", "params", "store", "url", "headers", "spool"]
+    assert seen["periodic"]  # the public name still works, imported when asked for
 
 
 @pytest.mark.parametrize("pool", ["thread", "process"])
