@@ -3,8 +3,9 @@
 Every runtime statement of the core lives in a `.sql` file of this folder under a
 `-- name: NAME` header; code asks for it with `query(NAME)`, which parses only the files whose
 text holds the name (a worker's start never parses the web's or the reports' statements), each
-once per process. Files are read through
-`importlib.resources`, so an installed wheel finds them as a checkout does. A part with SQL of
+once per process. Files are read from the package's folder (through `importlib.resources`
+when the package is not in the file system), so an installed wheel finds them as a checkout
+does. A part with SQL of
 its own (the demo shop) keeps its file beside its code and loads it with `load(package, file)`:
 its names never mix with the core's. This module never builds SQL from values: callers bind
 parameters (`%(name)s`).
@@ -17,6 +18,7 @@ import threading
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import LiteralString, cast
 
 from pgdyno.errors import ConfigError
@@ -33,7 +35,13 @@ def _trusted(text: object) -> LiteralString:
 
 
 def sql_dir() -> Traversable:
-    """The folder of the core statements (inside the installed package)."""
+    """The folder of the core statements (inside the installed package): this module's own
+    folder when the package lies in the file system (a checkout, an installed wheel), which
+    spares every process importlib.resources' readers (~0.7 ms of a worker's start); else
+    (a zipped package) what importlib.resources finds."""
+    here = Path(__file__).parent
+    if (here / "queue.sql").is_file():
+        return here
     return resources.files(PACKAGE)
 
 

@@ -130,3 +130,7 @@ def test_every_core_statement_is_defined_once_across_the_files():
     assert "job_complete_and_claim" in every and "sleepers_prune" in every
     for name, statement in every.items():
         assert sql.query(name) == statement
+
+
+def test_the_core_statements_are_read_from_the_package_folder_in_the_file_system():
+    assert sql.sql_dir() == PGDYNO_DIR / "sql"
