@@ -87,6 +87,7 @@ def main(argv: list[str]) -> int:
         from bench.runner import Context, Options
         from bench.server import BenchServer, machine
         from bench.systems import catalog
+        from bench.systems.base import byte_compile
         from bench.systems.pgdyno import DRAIN_CONCURRENCY
     except ImportError as exc:
         print(f"{exc}: {MISSING_HINT}", file=sys.stderr)
@@ -124,6 +125,7 @@ def main(argv: list[str]) -> int:
     )
     names = tuple(filter(None, args.systems.split(","))) or catalog.NAMES
 
+    byte_compile()  # workers start from bytecode, as installed packages do
     started = time.monotonic()
     info = machine()
     figures = []

@@ -63,6 +63,8 @@ built-in task; demo/ is `make run`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pgdyno.cancellation import cancel
 from pgdyno.config import Settings
 from pgdyno.embed import build_worker, run_worker
@@ -83,10 +85,24 @@ from pgdyno.errors import (
     UnknownTask,
 )
 from pgdyno.results import result
-from pgdyno.schedules.declare import periodic
 from pgdyno.tasks import task
 from pgdyno.worker.executor import JobContext, current_job
 from pgdyno.worker.loop import Worker
+
+if TYPE_CHECKING:
+    from pgdyno.schedules.declare import periodic
+
+
+def __getattr__(name: str) -> Any:
+    """`pgdyno.periodic` is imported when first asked for: schedules (cron parsing, time
+    zones) are the dispatcher's, and a worker's start need not load them."""
+    if name == "periodic":
+        from pgdyno.schedules.declare import periodic
+
+        globals()["periodic"] = periodic  # asked once
+        return periodic
+    raise AttributeError(f"module 'pgdyno' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",

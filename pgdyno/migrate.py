@@ -57,7 +57,7 @@ def applied_versions(conn: psycopg.Connection) -> list[int]:
 def pending_versions(conn: psycopg.Connection) -> list[int]:
     """The versions this pgdyno ships that the database has not applied, in order
     (all of them when `pgdyno migrate` never ran there)."""
-    shipped = [version for version, _, _ in sql.migrations()]
+    shipped = sql.migration_versions()
     exists = conn.execute(sql.query("schema_migrations_exists")).fetchone()
     if not exists or not exists[0]:
         return shipped
@@ -77,7 +77,7 @@ def require_migrated(conn: psycopg.Connection) -> None:
         return
     if not missing:
         return
-    shipped = len(sql.migrations())
+    shipped = len(sql.migration_versions())
     if len(missing) == shipped:
         state = "has no pgdyno schema"
     else:

@@ -35,8 +35,9 @@ class TaskOptions(NamedTuple):
 _registry: dict[str, Callable[..., Any]] = {}
 _options: dict[str, TaskOptions] = {}
 _imported: list[str] = []
-# Modules that register pgdyno's built-in tasks; imported by every worker.
-BUILTIN_MODULES: list[str] = ["pgdyno.reports.runner"]
+# Modules that register pgdyno's built-in tasks; imported by every worker. Light: a built-in
+# task imports its implementation when its first job runs (reports/task.py).
+BUILTIN_MODULES: list[str] = ["pgdyno.reports.task"]
 
 
 def task(

@@ -1,4 +1,5 @@
-"""The built-in `report` task: run a named report and store its result, in flat memory.
+"""The built-in `report` task's work (registered by reports/task.py): run a named report and
+store its result, in flat memory.
 
     INSERT INTO pgdyno.jobs (queue, task, args) VALUES ('reports', 'report',
         '{"name": "revenue_by_month", "params": {"since": "2026-01-01"}}');
@@ -43,8 +44,6 @@ from pgdyno.reports.catalog import Report
 from pgdyno.reports.fence import HttpAllow
 from pgdyno.reports.store import open_store
 from pgdyno.reports.stream import GzipStream, Progress
-from pgdyno.tasks import task
-from pgdyno.worker.executor import current_job
 
 log = logging.getLogger(__name__)
 
@@ -53,32 +52,6 @@ log = logging.getLogger(__name__)
 # refusing a connection without a password), invalid names, syntax or access, WITH CHECK,
 # PL/pgSQL raise.
 _PERMANENT_CLASSES = {"0A", "21", "22", "23", "25", "2B", "2F", "3D", "3F", "42", "44", "P0"}
-
-
-@task("report")
-def report(
-    name: str,
-    params: dict[str, Any] | None = None,
-    store: str = "postgres",
-    url: str | None = None,
-    headers: dict[str, str] | None = None,
-    spool: bool = False,
-) -> dict[str, Any]:
-    """Run report `name` with `params`; store its gzipped CSV (postgres, directory or http)."""
-    job = current_job()
-    return run(
-        Settings.from_env(),
-        job_id=job.id,
-        database_url=job.database_url,
-        name=name,
-        params=params,
-        store=store,
-        url=url,
-        headers=headers,
-        spool=spool,
-        progress=lambda fields: job.set_progress(**fields),
-        on_cancel=job.on_cancel,
-    )
 
 
 def run(

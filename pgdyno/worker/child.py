@@ -20,11 +20,14 @@ import ctypes
 import os
 import signal
 import sys
-from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from pgdyno.logfmt import configure
 from pgdyno.queue import ClaimedJob
 from pgdyno.worker import executor, memory
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 _PR_SET_PDEATHSIG = 1
 

@@ -25,19 +25,22 @@ it too); `stop_all()` kills them all when the worker hands its jobs back and exi
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import signal
 import threading
 import time
-from multiprocessing import connection, forkserver
-from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
 from pgdyno import tasks
 from pgdyno.logfmt import log_event
 from pgdyno.queue import ClaimedJob
-from pgdyno.worker import child, executor, memory
+from pgdyno.worker import executor, memory
 from pgdyno.worker.executor import Outcome, ProgressSink
 from pgdyno.worker.storable import storable_text
+
+if TYPE_CHECKING:
+    from multiprocessing import connection
+    from multiprocessing.context import ForkServerContext
+    from multiprocessing.process import BaseProcess
 
 log = logging.getLogger(__name__)
 
@@ -86,44 +89,56 @@ class ChildProcesses:
         self._database_url = database_url
         self._progress = progress
         self._log_level = log_level
-        self._context = multiprocessing.get_context("forkserver")
+        # multiprocessing (pickle, the fork server) is imported by start(), on the first job
+        # that runs in a process: a worker whose jobs all run in threads never pays for it.
+        self._context: ForkServerContext | None = None
         self._children: dict[int, _Child] = {}
         self._lock = threading.Lock()
-        self._started = False
 
-    def start(self) -> None:
-        """Start the fork server (idempotent), preloading pgdyno and the task modules."""
+    def start(self) -> ForkServerContext:
+        """Start the fork server (idempotent), preloading pgdyno and the task modules; returns
+        the multiprocessing context that starts the job processes."""
         with self._lock:
-            if self._started:
-                return
+            if self._context is not None:
+                return self._context
+            import multiprocessing
+            from multiprocessing import forkserver
+
+            context = multiprocessing.get_context("forkserver")
             # multiprocessing runs the worker's main script again in each child (as
             # __mp_main__): for the `pgdyno` console script that imports pgdyno's whole CLI,
             # 180 ms a job unless the fork server has imported it already. (A script of your
             # own that starts a worker must do it under `if __name__ == "__main__":`, as any
             # multiprocessing program.)
-            self._context.set_forkserver_preload(
+            # The built-in tasks' work too (the report runner), which the worker's own
+            # process imports only when a job needs it (reports/task.py).
+            context.set_forkserver_preload(
                 [
                     "pgdyno.cli",
                     "pgdyno.worker.forkserver_init",
                     "pgdyno.worker.child",
                     *tasks.imported_modules(),
+                    "pgdyno.reports.runner",
                 ]
             )
             forkserver.ensure_running()
-            self._started = True
+            self._context = context
         log_event(
             log,
             "job_processes_ready",
             worker=self.worker,
             max_job_memory_mib=None if self.memory_limit is None else self.memory_limit >> 20,
         )
+        return context
 
     def run(self, job: ClaimedJob, timeout: float | None) -> Outcome:
         """Run `job` in a child process; returns its outcome (never raises)."""
-        self.start()
+        from pgdyno.worker import child
+
+        context = self.start()
         started = time.monotonic()
-        reader, writer = self._context.Pipe(duplex=False)
-        process = self._context.Process(
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(
             target=child.main,
             args=(job, self.worker, self._database_url, writer, self._log_level),
             name=f"pgdyno-job-{job.id}",
@@ -163,6 +178,8 @@ class ChildProcesses:
         task, or over its memory limit. The clock is read at every turn, so a task sending
         progress without pause is stopped like any other. Returns (outcome message, peak RSS,
         monotonic time its task started or None)."""
+        from multiprocessing import connection
+
         process = running.process
         start_deadline = time.monotonic() + START_LIMIT_S
         task_started: float | None = None
@@ -257,6 +274,10 @@ class ChildProcesses:
         unless the job finished before it was stopped."""
         with self._lock:
             stopped = list(self._children.items())
+        if not stopped:
+            return []
+        from multiprocessing import connection
+
         running = [each for _, each in stopped]
         for each in running:
             each.kill("JobStopped: the worker handed the job back", True, handed_back=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -135,23 +136,30 @@ class PostgresSession:
     @classmethod
     def open(cls, dsn: str, worker: str, check_every: float = INTERVAL) -> PostgresSession:
         """Connect both, set the work connection's session settings, LISTEN on the other;
-        check the LISTEN connection every `check_every` seconds (worker/health.py)."""
-        work = db.connect(dsn, application_name=f"pgdyno worker {worker}")
+        check the LISTEN connection every `check_every` seconds (worker/health.py).
+
+        The two connections are opened at once: the listen connection connects and LISTENs
+        in a thread of its own (`_Opening`) while this one connects the work connection,
+        checks the schema, sets the session up and prunes the sleepers registry. Both are
+        ready when it returns, so the worker's first claim, and its first registration as
+        waiting, find the LISTEN in place. Raises what either raised (the work connection's
+        error first: an unmigrated database is named as such), with both connections closed.
+        """
+        probe = ListenProbe(time.monotonic(), check_every, max(check_every, MIN_TIMEOUT))
+        opening = _Opening(lambda: _open_listen(dsn, worker, probe.channel))
+        try:
+            work = db.connect(dsn, application_name=f"pgdyno worker {worker}")
+        except BaseException:
+            opening.abandon()
+            raise
         try:
             require_migrated(work)  # before the release phase ran: the worker waits, retries
             queue.setup_worker_session(work)
             sleepers.prune(work)  # registrations of sessions gone (a killed worker's)
-            listen = db.connect(dsn, application_name=f"pgdyno listen {worker}")
+            listen = opening.result()
         except BaseException:
+            opening.abandon()
             work.close()
-            raise
-        probe = ListenProbe(time.monotonic(), check_every, max(check_every, MIN_TIMEOUT))
-        try:
-            # Jobs, the LISTEN check's channel, and cancel requests (worker/cancels.py).
-            db.listen(listen, db.CHANNEL, probe.channel, db.CONTROL_CHANNEL)
-        except BaseException:
-            work.close()
-            listen.close()
             raise
         return cls(work, listen, probe, worker)
 
@@ -202,3 +210,50 @@ class PostgresSession:
         for conn in (self._work, self._listen):
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+def _open_listen(dsn: str, worker: str, probe_channel: str) -> psycopg.Connection:
+    """The listen connection, LISTENing."""
+    listen = db.connect(dsn, application_name=f"pgdyno listen {worker}")
+    try:
+        # Jobs, the LISTEN check's channel, and cancel requests (worker/cancels.py).
+        db.listen(listen, db.CHANNEL, probe_channel, db.CONTROL_CHANNEL)
+    except BaseException:
+        listen.close()
+        raise
+    return listen
+
+
+class _Opening:
+    """A connection being opened by `connect` in a thread of its own (started at once)."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection]) -> None:
+        self._conn: psycopg.Connection | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(connect,), name="pgdyno-listen-open", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, connect: Callable[[], psycopg.Connection]) -> None:
+        try:
+            self._conn = connect()
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> psycopg.Connection:
+        """The open connection, once the thread is done; raises what `connect` raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._conn is None:
+            raise AssertionError("the connection thread ended without a result")
+        return self._conn
+
+    def abandon(self) -> None:
+        """Wait for the thread and close what it opened (the caller failed meanwhile); its
+        error, if any, gives way to the caller's."""
+        self._thread.join()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()

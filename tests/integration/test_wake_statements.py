@@ -307,3 +307,8 @@ def test_the_enqueue_side_locks_the_key_registrations_wait_for(conn):
         "SELECT prosrc FROM pg_proc WHERE oid = 'pgdyno.wake_sleepers'::regproc"
     ).fetchone()[0]
     assert f"pg_try_advisory_xact_lock_shared({key}, hashtext(wake_queue))" in source
+
+
+def test_pruning_an_empty_registry_finds_nothing_to_remove(conn):
+    assert conn.execute("SELECT count(*) FROM pgdyno.sleepers").fetchone() == (0,)
+    assert sleepers.prune(conn) == 0
