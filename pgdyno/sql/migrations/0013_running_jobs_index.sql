@@ -1,0 +1,11 @@
+-- Running jobs by worker, for the statements that look at running jobs only: the lease rescue
+-- (every worker's poll, every 2 s by default, and the dispatcher's timer), a worker's release of
+-- its jobs at shutdown, and the dashboard's running jobs. Without it each of them read the
+-- whole of jobs_active, ready jobs included: 3.4 ms with 17,600 jobs waiting, growing with the
+-- backlog (a million ready jobs: a scan of the million on every poll of every worker).
+--
+-- Partial on status = 'running', so it holds as many entries as jobs run, and keyed on the
+-- worker, which a heartbeat does not change: renewing a lease stays a heap-only update. A claim
+-- adds one entry (a claim changes status, part of the primary key, so it is no heap-only
+-- update anyway); a finished job leaves jobs_active.
+CREATE INDEX jobs_active_running_idx ON pgdyno.jobs_active (worker) WHERE status = 'running';
