@@ -17,10 +17,11 @@ constraints, the enqueue trigger).
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from itertools import islice
-from typing import Any
+from itertools import islice, repeat
+from operator import attrgetter, is_not
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql as pgsql
@@ -34,6 +35,22 @@ ROWS_PER_WRITE = 2_000
 
 #: A NULL in COPY's text format.
 NULL = b"\\N"
+
+T = TypeVar("T")
+
+
+def each(jobs: Sequence[Any], field: str, check: Callable[[Any], T], unset: T) -> list[T]:
+    """`check`(job.`field`) for each job, or `unset` for a job whose field is None without a
+    call: a batch where no job sets the field costs one pass at C speed."""
+    values = list(map(attrgetter(field), jobs))
+    if not any(map(is_not, values, repeat(None))):
+        return [unset] * len(values)
+    return [unset if value is None else check(value) for value in values]
+
+
+def _set(values: list[Any], default: Any) -> bool:
+    """Whether some value is not `default` (None, or an int such as 0): at C speed."""
+    return any(map(is_not, values, repeat(default)))
 
 
 def escape(data: bytes) -> bytes:
@@ -71,22 +88,25 @@ class Columns:
         self._times: dict[datetime, bytes] = {}
         self.names = ["queue", "task"]
         self.values: list[list[bytes]] = [
-            self.names_of([job.queue for job in jobs], "queue"),
-            self.names_of([job.task for job in jobs], "task"),
+            self.names_of(list(map(attrgetter("queue"), jobs)), "queue"),
+            self.names_of(list(map(attrgetter("task"), jobs)), "task"),
         ]
-        if not all(_empty(job.args) for job in jobs):
-            self.add("args", [self.args(job.args) for job in jobs])
-        if any(job.priority != 0 or type(job.priority) is not int for job in jobs):
-            self.add("priority", [_integer(job.priority, "priority") for job in jobs])
-        if any(when != (None, None) for when in whens):
+        args = list(map(attrgetter("args"), jobs))
+        if _set(args, None) and not all(map(_empty, args)):
+            self.add("args", list(map(self.args, args)))
+        priorities = list(map(attrgetter("priority"), jobs))
+        if _set(list(map(type, priorities)), int) or any(priorities):
+            self.add("priority", [_integer(p, "priority") for p in priorities])
+        if _set(list(map(operator.itemgetter(0), whens)), None) or _set(
+            list(map(operator.itemgetter(1), whens)), None
+        ):
             self.add("run_at", [self.run_at(at, delay) for at, delay in whens])
-        if any(job.max_attempts is not None for job in jobs):
-            attempts = [
-                default_attempts if j.max_attempts is None else j.max_attempts for j in jobs
-            ]
+        attempts = list(map(attrgetter("max_attempts"), jobs))
+        if _set(attempts, None):
+            attempts = [default_attempts if n is None else n for n in attempts]
             self.add("max_attempts", [_integer(n, "max_attempts") for n in attempts])
-        if any(timeout is not None for timeout in timeouts):
-            self.add("timeout", [_interval(timeout) for timeout in timeouts])
+        if _set(list(timeouts), None):
+            self.add("timeout", list(map(_interval, timeouts)))
 
     def add(self, name: str, values: list[bytes]) -> None:
         self.names.append(name)
@@ -100,7 +120,7 @@ class Columns:
             encoded = {}
             for value in values:
                 self.name(value, field)
-        return [encoded[value] for value in values]
+        return list(map(encoded.__getitem__, values))
 
     def name(self, value: Any, field: str) -> bytes:
         """A queue or task name for COPY (InvalidJob if not a string or not encodable)."""
@@ -143,7 +163,7 @@ def copy_rows(
 ) -> None:
     """COPY the batch with `ids` (in the jobs' order): `statement` is job_copy_in with
     {columns} filled in by the caller with "id" and then `columns.names`."""
-    rows = zip([b"%d" % job_id for job_id in ids], *columns.values, strict=True)
+    rows = zip(list(map(b"%d".__mod__, ids)), *columns.values, strict=True)
     with connection.cursor().copy(statement) as copy:
         while chunk := list(islice(rows, ROWS_PER_WRITE)):
             copy.write(b"\n".join(map(b"\t".join, chunk)) + b"\n")

@@ -290,3 +290,19 @@ def test_a_bulk_batch_wakes_a_sleeping_worker_once_per_queue(conn, database_url)
         assert _received(listener, conn) == {}
     stored = dict(conn.execute("SELECT id, queue FROM pgdyno.jobs").fetchall())
     assert [stored[i] for i in ids] == [job["queue"] for job in jobs]
+
+
+def test_ids_that_are_not_consecutive_are_each_returned_to_their_job(conn):
+    """Another session's nextval() between two of a batch's: the reservation sends every id
+    (here the sequence steps by 3, so no batch is ever one block of consecutive ids)."""
+    conn.execute("ALTER SEQUENCE pgdyno.jobs_id_seq INCREMENT BY 3")
+    jobs = [{"task": "t", "args": {"n": n}} for n in range(500)]
+    ids = pgdyno.enqueue_many(conn, jobs)
+    assert [b - a for a, b in zip(ids, ids[1:], strict=False)] == [3] * 499
+    stored = dict(conn.execute("SELECT id, (args->>'n')::int FROM pgdyno.jobs").fetchall())
+    assert [stored[i] for i in ids] == list(range(500))
+    conn.execute("ALTER SEQUENCE pgdyno.jobs_id_seq INCREMENT BY 1")
+    ids = pgdyno.enqueue_many(conn, jobs)
+    assert ids == list(range(ids[0], ids[0] + 500))
+    stored = dict(conn.execute("SELECT id, (args->>'n')::int FROM pgdyno.jobs").fetchall())
+    assert [stored[i] for i in ids] == list(range(500))
