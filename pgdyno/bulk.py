@@ -48,8 +48,9 @@ def each(jobs: Sequence[Any], field: str, check: Callable[[Any], T], unset: T) -
     return [unset if value is None else check(value) for value in values]
 
 
-def _set(values: list[Any], default: Any) -> bool:
-    """Whether some value is not `default` (None, or an int such as 0): at C speed."""
+def _set(values: Sequence[Any], default: Any) -> bool:
+    """Whether some value is not the object `default` (None, the int 0, one shared unset
+    value): at C speed."""
     return any(map(is_not, values, repeat(default)))
 
 
@@ -64,13 +65,13 @@ def escape(data: bytes) -> bytes:
 
 class Columns:
     """The COPY columns of one batch and their values, column by column (what `copy_rows`
-    sends).
+    sends), made in two steps: the constructor encodes what needs nothing from the database
+    (enqueue_many runs it while the database reserves the batch's ids), `finish` the rest.
 
     `jobs` are JobSpecs (enqueue.py) whose run_at and timeout were checked: `whens[i]` is job
-    i's (time, delay) and `timeouts[i]` its timeout (enqueue._when, enqueue._timeout). `now`
-    and `default_attempts` are the transaction's now() and the column default, the values of a
-    column that some job leaves unset while another sets it. InvalidJob for a value that is
-    not of its column's type (a queue that is no string, a priority that is no int).
+    i's (time, delay) and `timeouts[i]` its timeout (enqueue._when, enqueue._timeout; a batch
+    that sets neither may pass one shared unset value for every job). InvalidJob for a value
+    that is not of its column's type (a queue that is no string, a priority that is no int).
     """
 
     def __init__(
@@ -79,12 +80,9 @@ class Columns:
         jobs: Sequence[Any],
         whens: Sequence[tuple[datetime | None, timedelta | None]],
         timeouts: Sequence[timedelta | None],
-        now: datetime,
-        default_attempts: int,
     ) -> None:
         self.encoding = connection.info.encoding
         self.json = connection.adapters.get_dumper(Jsonb, PyFormat.TEXT)(Jsonb, connection)
-        self.now = now
         self._times: dict[datetime, bytes] = {}
         self.names = ["queue", "task"]
         self.values: list[list[bytes]] = [
@@ -94,19 +92,26 @@ class Columns:
         args = list(map(attrgetter("args"), jobs))
         if _set(args, None) and not all(map(_empty, args)):
             self.add("args", list(map(self.args, args)))
+        # Only the int 0 itself leaves the column out (a bool, a float 0.0 are checked, refused).
         priorities = list(map(attrgetter("priority"), jobs))
-        if _set(list(map(type, priorities)), int) or any(priorities):
+        if _set(priorities, 0):
             self.add("priority", [_integer(p, "priority") for p in priorities])
-        if _set(list(map(operator.itemgetter(0), whens)), None) or _set(
-            list(map(operator.itemgetter(1), whens)), None
-        ):
-            self.add("run_at", [self.run_at(at, delay) for at, delay in whens])
-        attempts = list(map(attrgetter("max_attempts"), jobs))
+        self._whens = whens
+        self._attempts = list(map(attrgetter("max_attempts"), jobs))
+        if _set(timeouts, None):
+            self.add("timeout", list(map(_interval, timeouts)))
+
+    def finish(self, now: datetime, default_attempts: int) -> None:
+        """The columns that need the database: run_at (a delay counts from `now`, the
+        transaction's now()) and max_attempts (`default_attempts`, the column default, for a
+        job that leaves it unset while another sets it)."""
+        whens, first = self._whens, self._whens[0]
+        if first != (None, None) or _set(whens, first):
+            self.add("run_at", [self.run_at(at, delay, now) for at, delay in whens])
+        attempts = self._attempts
         if _set(attempts, None):
             attempts = [default_attempts if n is None else n for n in attempts]
             self.add("max_attempts", [_integer(n, "max_attempts") for n in attempts])
-        if _set(list(timeouts), None):
-            self.add("timeout", list(map(_interval, timeouts)))
 
     def add(self, name: str, values: list[bytes]) -> None:
         self.names.append(name)
@@ -142,9 +147,9 @@ class Columns:
         assert data is not None  # only None dumps to None, and None is empty
         return escape(bytes(data))
 
-    def run_at(self, at: datetime | None, delay: timedelta | None) -> bytes:
-        """A run_at in UTC, from an aware time, or a delay from the transaction's now()."""
-        when = at if at is not None else self.now + delay if delay else self.now
+    def run_at(self, at: datetime | None, delay: timedelta | None, now: datetime) -> bytes:
+        """A run_at in UTC, from an aware time, or a delay from `now`."""
+        when = at if at is not None else now + delay if delay else now
         encoded = self._times.get(when)
         if encoded is None:
             try:

@@ -69,6 +69,9 @@ _CONSTRAINT_HINTS = {
     ),
 }
 
+#: Whether this libpq has pipeline mode (14 and later): enqueue_many overlaps its work with it.
+PIPELINE = psycopg.Pipeline.is_supported()
+
 #: Tries of a unique enqueue whose key holder finished between the INSERT and the look-up.
 UNIQUE_TRIES = 10
 
@@ -351,14 +354,19 @@ def enqueue_many(
     whens = bulk.each(specs, "run_at", _when, unset)
     timeouts = bulk.each(specs, "timeout", _timeout, None)
     with _enqueuing(conn) as connection, _atomic(connection):
-        reserved = connection.execute(sql.query("job_reserve_ids"), {"n": len(specs)}).fetchone()
+        # The rows are encoded while the database reserves the ids (pipeline mode sends the
+        # statement at once and waits for its answer only at fetchone()).
+        with connection.pipeline() if PIPELINE else contextlib.nullcontext():
+            reserving = connection.execute(sql.query("job_reserve_ids"), {"n": len(specs)})
+            columns = bulk.Columns(connection, specs, whens, timeouts)
+            reserved = reserving.fetchone()
         assert reserved is not None  # the statement always returns one row
         now, default_attempts, ids = reserved
         if ids is None:  # a client role: it may not write ids (migration 0009)
             return _insert_many(connection, specs, whens, timeouts, now, default_attempts)
         if len(ids) < len(specs):  # one block of consecutive ids: its first (job_reserve_ids)
             ids = range(ids[0], ids[0] + len(specs))
-        columns = bulk.Columns(connection, specs, whens, timeouts, now, default_attempts)
+        columns.finish(now, default_attempts)
         statement = pgsql.SQL(sql.query("job_copy_in")).format(
             columns=pgsql.SQL(", ").join(map(pgsql.Identifier, ["id", *columns.names]))
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import unicodedata
 from collections import Counter
+from itertools import pairwise
 
 import psycopg
 import pytest
@@ -298,7 +299,7 @@ def test_ids_that_are_not_consecutive_are_each_returned_to_their_job(conn):
     conn.execute("ALTER SEQUENCE pgdyno.jobs_id_seq INCREMENT BY 3")
     jobs = [{"task": "t", "args": {"n": n}} for n in range(500)]
     ids = pgdyno.enqueue_many(conn, jobs)
-    assert [b - a for a, b in zip(ids, ids[1:], strict=False)] == [3] * 499
+    assert [b - a for a, b in pairwise(ids)] == [3] * 499
     stored = dict(conn.execute("SELECT id, (args->>'n')::int FROM pgdyno.jobs").fetchall())
     assert [stored[i] for i in ids] == list(range(500))
     conn.execute("ALTER SEQUENCE pgdyno.jobs_id_seq INCREMENT BY 1")
