@@ -307,3 +307,45 @@ def test_ids_that_are_not_consecutive_are_each_returned_to_their_job(conn):
     assert ids == list(range(ids[0], ids[0] + 500))
     stored = dict(conn.execute("SELECT id, (args->>'n')::int FROM pgdyno.jobs").fetchall())
     assert [stored[i] for i in ids] == list(range(500))
+
+
+def test_migration_0012_keeps_every_row_written_before_it(pg_admin_url, template_db):
+    """The re-added CHECKs validate the rows already there: every row the old expressions took
+    (names with inner spaces, finished jobs with every time set, a running job's lease) is
+    taken by the new ones, and the jobs are still there afterwards."""
+    from pgdyno import sql
+    from pgdyno.migrate import migrate
+
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS pgdyno_before_0012")
+        admin.execute("CREATE DATABASE pgdyno_before_0012")
+    url = psycopg.conninfo.make_conninfo(pg_admin_url, dbname="pgdyno_before_0012")
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.query("schema_create"))
+            conn.execute(sql.query("schema_migrations_create"))
+            for version, name, text in sql.migrations():
+                if version < 12:
+                    with conn.transaction():
+                        conn.execute(text)
+                        conn.execute(
+                            sql.query("schema_migration_record"), {"version": version, "name": name}
+                        )
+            conn.execute(
+                "INSERT INTO pgdyno.jobs (queue, task, unique_key, timeout) VALUES"
+                " ('a queue', 'é task', 'k k', '1 day'), ('日本', '\u00e9', NULL, NULL)"
+            )
+            conn.execute(
+                "INSERT INTO pgdyno.jobs (queue, task, status, attempts, started_at, finished_at)"
+                " VALUES ('q', 't', 'done', 1, now(), now())"
+            )
+            conn.execute(
+                "INSERT INTO pgdyno.jobs (queue, task, status, attempts, started_at,"
+                " lease_expires_at, worker) VALUES ('q', 't', 'running', 1, now(), now(), 'w')"
+            )
+            assert migrate(conn) == [12]
+            assert conn.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 4
+            assert pgdyno.enqueue_many(conn, [{"task": "t", "queue": "a queue"}] * 3)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS pgdyno_before_0012 WITH (FORCE)")
