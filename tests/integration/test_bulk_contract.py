@@ -83,6 +83,17 @@ def test_each_trigger_rule_refuses_through_the_parent_and_the_partition_alike(
             ('{"blob": "' + "x" * 1_100_000 + '"}',),
         )
     assert refused.value.diag.constraint_name == "args_must_be_at_most_1_mb"
+    # one queue for every row (names checked once): a row's first broken rule is its queue's,
+    # so the look-alike queue is named, not the big args of another row
+    with pytest.raises(psycopg.errors.CheckViolation) as refused:
+        conn.execute(
+            pgsql.SQL(
+                "INSERT INTO {} (id, queue, task, args) OVERRIDING SYSTEM VALUE"
+                " VALUES (1, 'q\u00a0', 't', '{{}}'), (2, 'q\u00a0', 't', %s)"
+            ).format(target),
+            ('{"blob": "' + "x" * 1_100_000 + '"}',),
+        )
+    assert refused.value.diag.constraint_name == "queue_must_not_contain_control_characters"
     assert conn.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 0
 
 
