@@ -189,3 +189,22 @@ def test_migration_0012_keeps_every_row_written_before_it(pg_admin_url, template
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as admin:
             admin.execute("DROP DATABASE IF EXISTS pgdyno_before_0012 WITH (FORCE)")
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_a_batch_refused_while_its_ids_are_reserved_leaves_the_connection_usable(
+    database_url, autocommit
+):
+    """enqueue_many encodes the batch while the reservation runs (pipeline mode): a value
+    refused then (a queue that is no string) leaves no pipeline, no job, and a connection that
+    enqueues the next batch; inside the caller's transaction, its earlier work stays."""
+    with psycopg.connect(database_url, autocommit=autocommit) as app:
+        kept = pgdyno.enqueue_many(app, [{"task": "t"}] * 3)
+        with pytest.raises(pgdyno.InvalidJob, match="queue 7 must be a string"):
+            pgdyno.enqueue_many(app, [{"task": "t"}] * 1000 + [{"task": "t", "queue": 7}])
+        assert app.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+        kept += pgdyno.enqueue_many(app, [{"task": "t"}] * 2)
+        if not autocommit:
+            app.commit()
+        ids = [row[0] for row in app.execute("SELECT id FROM pgdyno.jobs ORDER BY id")]
+    assert ids == kept
