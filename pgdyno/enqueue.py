@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql as pgsql
@@ -68,6 +68,9 @@ _CONSTRAINT_HINTS = {
         "unique_key must be a non-empty key of at most 200 characters"
     ),
 }
+
+#: Whether this libpq has pipeline mode (14 and later): enqueue_many overlaps its work with it.
+PIPELINE = psycopg.Pipeline.is_supported()
 
 #: Tries of a unique enqueue whose key holder finished between the INSERT and the look-up.
 UNIQUE_TRIES = 10
@@ -337,18 +340,33 @@ def enqueue_many(
     INSERT ... RETURNING instead. The enqueue trigger checks every row and still wakes each
     queue once for the whole batch.
     """
-    specs = [_spec(job) for job in jobs]
-    if not specs:
+    given = list(jobs)
+    if not given:
         return []
-    whens = [_when(spec.run_at) for spec in specs]
-    timeouts = [_timeout(spec.timeout) for spec in specs]
+    # A batch of JobSpecs is taken as it is; mappings become JobSpecs (InvalidJob if not one).
+    specs: list[JobSpec] = (
+        cast(list[JobSpec], given)
+        if set(map(type, given)) == {JobSpec}
+        else [_spec(job) for job in given]
+    )
+    # Most batches set no run_at and no timeout: checked at C speed, without a call per job.
+    unset: tuple[datetime | None, timedelta | None] = (None, None)
+    whens = bulk.each(specs, "run_at", _when, unset)
+    timeouts = bulk.each(specs, "timeout", _timeout, None)
     with _enqueuing(conn) as connection, _atomic(connection):
-        reserved = connection.execute(sql.query("job_reserve_ids"), {"n": len(specs)}).fetchone()
+        # The rows are encoded while the database reserves the ids (pipeline mode sends the
+        # statement at once and waits for its answer only at fetchone()).
+        with connection.pipeline() if PIPELINE else contextlib.nullcontext():
+            reserving = connection.execute(sql.query("job_reserve_ids"), {"n": len(specs)})
+            columns = bulk.Columns(connection, specs, whens, timeouts)
+            reserved = reserving.fetchone()
         assert reserved is not None  # the statement always returns one row
         now, default_attempts, ids = reserved
         if ids is None:  # a client role: it may not write ids (migration 0009)
             return _insert_many(connection, specs, whens, timeouts, now, default_attempts)
-        columns = bulk.Columns(connection, specs, whens, timeouts, now, default_attempts)
+        if len(ids) < len(specs):  # one block of consecutive ids: its first (job_reserve_ids)
+            ids = range(ids[0], ids[0] + len(specs))
+        columns.finish(now, default_attempts)
         statement = pgsql.SQL(sql.query("job_copy_in")).format(
             columns=pgsql.SQL(", ").join(map(pgsql.Identifier, ["id", *columns.names]))
         )

@@ -53,27 +53,37 @@ SELECT pgdyno.unique_key_holder(%(queue)s, %(unique_key)s);
 
 -- name: job_reserve_ids
 -- For a batch: the transaction's now() and the default attempt budget (what the column
--- defaults would give) and, for a role that may write ids (pgdyno's own), %(n)s ids from the
--- table's own identity sequence for a COPY; NULL for any other role, which inserts the batch
--- with job_insert_many instead. The sequence is looked up once (an InitPlan; looked up for
--- every id before, it took most of this statement's time), then nextval() runs once per id
--- inside this one statement, as the column default would: a sequence hands out no block of
--- values atomically.
+-- defaults would give) and, for a role that may write ids and COPY into jobs_active (pgdyno's
+-- own), %(n)s ids from the table's own identity sequence for a COPY; NULL for any other role,
+-- which inserts the batch with job_insert_many instead. The ids come ascending (nextval() in
+-- one session only grows), as an array of one, the first, when they are consecutive (no other
+-- session took one meanwhile: the usual case, which spares sending 20,000 numbers back and
+-- forth), else all of them. The sequence is looked up once (an InitPlan; looked up for every
+-- id before, it took most of this statement's time), then nextval() runs once per id inside
+-- this one statement, as the column default would: a sequence hands out no block of values
+-- atomically.
 SELECT pg_catalog.now(), pgdyno.default_max_attempts(),
        CASE WHEN pg_catalog.has_column_privilege('pgdyno.jobs', 'id', 'INSERT')
+                 AND pg_catalog.has_table_privilege('pgdyno.jobs_active', 'INSERT')
                  AND pgdyno.is_own_role()
-            THEN ARRAY(
-                     SELECT pg_catalog.nextval(
-                                (SELECT pg_catalog.pg_get_serial_sequence('pgdyno.jobs', 'id')
-                                            ::pg_catalog.regclass))
-                       FROM pg_catalog.generate_series(1, %(n)s))
+            THEN (SELECT CASE WHEN pg_catalog.max(r.id) - pg_catalog.min(r.id) + 1 = %(n)s
+                              THEN ARRAY[pg_catalog.min(r.id)]
+                              ELSE pg_catalog.array_agg(r.id ORDER BY r.id) END
+                    FROM (SELECT pg_catalog.nextval(
+                                     (SELECT pg_catalog.pg_get_serial_sequence('pgdyno.jobs', 'id')
+                                                 ::pg_catalog.regclass)) AS id
+                            FROM (SELECT pg_catalog.generate_series(1, %(n)s)) AS g) AS r)
        END;
 
 -- name: job_copy_in
 -- {columns}: the columns some job of the batch sets (id, queue and task always; see
 -- pgdyno/bulk.py), identifiers filled in by the caller from its fixed list; the others take
--- their defaults. Text format, escaped by pgdyno/bulk.py.
-COPY pgdyno.jobs ({columns}) FROM STDIN;
+-- their defaults, which are the parent's. Text format, escaped by pgdyno/bulk.py. Straight into
+-- the active partition, where every new job (status ready) goes: COPY then inserts in batches
+-- (into the partitioned parent, whose statement trigger has a transition table, PostgreSQL
+-- copies one row at a time). jobs_active's own enqueue trigger checks the rows and wakes their
+-- queues as the parent's does (migration 0012).
+COPY pgdyno.jobs_active ({columns}) FROM STDIN;
 
 -- name: job_insert_many
 -- A batch for a role that may not write ids: the ids come back in the order of the arrays
