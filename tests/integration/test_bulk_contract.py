@@ -183,7 +183,7 @@ def test_migration_0012_keeps_every_row_written_before_it(pg_admin_url, template
                 "INSERT INTO pgdyno.jobs (queue, task, status, attempts, started_at,"
                 " lease_expires_at, worker) VALUES ('q', 't', 'running', 1, now(), now(), 'w')"
             )
-            assert migrate(conn) == [12]
+            assert migrate(conn) == [v for v, _, _ in sql.migrations() if v >= 12]
             assert conn.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 4
             assert pgdyno.enqueue_many(conn, [{"task": "t", "queue": "a queue"}] * 3)
     finally:
