@@ -6,7 +6,7 @@ the two trigger functions on one database between rounds, so that both see the s
 data and machine load (this project's machine is shared: a run of `make bench` alone moves by
 2x between runs), and measures:
 
-- bulk: pgdyno.enqueue_many of --bulk jobs (binary COPY) as pgdyno's own role;
+- bulk: pgdyno.enqueue_many of --bulk jobs (text COPY) as pgdyno's own role;
 - single: --single pgdyno.enqueue calls, one transaction each, as pgdyno's own role;
 - bulk as an enqueue role (0009 only): enqueue_many through INSERT ... unnest RETURNING id,
   the path of a role that may not write ids.

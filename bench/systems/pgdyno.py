@@ -75,7 +75,7 @@ class Pgdyno:
         return {
             "worker": f"pgdyno worker --concurrency {self.concurrency} (drain, 1 queue)",
             "log_level": "WARNING (per-job INFO lines off, as for every system)",
-            "enqueue": "pgdyno.enqueue (INSERT); bulk: pgdyno.enqueue_many (binary COPY)",
+            "enqueue": "pgdyno.enqueue (INSERT); bulk: pgdyno.enqueue_many (text COPY)",
         }
 
     def install(self, url: str) -> None:
