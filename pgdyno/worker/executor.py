@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from pgdyno import tasks
+from pgdyno import logfmt, tasks
 from pgdyno.errors import NotInTask, PermanentJobError, UnknownTask
-from pgdyno.logfmt import log_event
+from pgdyno.logfmt import format_value, log_event
 from pgdyno.queue import MAX_ERROR_CHARS as MAX_ERROR_CHARS  # one limit, queue.fail's
 from pgdyno.queue import ClaimedJob
 from pgdyno.worker import cancels
@@ -245,10 +245,55 @@ def timed_out(job: ClaimedJob, timeout: float, *, stopped: bool) -> str:
     )
 
 
+def log_done(outcomes: list[Outcome]) -> None:
+    """The job_done lines of `outcomes` (attempts that succeeded), in order: what log_outcome
+    writes for each, but rendered here a turn at a time into the worker's log batch (one lock,
+    no LogRecord, no generic field loop: 1-2 µs a line instead of ~6 on a quiet machine). Off
+    at WARNING; outside the worker's batching (an application's own logging), log_outcome."""
+    if not outcomes:
+        return
+    handler = logfmt.batch_handler(log)
+    if handler is None:
+        for outcome in outcomes:
+            log_outcome(outcome)
+        return
+    handler.add_lines([done_line(outcome) for outcome in outcomes])
+
+
+def done_line(outcome: Outcome) -> str:
+    """`at=info event=job_done job=.. task=.. queue=.. attempt=.. duration_ms=..`: the line
+    log_event renders for log_outcome's fields (tests/unit/test_executor.py checks both agree)."""
+    job = outcome.job
+    job_id, attempt = job.id, job.attempts
+    if job_id is None or attempt is None or job.task is None or job.queue is None:
+        return "at=info " + logfmt.render("job_done", _done_fields(outcome))  # None: left out
+    return (
+        f"at=info event=job_done"
+        f" job={job_id if type(job_id) is int else format_value(job_id)}"
+        f" task={format_value(job.task)} queue={format_value(job.queue)}"
+        f" attempt={attempt if type(attempt) is int else format_value(attempt)}"
+        f" duration_ms={format_value(round(outcome.duration_s * 1000, 1))}"
+    )
+
+
+def _done_fields(outcome: Outcome) -> dict[str, Any]:
+    job = outcome.job
+    return {
+        "job": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "attempt": job.attempts,
+        "duration_ms": round(outcome.duration_s * 1000, 1),
+    }
+
+
 def log_outcome(outcome: Outcome, retry_in: float | None = None) -> None:
     """One line per finished attempt: job_done, job_retry (in `retry_in` s) or job_failed."""
     if outcome.error is None and not log.isEnabledFor(logging.INFO):
         return  # job_done is off (PGDYNO_LOG_LEVEL=WARNING): not even its fields are built
+    if outcome.error is None:
+        log_event(log, "job_done", **_done_fields(outcome))
+        return
     job = outcome.job
     fields: dict[str, Any] = {
         "job": job.id,
@@ -257,9 +302,6 @@ def log_outcome(outcome: Outcome, retry_in: float | None = None) -> None:
         "attempt": job.attempts,
     }
     duration_ms = round(outcome.duration_s * 1000, 1)
-    if outcome.error is None:
-        log_event(log, "job_done", **fields, duration_ms=duration_ms)
-        return
     log_event(
         log,
         "job_failed" if retry_in is None else "job_retry",
