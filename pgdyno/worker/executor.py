@@ -9,6 +9,7 @@ stored as it is fails the job with `UnstorableResult`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import threading
@@ -51,6 +52,9 @@ class Outcome(NamedTuple):  # a tuple: built once per job, 1 µs against 6 for a
     peak_rss_bytes: int | None = None
     #: The worker stopped the job's process to hand the job back: nothing to record.
     handed_back: bool = False
+    #: Its job_done line, rendered by the executor thread that ran the job while INFO lines
+    #: are on (the loop thread then only adds it to the log batch); None: rendered when logged.
+    line: str | None = None
 
 
 #: What a running task may report: (job id, attempt, progress as JSON text). The worker keeps
@@ -228,7 +232,11 @@ def _succeeded(job: ClaimedJob, value: Any, started: float) -> Outcome:
         return Outcome(
             job, None, storable_text(error, MAX_ERROR_CHARS), False, time.monotonic() - started
         )
-    return Outcome(job, result, None, False, time.monotonic() - started)
+    duration = time.monotonic() - started
+    # The line is rendered here, in the executor thread, which runs while the loop thread waits
+    # for Postgres: the loop's turn (the worker's critical path) only adds it to the batch.
+    line = done_line(job, duration) if log.isEnabledFor(logging.INFO) else None
+    return Outcome(job, result, None, False, duration, None, False, line)
 
 
 def timed_out(job: ClaimedJob, timeout: float, *, stopped: bool) -> str:
@@ -257,33 +265,44 @@ def log_done(outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
             log_outcome(outcome)
         return
-    handler.add_lines([done_line(outcome) for outcome in outcomes])
-
-
-def done_line(outcome: Outcome) -> str:
-    """`at=info event=job_done job=.. task=.. queue=.. attempt=.. duration_ms=..`: the line
-    log_event renders for log_outcome's fields (tests/unit/test_executor.py checks both agree)."""
-    job = outcome.job
-    job_id, attempt = job.id, job.attempts
-    if job_id is None or attempt is None or job.task is None or job.queue is None:
-        return "at=info " + logfmt.render("job_done", _done_fields(outcome))  # None: left out
-    return (
-        f"at=info event=job_done"
-        f" job={job_id if type(job_id) is int else format_value(job_id)}"
-        f" task={format_value(job.task)} queue={format_value(job.queue)}"
-        f" attempt={attempt if type(attempt) is int else format_value(attempt)}"
-        f" duration_ms={format_value(round(outcome.duration_s * 1000, 1))}"
+    handler.add_lines(
+        [outcome.line or done_line(outcome.job, outcome.duration_s) for outcome in outcomes]
     )
 
 
-def _done_fields(outcome: Outcome) -> dict[str, Any]:
-    job = outcome.job
+def done_line(job: ClaimedJob, duration_s: float) -> str:
+    """`at=info event=job_done job=.. task=.. queue=.. attempt=.. duration_ms=..`: the line
+    log_event renders for log_outcome's fields (tests/unit/test_logfmt.py checks both agree),
+    with the task and queue part formatted once per pair."""
+    job_id, attempt, task, queue = job.id, job.attempts, job.task, job.queue
+    ms = round(duration_s * 1000, 1)
+    if not (
+        type(job_id) is int
+        and type(attempt) is int
+        and type(task) is str
+        and type(queue) is str
+        and 0.0 <= ms < 1e12  # format_value's digits exactly (and no NaN)
+    ):
+        return "at=info " + logfmt.render("job_done", _done_fields(job, duration_s))
+    duration = f"{ms:.1f}"  # format_value's "%.3f", zeros and point stripped: the same text
+    if duration.endswith(".0"):
+        duration = duration[:-2]
+    names = _task_and_queue(task, queue)
+    return f"at=info event=job_done job={job_id}{names} attempt={attempt} duration_ms={duration}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _task_and_queue(task: str, queue: str) -> str:
+    return f" task={format_value(task)} queue={format_value(queue)}"
+
+
+def _done_fields(job: ClaimedJob, duration_s: float) -> dict[str, Any]:
     return {
         "job": job.id,
         "task": job.task,
         "queue": job.queue,
         "attempt": job.attempts,
-        "duration_ms": round(outcome.duration_s * 1000, 1),
+        "duration_ms": round(duration_s * 1000, 1),
     }
 
 
@@ -292,7 +311,7 @@ def log_outcome(outcome: Outcome, retry_in: float | None = None) -> None:
     if outcome.error is None and not log.isEnabledFor(logging.INFO):
         return  # job_done is off (PGDYNO_LOG_LEVEL=WARNING): not even its fields are built
     if outcome.error is None:
-        log_event(log, "job_done", **_done_fields(outcome))
+        log_event(log, "job_done", **_done_fields(outcome.job, outcome.duration_s))
         return
     job = outcome.job
     fields: dict[str, Any] = {

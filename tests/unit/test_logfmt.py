@@ -262,7 +262,7 @@ def test_the_job_done_line_rendered_in_a_batch_is_the_line_log_event_writes(
     configure("INFO", stream)
     try:
         executor.log_outcome(outcome)  # not batching: through a LogRecord and the formatter
-        assert stream.getvalue() == executor.done_line(outcome) + "\n"
+        assert stream.getvalue() == executor.done_line(outcome.job, duration_s) + "\n"
     finally:
         configure("INFO")
 
