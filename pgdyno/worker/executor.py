@@ -275,7 +275,7 @@ def done_line(job: ClaimedJob, duration_s: float) -> str:
     log_event renders for log_outcome's fields (tests/unit/test_logfmt.py checks both agree),
     with the task and queue part formatted once per pair."""
     job_id, attempt, task, queue = job.id, job.attempts, job.task, job.queue
-    ms = round(duration_s * 1000, 1)
+    ms = duration_s * 1000
     if not (
         type(job_id) is int
         and type(attempt) is int
@@ -284,7 +284,9 @@ def done_line(job: ClaimedJob, duration_s: float) -> str:
         and 0.0 <= ms < 1e12  # format_value's digits exactly (and no NaN)
     ):
         return "at=info " + logfmt.render("job_done", _done_fields(job, duration_s))
-    duration = f"{ms:.1f}"  # format_value's "%.3f", zeros and point stripped: the same text
+    # round(ms, 1) through format_value's "%.3f", zeros and point stripped, is this text:
+    # both round the exact binary value to one decimal.
+    duration = f"{ms:.1f}"
     if duration.endswith(".0"):
         duration = duration[:-2]
     names = _task_and_queue(task, queue)

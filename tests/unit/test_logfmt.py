@@ -245,6 +245,8 @@ def test_the_workers_lines_skip_the_log_record_only_when_nothing_else_would_see_
         ("t", "q", 0.1004999, 0, 0),
         ("t", "q", 123456.789, 5, 1),
         ("t" * 3000, "q", 0.5, 5, 1),  # cut
+        *[("t", "q", ms / 1e4, 1, 1) for ms in (5, 15, 25, 35, 45, 95, 125, 10_005, 99_995)],
+        ("t", "q", float("nan"), 1, 1),  # never measured so, but rendered as log_event would
     ],
 )
 def test_the_job_done_line_rendered_in_a_batch_is_the_line_log_event_writes(
