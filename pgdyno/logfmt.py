@@ -172,7 +172,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self.lock:  # type: ignore[union-attr]
             if not self._pending:
                 self._since = time.monotonic()
-            self._pending.append(line + self.terminator)
+            self._pending.append(line)
             if (
                 not urgent
                 and len(self._pending) < self.MAX_LINES
@@ -186,12 +186,11 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         the worker's job_done lines of a turn); written as add_line would."""
         if not lines:
             return
-        terminator = self.terminator
         with self.lock:  # type: ignore[union-attr]
             now = time.monotonic()
             if not self._pending:
                 self._since = now
-            self._pending.extend([line + terminator for line in lines])
+            self._pending.extend(lines)
             if len(self._pending) < self.MAX_LINES and now - self._since < self.MAX_DELAY_S:
                 return
         self.flush()
@@ -200,10 +199,11 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self.lock:  # type: ignore[union-attr]
             pending, self._pending = self._pending, []
             if pending:
+                pending.append("")  # the last line's terminator
                 try:
-                    self.stream.write("".join(pending))
+                    self.stream.write(self.terminator.join(pending))
                 except Exception:  # a closed or broken stream: as StreamHandler, say so
-                    sys.stderr.write(f"pgdyno: could not write {len(pending)} log lines\n")
+                    sys.stderr.write(f"pgdyno: could not write {len(pending) - 1} log lines\n")
             super().flush()
 
 
