@@ -324,3 +324,21 @@ def test_job_done_lines_are_not_rendered_at_warning():
     finally:
         logfmt.batching(False)
         configure("INFO")
+
+
+def test_a_batch_that_cannot_be_written_is_reported_with_its_line_count(capsys):
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("pipe closed")
+
+    configure("INFO", Broken())
+    log = logging.getLogger("pgdyno.test.broken")
+    try:
+        logfmt.batching(True)
+        log_event(log, "job_done", job=1)
+        log_event(log, "job_done", job=2)
+        logfmt.flush()
+        assert "could not write 2 log lines" in capsys.readouterr().err
+    finally:
+        logfmt.batching(False)
+        configure("INFO")
