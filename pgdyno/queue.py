@@ -113,7 +113,7 @@ def complete_and_claim(
         "done_attempts": None if uniform else [job.attempt for job in reported],
         "done_results": results if any(r is not None for r in results) else None,
         "done_peaks": peaks if any(p is not None for p in peaks) else None,
-        "queues": list(queues),
+        "queues": text_array(tuple(queues)),
         "limit": limit,
         "worker": worker,
         "lease": timedelta(seconds=lease),
@@ -130,6 +130,15 @@ def complete_and_claim(
         else:
             add(_claimed(job_id, queue, task, args, attempts, max_attempts, timeout))
     return claimed
+
+
+@functools.lru_cache(maxsize=64)
+def text_array(values: tuple[str, ...]) -> str:
+    """`values` as a text[] literal (`{"a","b"}`: each element quoted, `"` and `\\` escaped),
+    for a parameter the statement casts to text[]: a worker's queues, the same at every claim,
+    built once (psycopg's list dumping costs the claim ~15 µs of the loop's CPU a statement)."""
+    quoted = ['"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values]
+    return "{" + ",".join(quoted) + "}"
 
 
 @functools.cache
