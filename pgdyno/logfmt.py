@@ -88,6 +88,17 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
 _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info"}
 
 
+def batch_handler(logger: logging.Logger, level: int = logging.INFO) -> BatchingHandler | None:
+    """Where `logger`'s lines at `level` (INFO or DEBUG) go straight to, without a LogRecord:
+    the batching handler, when `level` is enabled, the worker batches (`batching(True)`), and
+    no filter could drop or change a record; else None (log with `log_event` then). A caller
+    that writes many lines at once (the worker's job_done lines) asks once, renders them
+    itself as `log_event` would, and adds them with `BatchingHandler.add_lines`."""
+    if level >= logging.WARNING or not logger.isEnabledFor(level):
+        return None
+    return _batching_handler(logger)
+
+
 def _batching_handler(logger: logging.Logger) -> BatchingHandler | None:
     """The one handler `logger`'s records would reach, when it is a batching BatchingHandler
     and no filter anywhere could drop or change a record; else None."""
@@ -161,7 +172,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self.lock:  # type: ignore[union-attr]
             if not self._pending:
                 self._since = time.monotonic()
-            self._pending.append(line + self.terminator)
+            self._pending.append(line)
             if (
                 not urgent
                 and len(self._pending) < self.MAX_LINES
@@ -170,14 +181,29 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 return
         self.flush()
 
+    def add_lines(self, lines: list[str]) -> None:
+        """Add formatted lines, in order, to the batch (one lock and one clock read for all:
+        the worker's job_done lines of a turn); written as add_line would."""
+        if not lines:
+            return
+        with self.lock:  # type: ignore[union-attr]
+            now = time.monotonic()
+            if not self._pending:
+                self._since = now
+            self._pending.extend(lines)
+            if len(self._pending) < self.MAX_LINES and now - self._since < self.MAX_DELAY_S:
+                return
+        self.flush()
+
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             pending, self._pending = self._pending, []
             if pending:
+                pending.append("")  # the last line's terminator
                 try:
-                    self.stream.write("".join(pending))
+                    self.stream.write(self.terminator.join(pending))
                 except Exception:  # a closed or broken stream: as StreamHandler, say so
-                    sys.stderr.write(f"pgdyno: could not write {len(pending)} log lines\n")
+                    sys.stderr.write(f"pgdyno: could not write {len(pending) - 1} log lines\n")
             super().flush()
 
 

@@ -9,6 +9,7 @@ stored as it is fails the job with `UnstorableResult`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import threading
@@ -18,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from pgdyno import tasks
+from pgdyno import logfmt, tasks
 from pgdyno.errors import NotInTask, PermanentJobError, UnknownTask
-from pgdyno.logfmt import log_event
+from pgdyno.logfmt import format_value, log_event
 from pgdyno.queue import MAX_ERROR_CHARS as MAX_ERROR_CHARS  # one limit, queue.fail's
 from pgdyno.queue import ClaimedJob
 from pgdyno.worker import cancels
@@ -51,6 +52,9 @@ class Outcome(NamedTuple):  # a tuple: built once per job, 1 µs against 6 for a
     peak_rss_bytes: int | None = None
     #: The worker stopped the job's process to hand the job back: nothing to record.
     handed_back: bool = False
+    #: Its job_done line, rendered by the executor thread that ran the job while INFO lines
+    #: are on (the loop thread then only adds it to the log batch); None: rendered when logged.
+    line: str | None = None
 
 
 #: What a running task may report: (job id, attempt, progress as JSON text). The worker keeps
@@ -228,7 +232,11 @@ def _succeeded(job: ClaimedJob, value: Any, started: float) -> Outcome:
         return Outcome(
             job, None, storable_text(error, MAX_ERROR_CHARS), False, time.monotonic() - started
         )
-    return Outcome(job, result, None, False, time.monotonic() - started)
+    duration = time.monotonic() - started
+    # The line is rendered here, in the executor thread, which runs while the loop thread waits
+    # for Postgres: the loop's turn (the worker's critical path) only adds it to the batch.
+    line = done_line(job, duration) if log.isEnabledFor(logging.INFO) else None
+    return Outcome(job, result, None, False, duration, None, False, line)
 
 
 def timed_out(job: ClaimedJob, timeout: float, *, stopped: bool) -> str:
@@ -245,10 +253,68 @@ def timed_out(job: ClaimedJob, timeout: float, *, stopped: bool) -> str:
     )
 
 
+def log_done(outcomes: list[Outcome]) -> None:
+    """The job_done lines of `outcomes` (attempts that succeeded), in order: what log_outcome
+    writes for each, but rendered here a turn at a time into the worker's log batch (one lock,
+    no LogRecord, no generic field loop: 1-2 µs a line instead of ~6 on a quiet machine). Off
+    at WARNING; outside the worker's batching (an application's own logging), log_outcome."""
+    if not outcomes:
+        return
+    handler = logfmt.batch_handler(log)
+    if handler is None:
+        for outcome in outcomes:
+            log_outcome(outcome)
+        return
+    handler.add_lines(
+        [outcome.line or done_line(outcome.job, outcome.duration_s) for outcome in outcomes]
+    )
+
+
+def done_line(job: ClaimedJob, duration_s: float) -> str:
+    """`at=info event=job_done job=.. task=.. queue=.. attempt=.. duration_ms=..`: the line
+    log_event renders for log_outcome's fields (tests/unit/test_logfmt.py checks both agree),
+    with the task and queue part formatted once per pair."""
+    job_id, attempt, task, queue = job.id, job.attempts, job.task, job.queue
+    ms = duration_s * 1000
+    if not (
+        type(job_id) is int
+        and type(attempt) is int
+        and type(task) is str
+        and type(queue) is str
+        and 0.0 <= ms < 1e12  # format_value's digits exactly (and no NaN)
+    ):
+        return "at=info " + logfmt.render("job_done", _done_fields(job, duration_s))
+    # round(ms, 1) through format_value's "%.3f", zeros and point stripped, is this text:
+    # both round the exact binary value to one decimal.
+    duration = f"{ms:.1f}"
+    if duration.endswith(".0"):
+        duration = duration[:-2]
+    names = _task_and_queue(task, queue)
+    return f"at=info event=job_done job={job_id}{names} attempt={attempt} duration_ms={duration}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _task_and_queue(task: str, queue: str) -> str:
+    return f" task={format_value(task)} queue={format_value(queue)}"
+
+
+def _done_fields(job: ClaimedJob, duration_s: float) -> dict[str, Any]:
+    return {
+        "job": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "attempt": job.attempts,
+        "duration_ms": round(duration_s * 1000, 1),
+    }
+
+
 def log_outcome(outcome: Outcome, retry_in: float | None = None) -> None:
     """One line per finished attempt: job_done, job_retry (in `retry_in` s) or job_failed."""
     if outcome.error is None and not log.isEnabledFor(logging.INFO):
         return  # job_done is off (PGDYNO_LOG_LEVEL=WARNING): not even its fields are built
+    if outcome.error is None:
+        log_event(log, "job_done", **_done_fields(outcome.job, outcome.duration_s))
+        return
     job = outcome.job
     fields: dict[str, Any] = {
         "job": job.id,
@@ -257,9 +323,6 @@ def log_outcome(outcome: Outcome, retry_in: float | None = None) -> None:
         "attempt": job.attempts,
     }
     duration_ms = round(outcome.duration_s * 1000, 1)
-    if outcome.error is None:
-        log_event(log, "job_done", **fields, duration_ms=duration_ms)
-        return
     log_event(
         log,
         "job_failed" if retry_in is None else "job_retry",

@@ -617,20 +617,28 @@ class Worker:
     # --- outcomes ------------------------------------------------------------------------------
 
     def _collect_outcomes(self) -> None:
-        """Move finished jobs from the executors into the done / failed lists, logging each."""
-        while self._outcomes:
+        """Move finished jobs from the executors into the done / failed lists; each done job's
+        line is logged, in order, once all are collected (executor.log_done: one batch)."""
+        outcomes = self._outcomes
+        if not outcomes:
+            return
+        now = self._clock.now()  # once: the outcomes of a turn came back together
+        running, done, succeeded = self._running, self._done, []
+        cancelled = self._cancels.outcome
+        finished = self._ahead.finished
+        while outcomes:
             # A job whose cancel was requested ends cancelled, whatever its task did.
-            outcome = self._cancels.outcome(self._outcomes.popleft())
+            outcome = cancelled(outcomes.popleft())
             job = outcome.job
-            self._ahead.finished(outcome.duration_s, self._clock.now())
-            running = self._running.get(job.id)
-            if running is None or running.attempts != job.attempts or outcome.handed_back:
+            finished(outcome.duration_s, now)
+            held = running.get(job.id)
+            if held is None or held.attempts != job.attempts or outcome.handed_back:
                 continue  # handed back, or its lease lost: another attempt owns the job
-            del self._running[job.id]
+            del running[job.id]
             if outcome.error is None:
-                self._done.append(
-                    Finished(job.id, job.attempts, outcome.result, outcome.peak_rss_bytes)
-                )
-                executor.log_outcome(outcome)
+                done.append(Finished(job.id, job.attempts, outcome.result, outcome.peak_rss_bytes))
+                succeeded.append(outcome)
             else:
                 self._failed.append(outcome)
+        if succeeded and executor.log.isEnabledFor(logging.INFO):
+            executor.log_done(succeeded)

@@ -203,20 +203,28 @@ class ExecutorPool:
 
     def _run_forever(self) -> None:
         self._bind()
-        while (job := self._take()) is not None:
+        finished = False
+        while (job := self._take(finished)) is not None:
             try:
                 self._execute(job)
-            finally:
+            except BaseException:
                 with self._lock:
                     self._busy -= 1
-                    self._pulling += 1  # free again: takes the next job, or waits for one
+                    self._pulling += 1
+                raise
+            finished = True  # counted free in _take, under the lock it takes anyway
 
-    def _take(self) -> ClaimedJob | None:
+    def _take(self, finished: bool = False) -> ClaimedJob | None:
         """The next job for the calling thread (counted in `_pulling`), waiting for one if the
-        inbox is empty; None once the pool stops. Before it returns a job with others still
-        waiting, it makes sure another thread is awake to take them (or starts one)."""
+        inbox is empty; None once the pool stops. `finished`: the thread has just finished a
+        job (it is free again: counted here, in the same hold of the lock). Before it returns
+        a job with others still waiting, it makes sure another thread is awake to take them
+        (or starts one)."""
         thread = None
         with self._lock:
+            if finished:
+                self._busy -= 1
+                self._pulling += 1  # free again: takes the next job, or waits for one
             while not self._inbox:
                 if self._stopping:
                     self._pulling -= 1

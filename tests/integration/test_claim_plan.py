@@ -109,7 +109,9 @@ def test_prepared_claim_uses_the_claim_index_in_its_generic_plan(busy_queue):
         "SELECT name, parameter_types::text[] FROM pg_prepared_statements"
         " WHERE statement LIKE '%%WITH reported AS%%'"
     ).fetchall()
-    order = _placeholder_order(sql.query("job_complete_and_claim"))
+    # The text the worker sends (its comment lines left out: psycopg numbers the placeholders
+    # in the order they appear there).
+    order = _placeholder_order(queue.complete_and_claim_text().decode())
     assert len(order) == len(param_types)
     for queues, limit in CASES:
         params = _params(busy_queue, queues, limit)
@@ -134,3 +136,18 @@ def _placeholder_order(statement: str) -> list[str]:
         if name not in order:
             order.append(name)
     return order
+
+
+def test_the_claim_statement_sent_is_short_enough_for_psycopg_to_cache_its_conversion():
+    """psycopg converts a query's %(name)s placeholders at every execution unless the query is
+    at most MAX_CACHED_STATEMENT_LENGTH bytes (then the conversion is cached): ~50 µs a
+    statement, on the worker's loop thread. The claim statement is sent without its comment
+    lines to stay under it; the same statement otherwise (same placeholders)."""
+    from psycopg import _queries
+
+    sent = queue.complete_and_claim_text()
+    full = sql.query("job_complete_and_claim")
+    assert len(sent) <= _queries.MAX_CACHED_STATEMENT_LENGTH < len(full.encode())
+    assert set(re.findall(r"%\((\w+)\)s", sent.decode())) == set(re.findall(r"%\((\w+)\)s", full))
+    code = [line.strip() for line in full.splitlines() if not line.lstrip().startswith("--")]
+    assert [line.strip() for line in sent.decode().splitlines()] == code

@@ -248,3 +248,16 @@ def test_next_due_in_is_the_wait_for_the_earliest_scheduled_job_of_the_queues(co
     pgdyno.enqueue(conn, "t", queue="q", run_at=100)
     pgdyno.enqueue(conn, "t", queue="other", run_at=5)
     assert 99 < queue.next_due_in(conn, ["q"]) <= 100
+
+
+def test_queue_names_reach_the_claim_as_they_are_whatever_their_characters(conn):
+    """The worker's queues go to the claim as one text[] literal (queue.text_array, built once
+    per worker): commas, quotes, backslashes, braces, NULL and non-ASCII stay names."""
+    names = ["a,b", 'say "hi"', "back\\slash", "{brace}", "NULL", "ünï cödé", "q"]
+    assert conn.execute("SELECT %s::text[]", (queue.text_array(tuple(names)),)).fetchone()[0] == (
+        names
+    )
+    ids = {name: pgdyno.enqueue(conn, "noop", queue=name) for name in names}
+    pgdyno.enqueue(conn, "noop", queue="other")  # not asked for: never claimed
+    claimed = claim(conn, queues=names, limit=20)
+    assert sorted((job.queue, job.id) for job in claimed) == sorted(ids.items())

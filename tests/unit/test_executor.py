@@ -200,3 +200,20 @@ def _current_job_error() -> str | None:
     except PgdynoError as exc:
         return str(exc)
     return None
+
+
+def test_the_executor_thread_renders_the_done_line_only_while_info_lines_are_on():
+    """The job_done line is rendered where the job ran (the loop thread only adds it to its
+    log batch), and only when it would be written; failures carry none."""
+    from pgdyno import logfmt
+
+    try:
+        logfmt.configure("INFO")
+        done = execution.run(job("unit.nothing"))
+        assert done.line == execution.done_line(done.job, done.duration_s)
+        assert done.line.startswith("at=info event=job_done job=7 task=unit.nothing queue=q ")
+        assert execution.run(job("unit.explode")).line is None
+        logfmt.configure("WARNING")
+        assert execution.run(job("unit.nothing")).line is None
+    finally:
+        logfmt.configure("INFO")

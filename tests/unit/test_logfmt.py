@@ -233,3 +233,112 @@ def test_the_workers_lines_skip_the_log_record_only_when_nothing_else_would_see_
         log.removeFilter(keep)
         logfmt.batching(False)
         configure("INFO")
+
+
+@pytest.mark.parametrize(
+    ("task", "queue", "duration_s", "job_id", "attempt"),
+    [
+        ("noop", "bench", 0.0000123, 42, 1),
+        ("report", "reports", 12.0, 7, 3),
+        ("evil\x1b[2Jname", "a b", 0.0995, 1, 1),  # escaped, quoted
+        ("https://user:secret@host", "q=1", 1.25, 10**12, 2),  # redacted
+        ("t", "q", 0.1004999, 0, 0),
+        ("t", "q", 123456.789, 5, 1),
+        ("t" * 3000, "q", 0.5, 5, 1),  # cut
+        *[("t", "q", ms / 1e4, 1, 1) for ms in (5, 15, 25, 35, 45, 95, 125, 10_005, 99_995)],
+        ("t", "q", float("nan"), 1, 1),  # never measured so, but rendered as log_event would
+    ],
+)
+def test_the_job_done_line_rendered_in_a_batch_is_the_line_log_event_writes(
+    task, queue, duration_s, job_id, attempt
+):
+    """executor.log_done renders job_done lines itself (no LogRecord, no generic field loop):
+    the same text as log_outcome's log_event, field for field."""
+    from pgdyno.queue import ClaimedJob
+    from pgdyno.worker import executor
+
+    outcome = executor.Outcome(
+        ClaimedJob(job_id, queue, task, {}, attempt, 25), None, None, False, duration_s
+    )
+    stream = io.StringIO()
+    configure("INFO", stream)
+    try:
+        executor.log_outcome(outcome)  # not batching: through a LogRecord and the formatter
+        assert stream.getvalue() == executor.done_line(outcome.job, duration_s) + "\n"
+    finally:
+        configure("INFO")
+
+
+def test_job_done_lines_of_a_turn_are_batched_in_order_and_written_with_warnings_at_once():
+    from pgdyno.queue import ClaimedJob
+    from pgdyno.worker import executor
+
+    def done(job_id: int) -> executor.Outcome:
+        return executor.Outcome(ClaimedJob(job_id, "q", "t", {}, 1, 25), None, None, False, 0.002)
+
+    stream = _CountingStream()
+    configure("INFO", stream)
+    warn = logging.getLogger("pgdyno.test.batch")
+    try:
+        logfmt.batching(True)
+        executor.log_done([done(1), done(2)])
+        executor.log_done([])
+        assert stream.getvalue() == ""  # pending, with the worker's other lines
+        log_event(warn, "lease_lost", logging.WARNING, job=9)  # at once, after them
+        executor.log_done([done(3)])
+        executor.log_done([done(n) for n in range(4, 4 + BatchingHandler.MAX_LINES)])
+        logfmt.flush()
+        lines = stream.getvalue().splitlines()
+        assert lines[:3] == [
+            "at=info event=job_done job=1 task=t queue=q attempt=1 duration_ms=2",
+            "at=info event=job_done job=2 task=t queue=q attempt=1 duration_ms=2",
+            "at=warn event=lease_lost job=9",
+        ]
+        jobs = [int(line.split()[2].removeprefix("job=")) for line in lines if "job_done" in line]
+        assert jobs == list(range(1, 4 + BatchingHandler.MAX_LINES))
+        assert stream.writes == 2  # with the warning, then at MAX_LINES (the flush: none left)
+        logfmt.batching(False)
+        seen: list[logging.LogRecord] = []
+        executor.log.addFilter(lambda record: bool(seen.append(record)) or True)
+        executor.log_done([done(99)])  # not batching: a record each, as log_outcome
+        assert [record.logfmt["job"] for record in seen] == [99]
+        assert stream.getvalue().endswith("job=99 task=t queue=q attempt=1 duration_ms=2\n")
+    finally:
+        executor.log.filters.clear()
+        logfmt.batching(False)
+        configure("INFO")
+
+
+def test_job_done_lines_are_not_rendered_at_warning():
+    from pgdyno.queue import ClaimedJob
+    from pgdyno.worker import executor
+
+    stream = io.StringIO()
+    configure("WARNING", stream)
+    try:
+        logfmt.batching(True)
+        job = ClaimedJob(1, "q", "t", {}, 1, 25)
+        executor.log_done([executor.Outcome(job, None, None, False, 0.1)])
+        logfmt.flush()
+        assert stream.getvalue() == ""
+    finally:
+        logfmt.batching(False)
+        configure("INFO")
+
+
+def test_a_batch_that_cannot_be_written_is_reported_with_its_line_count(capsys):
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("pipe closed")
+
+    configure("INFO", Broken())
+    log = logging.getLogger("pgdyno.test.broken")
+    try:
+        logfmt.batching(True)
+        log_event(log, "job_done", job=1)
+        log_event(log, "job_done", job=2)
+        logfmt.flush()
+        assert "could not write 2 log lines" in capsys.readouterr().err
+    finally:
+        logfmt.batching(False)
+        configure("INFO")
