@@ -100,22 +100,31 @@ BEGIN
     -- could INSERT any other column (an id, a status, a lease) of the table the statement
     -- names (pgdyno.jobs, or the partition jobs_active) is refused outright: the rows cannot
     -- tell whether it did (an id looks the same whoever picked it).
-    IF NOT own THEN
+    -- The table is a constant in each query, not TG_RELID: with a parameter there PL/pgSQL
+    -- planned the query anew at every statement (its generic plan looked dearer than the
+    -- custom ones), +117 µs on every enqueue role's single-row INSERT.
+    IF NOT own AND TG_RELID = 'pgdyno.jobs'::regclass THEN
         SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) INTO beyond
           FROM pg_attribute AS a
-         WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE a.attrelid = 'pgdyno.jobs'::regclass AND a.attnum > 0 AND NOT a.attisdropped
            AND a.attname <> ALL (pgdyno.enqueue_columns())
            AND has_column_privilege(a.attrelid, a.attnum, 'INSERT');
-        IF beyond IS NOT NULL THEN
-            RAISE EXCEPTION 'role % may insert columns of %.% that clients must not set '
-                            '(%): it may only set %', current_user, TG_TABLE_SCHEMA,
-                            TG_TABLE_NAME, beyond, array_to_string(pgdyno.enqueue_columns(), ', ')
-                  USING ERRCODE = 'insufficient_privilege',
-                        CONSTRAINT = 'enqueue_role_must_only_insert_enqueue_columns',
-                        SCHEMA = 'pgdyno', TABLE = TG_TABLE_NAME,
-                        HINT = format('run `pgdyno grant-enqueue %s` as the owner of pgdyno',
-                                      current_user);
-        END IF;
+    ELSIF NOT own THEN
+        SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) INTO beyond
+          FROM pg_attribute AS a
+         WHERE a.attrelid = 'pgdyno.jobs_active'::regclass AND a.attnum > 0
+           AND NOT a.attisdropped AND a.attname <> ALL (pgdyno.enqueue_columns())
+           AND has_column_privilege(a.attrelid, a.attnum, 'INSERT');
+    END IF;
+    IF beyond IS NOT NULL THEN
+        RAISE EXCEPTION 'role % may insert columns of %.% that clients must not set '
+                        '(%): it may only set %', current_user, TG_TABLE_SCHEMA,
+                        TG_TABLE_NAME, beyond, array_to_string(pgdyno.enqueue_columns(), ', ')
+              USING ERRCODE = 'insufficient_privilege',
+                    CONSTRAINT = 'enqueue_role_must_only_insert_enqueue_columns',
+                    SCHEMA = 'pgdyno', TABLE = TG_TABLE_NAME,
+                    HINT = format('run `pgdyno grant-enqueue %s` as the owner of pgdyno',
+                                  current_user);
     END IF;
     -- What: bounds the column types do not give, on values that never change after insert.
     -- Named as rules of pgdyno.jobs whichever table the statement named.
