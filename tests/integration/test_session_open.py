@@ -3,24 +3,18 @@ at once, and both are ready, LISTEN included, when `PostgresSession.open` return
 
 from __future__ import annotations
 
-import os
 import select
 import threading
 import time
-from collections.abc import Iterator
-from itertools import count
 
 import psycopg
 import pytest
 from helpers import wait_until
-from psycopg.conninfo import make_conninfo
 
 from pgdyno import db
 from pgdyno.errors import SchemaNotMigrated
 from pgdyno.worker import session as session_module
 from pgdyno.worker.session import PostgresSession
-
-_names = count()
 
 
 def _backends(conn: psycopg.Connection, worker: str) -> list[str]:
@@ -86,17 +80,6 @@ def test_the_listen_connection_opens_while_the_work_connection_does(monkeypatch,
         assert _wait_for_notifications(opened) == ["q"]
     finally:
         opened.close()
-
-
-@pytest.fixture
-def empty_url(pg_admin_url: str) -> Iterator[str]:
-    """A database without the pgdyno schema."""
-    name = f"pgdyno_session_empty_{os.getpid()}_{next(_names)}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield make_conninfo(pg_admin_url, dbname=name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_an_unmigrated_database_is_named_as_such_and_no_connection_stays_open(empty_url):

@@ -3,10 +3,6 @@ so in one line, the worker and the dispatcher wait for the release phase instead
 
 from __future__ import annotations
 
-import itertools
-import os
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -17,19 +13,7 @@ from pgdyno import sql
 from pgdyno.cli import main
 from pgdyno.migrate import migrate
 
-_names = itertools.count()
 MIGRATE = "run `pgdyno migrate` (on Heroku, in the release phase: `release: pgdyno migrate`)"
-
-
-@pytest.fixture
-def empty_url(pg_admin_url: str) -> Iterator[str]:
-    """A database without the pgdyno schema."""
-    name = f"pgdyno_empty_{os.getpid()}_{next(_names)}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield make_conninfo(pg_admin_url, dbname=name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _cli(url: str, *args: str):
