@@ -39,6 +39,12 @@ def test_each_statement_fires_the_enqueue_trigger_once_on_the_table_it_names(con
 
 
 BAD_ROWS = [
+    # the name rules (CHECK constraints before 0014), before the control characters
+    ("queue", "", "queue_must_be_a_non_empty_name"),
+    ("queue", "q" * 129, "queue_must_be_a_non_empty_name"),
+    ("queue", "reports ", "queue_must_not_start_or_end_with_whitespace"),
+    ("task", " \t", "task_must_be_a_non_empty_name"),
+    ("task", "\treport", "task_must_not_start_or_end_with_whitespace"),
     ("queue", "reports\u00a0", "queue_must_not_contain_control_characters"),
     ("queue", "a\u200bb", "queue_must_not_contain_control_characters"),
     ("task", "x\ty", "task_must_not_contain_control_characters"),
@@ -95,6 +101,44 @@ def test_each_trigger_rule_refuses_through_the_parent_and_the_partition_alike(
         )
     assert refused.value.diag.constraint_name == "queue_must_not_contain_control_characters"
     assert conn.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("table", ["pgdyno.jobs", "pgdyno.jobs_active"])
+def test_rows_of_several_names_are_each_checked_against_the_name_rules(conn, table):
+    """Rows of different queues and tasks are checked row by row (0012), name rules included."""
+    rows = [(1, "q", "t"), (2, "r", "t"), (3, "r ", "t"), (4, "q", "u")]
+    target = pgsql.SQL(table)
+    copy = pgsql.SQL("COPY {} (id, queue, task) FROM STDIN").format(target)
+    insert = pgsql.SQL(
+        "INSERT INTO {} (id, queue, task) OVERRIDING SYSTEM VALUE"
+        " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])"
+    ).format(target)
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    for write in ("insert", "copy"):
+        with pytest.raises(psycopg.errors.CheckViolation) as refused:
+            if write == "insert":
+                conn.execute(insert, columns)
+            else:
+                with conn.cursor().copy(copy) as copying:
+                    for row in rows:
+                        copying.write_row(row)
+        assert refused.value.diag.constraint_name == "queue_must_not_start_or_end_with_whitespace"
+    assert conn.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 0
+
+
+def test_claims_and_history_check_no_rule_again(conn):
+    """A claim, a heartbeat and the move to jobs_finished write rows whose queue, task and args
+    were checked on insert: PostgreSQL would run every CHECK of the table again on each (0014).
+    The name rules are the trigger's; the other CHECKs are jobs_active's alone."""
+    checks = conn.execute(
+        "SELECT conrelid::regclass::text, count(*), count(*) FILTER ("
+        "         WHERE pg_get_constraintdef(oid) ~ '\\m(queue|task)\\M')"
+        "  FROM pg_constraint WHERE contype = 'c'"
+        "   AND conrelid IN ('pgdyno.jobs'::regclass, 'pgdyno.jobs_active'::regclass,"
+        "                    'pgdyno.jobs_finished'::regclass)"
+        " GROUP BY 1"
+    ).fetchall()
+    assert checks == [("pgdyno.jobs_active", 12, 0)]
 
 
 def test_enqueue_many_refuses_a_look_alike_queue_with_the_rule_named(conn):
