@@ -12,26 +12,37 @@
 --   queue hold it at once. It is taken before the wake lock of 0011, in wait_for_jobs.
 -- * The enqueuer's decision at commit: the wake lock in share mode without waiting (as in
 --   0011), then a probe of the sleep lock: taken in exclusive mode without waiting and released
---   at once. It notifies if the wake lock was refused, if the probe was refused (a sleeper
---   holds or awaits the sleep lock; or, for a moment, another enqueuer probes it: a
---   notification for nothing, never a missed one), or if its own session is a sleeper (a
---   session's own locks never refuse it: the dispatcher enqueues scheduled jobs on the
---   connection it sleeps on, and must hear them). No snapshot is involved any more, so a
---   REPEATABLE READ or SERIALIZABLE transaction decides as a READ COMMITTED one does, rather
---   than always notifying.
+--   at once. Granted, nobody else sleeps on the queue: it notifies only if its own session is a
+--   sleeper (a session's own locks never refuse it, and the dispatcher enqueues scheduled jobs
+--   on the connection it sleeps on: pgdyno.sleeping, a session setting, says so). Refused, a
+--   sleeper holds (or awaits) the sleep lock, or another enqueuer's probe holds it for a
+--   moment (or for milliseconds, when its process is descheduled in between: with 32 clients on
+--   2 cores, notifying on every refusal put 0.3 sessions on average in the NOTIFY lock's queue):
+--   0011's decision settles it (notify at REPEATABLE READ or SERIALIZABLE, else read
+--   pgdyno.sleeping_queues), sound on its own by 0011's argument. If the wake lock was refused,
+--   it notifies. A REPEATABLE READ or SERIALIZABLE transaction thus notifies only after a
+--   refused probe (under 0011, always: its snapshot may predate a registration).
 --
 -- Why no job is left waiting for a poll while a sleeper waits: take an enqueuer E and a sleeper
 -- S of its queue. S takes the sleep lock, then asks for the wake lock in exclusive mode, waits
 -- for it, and claims. E takes the wake lock (share) and then probes the sleep lock. If E probed
--- while S held the sleep lock, the probe was refused and E notifies. If E probed before S took
+-- while S held the sleep lock, the probe was refused and E decided as in 0011, whose argument
+-- holds for that decision alone (S wrote its registration before asking for the wake lock,
+-- and still does). If E probed before S took
 -- it, E already held the wake lock when S asked for it in exclusive mode, and holds it until its
 -- commit is over: S's wait ends only then, and S's claim sees E's job. If E's try of the wake
 -- lock was refused, E notifies. (0011's argument, with the registration's visibility replaced
 -- by the sleep lock's hold, which takes effect at once rather than at a commit.)
 --
--- The registry pgdyno.sleepers stays, written as before, for people and for the pruning of
--- sessions that are gone; no enqueuer reads it. A sleeper that ends without stopping releases
--- its sleep locks with its session, so enqueuers stop notifying for it at once.
+-- The registry pgdyno.sleepers stays, written as before: for people, for the pruning of
+-- sessions that are gone, and for the refused probes. A sleeper that ends without stopping
+-- releases its sleep locks with its session, so enqueuers stop notifying for it at once.
+--
+-- Upgrading: a session registered before this migration holds no sleep lock, so enqueuers
+-- notify it only after a refused probe, until it registers again (a worker when it turns idle
+-- after a busy spell, the dispatcher after each decision, both when they restart, which the
+-- release that runs the migration does on Heroku); meanwhile it finds jobs by its poll
+-- (PGDYNO_POLL_INTERVAL, 2 s by default).
 
 -- The sleep lock's first key ("pgdz"); the wake lock's is pgdyno.wake_lock_key() ("pgdy").
 CREATE FUNCTION pgdyno.sleep_lock_key() RETURNS integer
@@ -125,13 +136,18 @@ BEGIN
     END IF;
     FOREACH wake_queue IN ARRAY queues LOOP
         key := hashtext(wake_queue);
-        -- The wake lock first, the probe after it (a CASE: in this order, and the probe's
-        -- lock released only if taken).
-        IF (CASE WHEN NOT pg_try_advisory_xact_lock_shared(1885824121, key) THEN true
-                 WHEN pg_try_advisory_lock(1885824122, key)
-                 THEN NOT pg_advisory_unlock(1885824122, key)
-                 ELSE true END)
-           OR current_setting('pgdyno.sleeping', true) = 'on' THEN
+        IF NOT pg_try_advisory_xact_lock_shared(1885824121, key) THEN
+            PERFORM pg_notify('pgdyno_jobs', wake_queue);
+        ELSIF (CASE WHEN pg_try_advisory_lock(1885824122, key)
+                    THEN pg_advisory_unlock(1885824122, key) ELSE false END) THEN
+            -- Nobody else holds the sleep lock; this session may (see the top).
+            IF current_setting('pgdyno.sleeping', true) = 'on' THEN
+                PERFORM pg_notify('pgdyno_jobs', wake_queue);
+            END IF;
+        -- Refused: a sleeper, or another enqueuer's probe. 0011's read tells which.
+        ELSIF current_setting('transaction_isolation') <> 'read committed'
+              OR EXISTS (SELECT 1 FROM pgdyno.sleeping_queues AS s WHERE s.queue = wake_queue)
+        THEN
             PERFORM pg_notify('pgdyno_jobs', wake_queue);
         END IF;
     END LOOP;
