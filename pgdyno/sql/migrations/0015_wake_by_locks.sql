@@ -49,9 +49,9 @@ CREATE FUNCTION pgdyno.sleep_lock_key() RETURNS integer
     LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pgdyno, pg_temp
     AS 'SELECT 1885824122';  -- 0x7067647a, "pgdz"
 
--- The second keys (hashtext of a queue) of the sleep locks the calling session holds.
+-- The second keys (hashtext of a queue) of the sleep locks the calling session holds now.
 CREATE FUNCTION pgdyno.held_sleep_locks() RETURNS SETOF integer
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pgdyno, pg_temp AS $$
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pgdyno, pg_temp AS $$
 SELECT l.objid::integer FROM pg_locks AS l
  WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
    AND l.classid = pgdyno.sleep_lock_key()::oid AND l.objsubid = 2 AND l.mode = 'ShareLock'
