@@ -1,10 +1,7 @@
 """The sleepers registry: which sessions wait for jobs of which queue (pgdyno.sleepers).
 
 The enqueue trigger notifies a queue at commit only when a session waits on it (migration
-0011 says why and argues the race closed). Since migration 0015 a registered session also holds
-each of its queues' sleep lock (an advisory lock in share mode, for the session), which
-enqueuers probe instead of reading the registry; `stop_waiting` releases them, and they end
-with the session. An idle worker registers with `wait_for_jobs` before
+0011 says why and argues the race closed). An idle worker registers with `wait_for_jobs` before
 it sleeps and claims right after it (a job committed before the registration sent no
 notification); a busy one calls `stop_waiting`, so that enqueuers stop paying for
 notifications nobody acts on. The dispatcher registers its rule queues the same way. Rows of

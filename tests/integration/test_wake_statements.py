@@ -18,7 +18,6 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from helpers import slow_commit_sql, wait_until
-from psycopg import IsolationLevel
 from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
@@ -156,11 +155,8 @@ def test_an_enqueue_during_a_registration_notifies(database_url, conn, listener)
     assert payloads == ["q"]
 
 
-def test_a_repeatable_read_transaction_notifies_a_sleeper_registered_after_its_snapshot(
-    database_url, conn, listener
-):
-    """The decision reads no table (0015): a snapshot older than the registration is no
-    matter, the sleeper's lock is held at once."""
+def test_a_repeatable_read_transaction_always_notifies(database_url, conn, listener):
+    """Its snapshot may predate a registration it would need to see: it does not read."""
     with psycopg.connect(database_url) as app:
         app.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         app.execute("SELECT 1")  # the snapshot is taken: nobody waits yet
@@ -168,117 +164,6 @@ def test_a_repeatable_read_transaction_notifies_a_sleeper_registered_after_its_s
         app.execute(INSERT, ("q",))
         app.commit()
     assert received(listener, conn) == {"q": 1}
-
-
-@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
-def test_a_transaction_of_any_isolation_with_nobody_waiting_does_not_notify(
-    database_url, conn, listener, isolation
-):
-    """Before 0015 such a transaction always notified (its snapshot could not be trusted to
-    show a registration): each of its commits was serialised with every other notifying one."""
-    with psycopg.connect(database_url) as app:
-        app.execute(pgsql.SQL("SET TRANSACTION ISOLATION LEVEL {}").format(pgsql.SQL(isolation)))
-        app.execute(INSERT, ("q",))
-        app.commit()
-    assert received(listener, conn) == {}
-
-
-def test_a_sleeping_session_hears_its_own_enqueue(conn, listener):
-    """The dispatcher enqueues a scheduled job on the connection it sleeps on, and scales up for
-    it when it hears the notification: a session's own sleep lock never refuses its probe, so
-    its own registration is told by pgdyno.sleeping."""
-    assert sleepers.wait_for_jobs(listener, holder="dispatcher", queues=["q"])
-    listener.execute(INSERT, ("q",))
-    assert received(listener, conn) == {"q": 1}
-    sleepers.stop_waiting(listener)
-    listener.execute(INSERT, ("q",))
-    assert received(listener, conn) == {}
-
-
-def held_sleep_locks(conn: psycopg.Connection, pid: int) -> list[str]:
-    """The queues (of QUEUE_KEYS) whose sleep lock session `pid` holds, once per hold."""
-    rows = conn.execute(
-        "SELECT k.queue FROM pg_locks AS l"
-        "  JOIN (SELECT q AS queue, hashtext(q)::oid AS objid"
-        "          FROM unnest(ARRAY['a', 'b', 'c']) AS q) AS k USING (objid)"
-        " WHERE l.locktype = 'advisory' AND l.pid = %s AND l.granted AND l.objsubid = 2"
-        "   AND l.classid = pgdyno.sleep_lock_key()::oid AND l.mode = 'ShareLock'"
-        " ORDER BY 1",
-        (pid,),
-    ).fetchall()
-    return [queue for (queue,) in rows]
-
-
-def test_a_session_holds_the_sleep_locks_of_its_registered_queues_only(conn, listener):
-    """Registering again neither takes a lock twice (a stop would leave it held: enqueuers
-    would notify a busy worker forever) nor keeps one of a queue it no longer waits on."""
-    pid = listener.info.backend_pid
-    assert sleepers.wait_for_jobs(listener, holder="w1", queues=["a", "b"])
-    assert sleepers.wait_for_jobs(listener, holder="w1", queues=["a", "b"])
-    assert held_sleep_locks(conn, pid) == ["a", "b"]
-    assert conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype = 'advisory'"
-        " AND classid = pgdyno.sleep_lock_key()::oid",
-        (pid,),
-    ).fetchone() == (2,)
-    assert sleepers.wait_for_jobs(listener, holder="w1", queues=["b", "c"])
-    assert held_sleep_locks(conn, pid) == ["b", "c"]
-    conn.execute(INSERT, ("a",))
-    conn.execute(INSERT, ("c",))
-    assert received(listener, conn) == {"c": 1}
-    sleepers.stop_waiting(listener)
-    assert held_sleep_locks(conn, pid) == []
-    conn.execute(INSERT, ("b",))
-    conn.execute(INSERT, ("c",))
-    assert received(listener, conn) == {}
-    # Held from an earlier call whose transaction was rolled back: counted, not taken again.
-    with listener.transaction(force_rollback=True):
-        assert sleepers.wait_for_jobs(listener, holder="w1", queues=["a"])
-    assert held_sleep_locks(conn, pid) == ["a"]
-    assert sleepers.wait_for_jobs(listener, holder="w1", queues=["a"])
-    sleepers.stop_waiting(listener)
-    assert held_sleep_locks(conn, pid) == []
-
-
-def test_a_probe_refused_by_another_enqueuers_probe_reads_the_registry(
-    database_url, conn, listener
-):
-    """An enqueuer's probe holds the sleep lock in exclusive mode for a moment (for long if its
-    process is descheduled then): another enqueuer's probe is refused meanwhile. Such a refusal
-    is settled by 0011's read rather than by a notification for nothing (with 32 clients on 2
-    cores, notifying on every refusal put 0.3 sessions on average in the NOTIFY lock's queue)."""
-    with psycopg.connect(database_url, autocommit=True) as prober:
-        prober.execute(
-            "SELECT pg_advisory_lock(pgdyno.sleep_lock_key(), hashtext('q'))"
-        )  # as a descheduled probe does
-        conn.execute(INSERT, ("q",))
-        assert received(listener, conn) == {}
-        # Registered in the registry (as before 0015, without the sleep lock: it waits for the
-        # prober's): the read finds it.
-        listener.execute(
-            "INSERT INTO pgdyno.sleepers (queue, pid, holder) VALUES ('q', pg_backend_pid(), 'w1')"
-        )
-        conn.execute(INSERT, ("q",))
-        assert received(listener, conn) == {"q": 1}
-
-
-def test_a_sleeper_whose_session_ended_is_notified_no_more(database_url, conn, listener):
-    """Its sleep lock ended with its session: enqueuers stop notifying at once, before its
-    registry row is pruned (0011 notified until the prune)."""
-    with psycopg.connect(database_url, autocommit=True) as gone:
-        assert sleepers.wait_for_jobs(gone, holder="w-gone", queues=["q"])
-        pid = gone.info.backend_pid
-    wait_until(
-        lambda: (
-            not conn.execute(
-                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = %s)", (pid,)
-            ).fetchone()[0]
-        ),
-        message="the sleeper's backend to exit",
-    )
-    conn.execute(INSERT, ("q",))
-    assert received(listener, conn) == {}
-    assert conn.execute("SELECT count(*) FROM pgdyno.sleepers").fetchone() == (1,)
 
 
 def test_each_transaction_decides_once_with_all_its_queues(conn, listener):
@@ -324,16 +209,12 @@ def test_rows_of_sessions_that_ended_are_pruned(database_url, conn, listener):
     assert rows == [("w1", "r")]
 
 
-@pytest.mark.parametrize(
-    "isolation", [IsolationLevel.READ_COMMITTED, IsolationLevel.REPEATABLE_READ]
-)
-def test_hammer_no_job_committed_while_a_session_sleeps_is_missed(database_url, conn, isolation):
+def test_hammer_no_job_committed_while_a_session_sleeps_is_missed(database_url, conn):
     """Round after round, enqueuers commit one job each (some holding their transaction open a
     few ms after the INSERT, as a request does) at random moments around a sleeper that
     registers and claims. A job the claim did not take must have notified its queue (one queue
     per enqueuer, so each notification names its job): else it would wait for a poll while its
-    worker slept. At REPEATABLE READ too, which decides by the locks alone since 0015 (before,
-    it always notified)."""
+    worker slept."""
     enqueuers, rounds = 4, 300
     queues = [f"hammer{slot}" for slot in range(enqueuers)]
     start = threading.Barrier(enqueuers + 1)
@@ -343,7 +224,6 @@ def test_hammer_no_job_committed_while_a_session_sleeps_is_missed(database_url, 
     def enqueue(slot: int) -> None:
         rng = random.Random(slot)
         with psycopg.connect(database_url) as app:
-            app.isolation_level = isolation
             while True:
                 start.wait()
                 if stop.is_set():
@@ -420,16 +300,13 @@ def test_enqueue_in_a_transaction_of_any_isolation_notifies(
     assert received(listener, conn) == {"q": 1}
 
 
-def test_the_enqueue_side_locks_the_keys_registrations_take(conn):
-    """wake_sleepers() writes the keys out (a function call costs on every enqueue)."""
-    wake, sleep = conn.execute("SELECT pgdyno.wake_lock_key(), pgdyno.sleep_lock_key()").fetchone()
+def test_the_enqueue_side_locks_the_key_registrations_wait_for(conn):
+    """wake_sleepers() writes the key out (a function call costs on every enqueue)."""
+    key = conn.execute("SELECT pgdyno.wake_lock_key()").fetchone()[0]
     source = conn.execute(
         "SELECT prosrc FROM pg_proc WHERE oid = 'pgdyno.wake_sleepers'::regproc"
     ).fetchone()[0]
-    assert "key := hashtext(wake_queue);" in source
-    assert f"pg_try_advisory_xact_lock_shared({wake}, key)" in source
-    assert f"pg_try_advisory_lock({sleep}, key)" in source
-    assert f"pg_advisory_unlock({sleep}, key)" in source
+    assert f"pg_try_advisory_xact_lock_shared({key}, hashtext(wake_queue))" in source
 
 
 def test_pruning_an_empty_registry_finds_nothing_to_remove(conn):
