@@ -47,6 +47,8 @@ BAD_ROWS = [
     ("task", "\treport", "task_must_not_start_or_end_with_whitespace"),
     ("queue", "reports\u00a0", "queue_must_not_contain_control_characters"),
     ("queue", "a\u200bb", "queue_must_not_contain_control_characters"),
+    ("queue", "reports\u1680", "queue_must_not_contain_control_characters"),  # 0015
+    ("task", "report\U000e0020", "task_must_not_contain_control_characters"),  # 0015
     ("task", "x\ty", "task_must_not_contain_control_characters"),
     ("task", "\ufeffreport", "task_must_not_contain_control_characters"),
     ("args", '{"blob": "' + "x" * 1_100_000 + '"}', "args_must_be_at_most_1_mb"),

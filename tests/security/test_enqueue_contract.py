@@ -154,6 +154,9 @@ def test_migration_0009_moves_a_table_level_insert_grant_onto_the_contract(serve
         ("queue", "\u200breports", "queue_must_not_contain_control_characters"),
         ("task", "hel\u202elo", "task_must_not_contain_control_characters"),
         ("task", "\ufeffreport", "task_must_not_contain_control_characters"),
+        # [[:space:]] misses U+1680 where the ctype is C; tag characters render as nothing
+        ("queue", "reports\u1680", "queue_must_not_contain_control_characters"),
+        ("task", "report\U000e0041", "task_must_not_contain_control_characters"),
         (
             "unique_key",
             "schedule:nightly:2026-12-02T03:00:00Z",
