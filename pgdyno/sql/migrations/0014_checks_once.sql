@@ -107,16 +107,9 @@ BEGIN
                         WHEN i.unique_key ~ '^(schedule|report):' AND NOT own
                         THEN 'unique_key_prefixes_schedule_and_report_are_pgdyno_s_own'
                         WHEN pg_column_size(i.args) > 1048576 THEN 'args_must_be_at_most_1_mb'
-                        ELSE 'args_must_nest_at_most_64_levels' END)
-                   FILTER (WHERE NOT (i.queue ~ '[^[:space:]]' AND length(i.queue) <= 128
-                                      AND i.task ~ '[^[:space:]]' AND length(i.task) <= 200)
-                              OR i.queue ~ '^[[:space:]]|[[:space:]]$'
-                              OR i.task ~ '^[[:space:]]|[[:space:]]$'
-                              OR (i.queue || i.task) ~ pgdyno.invisible_characters()
-                              OR (i.unique_key ~ '^(schedule|report):' AND NOT own)
-                              OR pg_column_size(i.args) > 1048576
-                              OR (pg_column_size(i.args) > 500
-                                  AND jsonb_path_exists(i.args, 'strict $.**{64 to last}'))),
+                        WHEN pg_column_size(i.args) > 500
+                             AND jsonb_path_exists(i.args, 'strict $.**{64 to last}')
+                        THEN 'args_must_nest_at_most_64_levels' END),  -- NULL: no rule broken
                array_agg(DISTINCT i.queue) FILTER (WHERE i.status = 'ready' AND i.run_at <= now())
           INTO rule, queues
           FROM inserted_jobs AS i;
