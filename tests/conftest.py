@@ -65,26 +65,27 @@ def template_db(pg_admin_url: str) -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-@pytest.fixture
-def database_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
-    """A fresh, migrated database for this test."""
-    name = f"pgdyno_test_{os.getpid()}_{next(_counter)}"
+def _throwaway_database(pg_admin_url: str, prefix: str, template: str = "") -> Iterator[str]:
+    """A new database (a copy of `template`, if given) for one test; dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{next(_counter)}"
+    copy_of = f' TEMPLATE "{template}"' if template else ""
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+        admin.execute(f'CREATE DATABASE "{name}"{copy_of}')
     yield _with_db(pg_admin_url, name)
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for this test."""
+    yield from _throwaway_database(pg_admin_url, "pgdyno_test", template_db)
 
 
 @pytest.fixture
 def empty_url(pg_admin_url: str) -> Iterator[str]:
     """A database without the pgdyno schema (an app before its release phase ran)."""
-    name = f"pgdyno_empty_{os.getpid()}_{next(_counter)}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield _with_db(pg_admin_url, name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _throwaway_database(pg_admin_url, "pgdyno_empty")
 
 
 @pytest.fixture

@@ -38,6 +38,21 @@ def test_each_statement_fires_the_enqueue_trigger_once_on_the_table_it_names(con
     assert conn.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 303
 
 
+def _refusals(conn, insert, params, copy, rows) -> list[psycopg.errors.CheckViolation]:
+    """The check violation each write raises: `insert` with `params`, then COPY of `rows`."""
+    refusals = []
+    for write in ("insert", "copy"):
+        with pytest.raises(psycopg.errors.CheckViolation) as refused:
+            if write == "insert":
+                conn.execute(insert, params)
+            else:
+                with conn.cursor().copy(copy) as copying:
+                    for row in rows:
+                        copying.write_row(row)
+        refusals.append(refused.value)
+    return refusals
+
+
 BAD_ROWS = [
     # the name rules (CHECK constraints before 0014), before the control characters
     ("queue", "", "queue_must_be_a_non_empty_name"),
@@ -68,15 +83,9 @@ def test_each_trigger_rule_refuses_through_the_parent_and_the_partition_alike(
         target, names, pgsql.SQL(", ").join(pgsql.Placeholder(n) for n in row)
     )
     copy = pgsql.SQL("COPY {} ({}) FROM STDIN").format(target, names)
-    for write in ("insert", "copy"):
-        with pytest.raises(psycopg.errors.CheckViolation) as refused:
-            if write == "insert":
-                conn.execute(insert, row)
-            else:
-                with conn.cursor().copy(copy) as copying:
-                    copying.write_row(list(row.values()))
-        assert refused.value.diag.constraint_name == rule
-        assert refused.value.diag.message_primary == (
+    for refused in _refusals(conn, insert, row, copy, [list(row.values())]):
+        assert refused.diag.constraint_name == rule
+        assert refused.diag.message_primary == (
             f'new row for relation "jobs" violates check constraint "{rule}"'
         )
     # the least rule name over the rows, as before 0012: a bad queue in one row, big args in
@@ -116,15 +125,8 @@ def test_rows_of_several_names_are_each_checked_against_the_name_rules(conn, tab
         " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])"
     ).format(target)
     columns = [list(column) for column in zip(*rows, strict=True)]
-    for write in ("insert", "copy"):
-        with pytest.raises(psycopg.errors.CheckViolation) as refused:
-            if write == "insert":
-                conn.execute(insert, columns)
-            else:
-                with conn.cursor().copy(copy) as copying:
-                    for row in rows:
-                        copying.write_row(row)
-        assert refused.value.diag.constraint_name == "queue_must_not_start_or_end_with_whitespace"
+    for refused in _refusals(conn, insert, columns, copy, rows):
+        assert refused.diag.constraint_name == "queue_must_not_start_or_end_with_whitespace"
     assert conn.execute("SELECT count(*) FROM pgdyno.jobs").fetchone()[0] == 0
 
 
