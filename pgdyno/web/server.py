@@ -6,12 +6,14 @@ program (`pgdyno dev`, `make run`, the tests) and returns a handle to stop it.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
+from waitress import wasyncore
 from waitress.server import create_server
 
 from pgdyno.web import auth
@@ -28,9 +30,23 @@ class RunningDashboard:
     _thread: threading.Thread
 
     def stop(self) -> None:
-        self._server.close()
-        self._thread.join(5)
+        """Stop serving, then close the dashboard's database pool. The server's own thread
+        closes its sockets (asked through waitress's trigger): closed from here, a socket could
+        vanish under that thread's select() (EBADF, an error in the serving thread)."""
+        if self._thread.is_alive():
+            self._server.trigger.pull_trigger(functools.partial(_close, self._server))
+            self._thread.join(5)
+        if self._thread.is_alive():  # the loop did not answer: close from here
+            _close(self._server)
+            self._thread.join(5)
         self.app.extensions["pgdyno_db"].close()
+
+
+def _close(server: Any) -> None:
+    """Stop waitress's request threads and close every socket of its loop (the loop ends
+    when none is left)."""
+    server.task_dispatcher.shutdown()
+    wasyncore.close_all(server._map)
 
 
 def _server(app: Flask, host: str, port: int) -> tuple[Any, str]:
