@@ -63,6 +63,15 @@ def test_a_worker_of_short_jobs_claims_ahead_at_concurrency_1(loop):
     ahead = worker.worker._ahead
     record = ahead.finished
     ahead.finished = lambda duration_s, at: record(min(duration_s, SHORT_S / 10), at)
+    # And a turn that finds no outcome yet waits (real time) for the thread's next one instead
+    # of letting the fake clock jump to HOLD_S, which would hand the jobs back: this test is
+    # about reporting in batches, not about holding (tested below).
+    loop_worker = worker.worker
+    worker.clock.on_wait = lambda timeout: wait_until(
+        lambda: bool(loop_worker._outcomes) or not loop_worker._running,
+        timeout=5,
+        message="the thread's next outcome",
+    )
     limits = [c["limit"] for c in worker.jobs.called("complete_and_claim")]
     assert set(limits) == {1}  # while it knew too few of its jobs
     for _ in range(50):
